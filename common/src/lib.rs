@@ -1,0 +1,71 @@
+//! Map keys, values and limits shared by the eBPF programs (`kadvisor-ebpf`) and the
+//! daemon (`kadvisor`). Everything here is `#[repr(C)]`, `Copy` and free of implicit
+//! padding so that both sides agree on the byte layout.
+#![no_std]
+
+/// Most cgroups tracked at once by the per-cgroup maps. A node with more live and
+/// recently deleted cgroups than this loses accounting for the newest ones; the loader
+/// reports failed inserts in `kadvisor_bpf_map_full_total`.
+pub const MAX_CGROUPS: u32 = 16_384;
+
+/// Value of the per-CPU `CGROUP_CPU` map, keyed by cgroup v2 id (the inode number of
+/// the cgroup directory). Each CPU's slot is only written by that CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupCpu {
+    /// Nanoseconds of CPU time charged to tasks of the cgroup, exactly as the
+    /// scheduler charges them to the cgroup's own `cpu.stat usage_usec`.
+    pub runtime_ns: u64,
+}
+
+/// Indexes into the per-CPU `ERRORS` array: kernel-side failures the daemon exports
+/// so that lost data is never silent.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelError {
+    /// An insert into a per-cgroup map failed because the map was full.
+    MapFull = 0,
+    /// Reading a task's cgroup through BTF offsets failed.
+    TaskRead = 1,
+}
+
+/// Number of `KernelError` variants (the length of the `ERRORS` array).
+pub const KERNEL_ERROR_COUNT: u32 = 2;
+
+impl KernelError {
+    /// Every variant, in index order.
+    pub const ALL: [Self; KERNEL_ERROR_COUNT as usize] = [Self::MapFull, Self::TaskRead];
+
+    /// The `reason` label value under which the daemon exports this error.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Self::MapFull => "map_full",
+            Self::TaskRead => "task_read",
+        }
+    }
+}
+
+/// Byte offsets the kernel programs need to walk `task->cgroups->dfl_cgrp->kn->id`.
+/// aya-ebpf has no CO-RE relocations, so the loader resolves them from the running
+/// kernel's BTF (`/sys/kernel/btf/vmlinux`) and writes them into the program's
+/// read-only globals before load; no kernel's layout is compiled in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskCgroupOffsets {
+    /// `offsetof(struct task_struct, cgroups)`
+    pub task_cgroups: u32,
+    /// `offsetof(struct css_set, dfl_cgrp)`
+    pub css_set_dfl_cgrp: u32,
+    /// `offsetof(struct cgroup, kn)`
+    pub cgroup_kn: u32,
+    /// `offsetof(struct kernfs_node, id)`
+    pub kernfs_node_id: u32,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data: #[repr(C)], only u64 fields, no padding.
+    unsafe impl aya::Pod for super::CgroupCpu {}
+    // SAFETY: plain-old-data: #[repr(C)], only u32 fields, no padding.
+    unsafe impl aya::Pod for super::TaskCgroupOffsets {}
+}

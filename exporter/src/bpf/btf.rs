@@ -1,0 +1,73 @@
+//! Struct member offsets from the running kernel's BTF.
+//!
+//! aya-ebpf programs have no CO-RE relocations, so a program that must read a kernel
+//! struct gets the member offsets as globals, resolved here from
+//! `/sys/kernel/btf/vmlinux`. A kernel whose layout differs only needs its own BTF.
+use std::path::Path;
+
+use btf_rs::{Btf, Type};
+use kadvisor_common::TaskCgroupOffsets;
+
+use super::BpfError;
+
+/// Offsets of `task->cgroups->dfl_cgrp->kn->id`.
+pub(super) fn task_cgroup_offsets(path: &Path) -> Result<TaskCgroupOffsets, BpfError> {
+    let btf = Btf::from_file(path).map_err(|e| BpfError::BtfParse {
+        path: path.to_owned(),
+        source: e.into(),
+    })?;
+    let offset = |structure, member| member_offset(&btf, path, structure, member);
+    Ok(TaskCgroupOffsets {
+        task_cgroups: offset("task_struct", "cgroups")?,
+        css_set_dfl_cgrp: offset("css_set", "dfl_cgrp")?,
+        cgroup_kn: offset("cgroup", "kn")?,
+        kernfs_node_id: offset("kernfs_node", "id")?,
+    })
+}
+
+/// Byte offset of `member` in `struct structure`, looking through anonymous structs
+/// and unions (task_struct is wrapped in one when the kernel randomizes its layout).
+pub(super) fn member_offset(
+    btf: &Btf,
+    path: &Path,
+    structure: &'static str,
+    member: &'static str,
+) -> Result<u32, BpfError> {
+    let not_found = || BpfError::BtfMember {
+        path: path.to_owned(),
+        structure,
+        member,
+    };
+    let parse_err = |e: btf_rs::Error| BpfError::BtfParse {
+        path: path.to_owned(),
+        source: e.into(),
+    };
+    for ty in btf.resolve_types_by_name(structure).map_err(parse_err)? {
+        if let Type::Struct(s) = ty
+            && let Some(bits) = find_member(btf, &s, member).map_err(parse_err)?
+        {
+            return Ok(bits / 8);
+        }
+    }
+    Err(not_found())
+}
+
+/// Bit offset of `name` inside `s`, descending into anonymous members.
+fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Result<Option<u32>, btf_rs::Error> {
+    for m in &s.members {
+        let member_name = btf.resolve_name(m).unwrap_or_default();
+        if member_name == name {
+            return Ok(Some(m.bit_offset()));
+        }
+        if member_name.is_empty() {
+            let inner = match btf.resolve_chained_type(m)? {
+                Type::Struct(inner) | Type::Union(inner) => inner,
+                _ => continue,
+            };
+            if let Some(bits) = find_member(btf, &inner, name)? {
+                return Ok(Some(m.bit_offset() + bits));
+            }
+        }
+    }
+    Ok(None)
+}

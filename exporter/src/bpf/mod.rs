@@ -1,0 +1,186 @@
+//! The kernel side, seen from userspace: preflight checks, loading and attaching the
+//! programs of `kernel/`, and reading their maps at scrape time.
+mod btf;
+mod programs;
+
+use std::{collections::HashMap, path::PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, PerCpuHashMap},
+};
+use kadvisor_common::{CgroupCpu, KernelError};
+
+pub use programs::{PROGRAMS, ProgramSpec};
+
+/// The object file built from `kernel/` by build.rs.
+static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kadvisor"));
+
+/// Capabilities that let a process load and attach tracing programs: CAP_BPF and
+/// CAP_PERFMON (kernel ≥ 5.8), or CAP_SYS_ADMIN, which implies both.
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error(
+        "missing capabilities CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): run as root or grant them"
+    )]
+    MissingCapabilities,
+    #[error("cannot read this process's capabilities")]
+    Capabilities(#[source] procfs::ProcError),
+    #[error("kernel BTF not found at {path} (the kernel needs CONFIG_DEBUG_INFO_BTF=y)")]
+    BtfMissing { path: PathBuf },
+    #[error("cannot parse kernel BTF at {path}")]
+    BtfParse {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("kernel BTF at {path} has no member {member} in struct {structure}")]
+    BtfMember {
+        path: PathBuf,
+        structure: &'static str,
+        member: &'static str,
+    },
+    #[error("cannot load the eBPF object (is BPF enabled in this kernel?)")]
+    Load(#[source] aya::EbpfError),
+    #[error("eBPF object has no program {name}")]
+    MissingProgram { name: &'static str },
+    #[error("cannot load program {name} for hook {hook}")]
+    Program {
+        name: &'static str,
+        hook: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("eBPF object has no map {name}")]
+    MissingMap { name: &'static str },
+    #[error("cannot read map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// Checks what loading needs before trying, so a failure names its cause.
+pub fn preflight(btf_path: &std::path::Path) -> Result<(), BpfError> {
+    let status = procfs::process::Process::myself()
+        .and_then(|me| me.status())
+        .map_err(BpfError::Capabilities)?;
+    let has = |cap: u32| status.capeff & (1 << cap) != 0;
+    if !(has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))) {
+        return Err(BpfError::MissingCapabilities);
+    }
+    if !btf_path.exists() {
+        return Err(BpfError::BtfMissing {
+            path: btf_path.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Loaded and attached programs, and the maps the collectors read.
+pub struct KernelPrograms {
+    // Keeps programs and links alive: dropping it detaches everything.
+    ebpf: Ebpf,
+    cgroup_cpu: PerCpuHashMap<MapData, u64, CgroupCpu>,
+    errors: PerCpuArray<MapData, u64>,
+}
+
+/// Per-program counters from the kernel's BPF statistics (`kernel.bpf_stats_enabled`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub name: &'static str,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+}
+
+impl KernelPrograms {
+    /// Loads the object, resolving struct offsets from `btf_path`, and attaches every
+    /// program of `PROGRAMS`.
+    pub fn load(btf_path: &std::path::Path, max_cgroups: u32) -> Result<Self, BpfError> {
+        let offsets = btf::task_cgroup_offsets(btf_path)?;
+        let btf = aya::Btf::parse_file(btf_path, aya::Endianness::default()).map_err(|e| {
+            BpfError::BtfParse {
+                path: btf_path.to_owned(),
+                source: Box::new(e),
+            }
+        })?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .override_global("TASK_CGROUP_OFFSETS", &offsets, true)
+            .map_max_entries("CGROUP_CPU", max_cgroups)
+            .load(KERNEL_OBJECT)
+            .map_err(BpfError::Load)?;
+        for spec in PROGRAMS {
+            programs::attach(&mut ebpf, spec, &btf)?;
+            tracing::info!(program = spec.name, hook = spec.hook, "attached");
+        }
+        let cgroup_cpu = take_map(&mut ebpf, "CGROUP_CPU")?;
+        let errors = take_map(&mut ebpf, "ERRORS")?;
+        Ok(Self {
+            ebpf,
+            cgroup_cpu,
+            errors,
+        })
+    }
+
+    /// CPU nanoseconds per cgroup id, summed over CPUs.
+    pub fn cgroup_cpu_ns(&self) -> Result<HashMap<u64, u64>, BpfError> {
+        let map_err = |source| BpfError::Map {
+            name: "CGROUP_CPU",
+            source,
+        };
+        let mut out = HashMap::new();
+        for entry in self.cgroup_cpu.iter() {
+            let (id, per_cpu) = entry.map_err(map_err)?;
+            let total = per_cpu.iter().map(|v| v.runtime_ns).sum::<u64>();
+            out.insert(id, total);
+        }
+        Ok(out)
+    }
+
+    /// Kernel-side failure counts, summed over CPUs.
+    pub fn kernel_errors(&self) -> Result<Vec<(KernelError, u64)>, BpfError> {
+        KernelError::ALL
+            .iter()
+            .map(|&error| {
+                let per_cpu = self
+                    .errors
+                    .get(&(error as u32), 0)
+                    .map_err(|source| BpfError::Map {
+                        name: "ERRORS",
+                        source,
+                    })?;
+                Ok((error, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// Run counts and times of every attached program; zero unless the kernel's BPF
+    /// statistics are on (`sysctl kernel.bpf_stats_enabled=1`).
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        PROGRAMS
+            .iter()
+            .filter_map(|spec| {
+                let info = self.ebpf.program(spec.name)?.info().ok()?;
+                Some(ProgramStats {
+                    name: spec.name,
+                    run_count: info.run_count(),
+                    run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                })
+            })
+            .collect()
+    }
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, BpfError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(BpfError::MissingMap { name })?;
+    T::try_from(map).map_err(|source| BpfError::Map { name, source })
+}

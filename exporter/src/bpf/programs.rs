@@ -1,0 +1,40 @@
+//! Which program attaches to which hook: one declarative table, so the question "what
+//! does kadvisor hook on this kernel" has one answer.
+use aya::{Btf, Ebpf, programs::BtfTracePoint};
+
+use super::BpfError;
+
+/// One program of the kernel object and the hook it attaches to.
+#[derive(Debug, Clone, Copy)]
+pub struct ProgramSpec {
+    /// Function name in `kernel/src`.
+    pub name: &'static str,
+    /// The tracepoint (tp_btf) it attaches to.
+    pub hook: &'static str,
+}
+
+/// Every program kadvisor attaches.
+pub const PROGRAMS: &[ProgramSpec] = &[
+    // CPU time per cgroup: the scheduler's own runtime updates (see kernel/src/sched.rs).
+    // tp_btf needs kernel ≥ 5.5.
+    ProgramSpec {
+        name: "sched_stat_runtime",
+        hook: "sched_stat_runtime",
+    },
+];
+
+pub(super) fn attach(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> Result<(), BpfError> {
+    let program_err = |source| BpfError::Program {
+        name: spec.name,
+        hook: spec.hook,
+        source,
+    };
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(spec.name)
+        .ok_or(BpfError::MissingProgram { name: spec.name })?
+        .try_into()
+        .map_err(program_err)?;
+    program.load(spec.hook, btf).map_err(program_err)?;
+    program.attach().map_err(program_err)?;
+    Ok(())
+}

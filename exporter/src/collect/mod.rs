@@ -1,0 +1,209 @@
+//! Scrape-time collection: reads the kernel maps and the cgroup tree and writes
+//! cAdvisor's families. Nothing runs between scrapes; every value is read live, so no
+//! sample is older than the scrape and none needs a timestamp.
+pub mod cpu;
+pub mod exposition;
+pub mod labels;
+
+use std::{collections::HashMap, sync::Mutex, time::Instant};
+
+use kadvisor_common::KernelError;
+use prometheus::{Encoder as _, TextEncoder};
+
+use crate::{
+    bpf::{BpfError, KernelPrograms, ProgramStats},
+    cgroup::{CgroupError, CgroupTree, PathMemory},
+};
+use exposition::{Exposition, MetricType};
+use labels::ContainerLabels;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("kernel maps")]
+    Kernel(#[from] BpfError),
+    #[error("cgroup tree")]
+    Cgroup(#[from] CgroupError),
+    #[error("encoding kadvisor's own metrics")]
+    SelfMetrics(#[from] prometheus::Error),
+}
+
+/// What the collectors need from the kernel side. `KernelPrograms` is the real one;
+/// tests substitute fixed values to test exposition without BPF.
+pub trait KernelSource: Send + Sync {
+    fn cgroup_cpu_ns(&self) -> Result<HashMap<u64, u64>, BpfError>;
+    fn kernel_errors(&self) -> Result<Vec<(KernelError, u64)>, BpfError>;
+    fn program_stats(&self) -> Vec<ProgramStats>;
+}
+
+impl KernelSource for KernelPrograms {
+    fn cgroup_cpu_ns(&self) -> Result<HashMap<u64, u64>, BpfError> {
+        Self::cgroup_cpu_ns(self)
+    }
+    fn kernel_errors(&self) -> Result<Vec<(KernelError, u64)>, BpfError> {
+        Self::kernel_errors(self)
+    }
+    fn program_stats(&self) -> Vec<ProgramStats> {
+        Self::program_stats(self)
+    }
+}
+
+/// One exported cgroup row and its rendered label set.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: u64,
+    pub path: String,
+    /// `ContainerLabels::render()` output, shared by every family of the row.
+    pub labels: String,
+}
+
+impl Row {
+    pub fn new(id: u64, path: &str) -> Self {
+        Self {
+            id,
+            path: path.to_owned(),
+            labels: ContainerLabels::for_path(path).render(),
+        }
+    }
+}
+
+/// Everything one scrape needs; shared by the HTTP handlers.
+pub struct Collector {
+    kernel: Box<dyn KernelSource>,
+    tree: CgroupTree,
+    /// Serialises scrapes: the path memory is updated by each one.
+    memory: Mutex<PathMemory>,
+    registry: prometheus::Registry,
+    scrape_errors: prometheus::IntCounterVec,
+    scrape_duration: prometheus::Histogram,
+}
+
+impl Collector {
+    pub fn new(kernel: Box<dyn KernelSource>, tree: CgroupTree) -> Result<Self, CollectError> {
+        let registry = prometheus::Registry::new();
+        let scrape_errors = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "kadvisor_scrape_errors_total",
+                "Scrapes in which a source failed, by source.",
+            ),
+            &["source"],
+        )?;
+        let scrape_duration = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "kadvisor_scrape_duration_seconds",
+                "Time to collect and encode one scrape of container metrics.",
+            )
+            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+        )?;
+        registry.register(Box::new(scrape_errors.clone()))?;
+        registry.register(Box::new(scrape_duration.clone()))?;
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        let build_info = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new("kadvisor_build_info", "kadvisor's version; always 1."),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry.register(Box::new(build_info))?;
+        Ok(Self {
+            kernel,
+            tree,
+            memory: Mutex::new(PathMemory::default()),
+            registry,
+            scrape_errors,
+            scrape_duration,
+        })
+    }
+
+    /// One scrape: container families, then kadvisor's own metrics. A failing source
+    /// is counted in `kadvisor_scrape_errors_total` and logged; the families of the
+    /// other sources are still served.
+    pub fn scrape(&self) -> Result<String, CollectError> {
+        let start = Instant::now();
+        let mut memory = self
+            .memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = Exposition::with_capacity(64 * 1024);
+
+        let cgroups = self.tree.walk().inspect_err(|e| self.failed("cgroup", e))?;
+        let rows: Vec<Row> = cgroups.iter().map(|c| Row::new(c.id, &c.path)).collect();
+
+        match self.kernel.cgroup_cpu_ns() {
+            Ok(cpu_ns) => {
+                memory.update(&cgroups, |id| cpu_ns.contains_key(&id));
+                let totals = cpu::hierarchical_totals(&cpu_ns, &memory);
+                cpu::write_usage(&mut out, &rows, &totals);
+            }
+            Err(e) => self.failed("cpu", &e),
+        }
+
+        self.write_kernel_self_metrics(&mut out, memory.len());
+        drop(memory);
+        self.scrape_duration.observe(start.elapsed().as_secs_f64());
+        let mut encoded = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut encoded)?;
+        out.append_encoded(&String::from_utf8_lossy(&encoded));
+        Ok(out.into_string())
+    }
+
+    fn failed(&self, source: &str, error: &dyn std::error::Error) {
+        self.scrape_errors.with_label_values(&[source]).inc();
+        tracing::warn!(source, error = %error_chain(error), "collection failed");
+    }
+
+    fn write_kernel_self_metrics(&self, out: &mut Exposition, tracked_cgroups: usize) {
+        match self.kernel.kernel_errors() {
+            Ok(errors) => {
+                let name = "kadvisor_kernel_errors_total";
+                out.family(
+                    name,
+                    "Failures inside the eBPF programs, by reason (map_full: a cgroup could not be tracked; task_read: a task's cgroup could not be read).",
+                    MetricType::Counter,
+                );
+                for (error, count) in errors {
+                    out.sample(name, "", &[("reason", error.reason())], count as f64);
+                }
+            }
+            Err(e) => self.failed("kernel_errors", &e),
+        }
+        let stats = self.kernel.program_stats();
+        let runs = "kadvisor_bpf_program_runs_total";
+        out.family(
+            runs,
+            "Times each eBPF program ran (counted only while sysctl kernel.bpf_stats_enabled=1).",
+            MetricType::Counter,
+        );
+        for s in &stats {
+            out.sample(runs, "", &[("program", s.name)], s.run_count as f64);
+        }
+        let time = "kadvisor_bpf_program_run_seconds_total";
+        out.family(
+            time,
+            "CPU time spent in each eBPF program (counted only while sysctl kernel.bpf_stats_enabled=1).",
+            MetricType::Counter,
+        );
+        for s in &stats {
+            out.sample(time, "", &[("program", s.name)], cpu::ns_to_seconds(s.run_time_ns));
+        }
+        let tracked = "kadvisor_tracked_cgroups";
+        out.family(
+            tracked,
+            "Cgroup ids whose path kadvisor holds (live, or removed with counters still in the kernel maps).",
+            MetricType::Gauge,
+        );
+        out.sample(tracked, "", &[], tracked_cgroups as f64);
+    }
+}
+
+/// An error and its causes on one line: `a: b: c`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,286 @@
+//! The admin surface: one HTTP/1 service.
+//!
+//! | endpoint | answer |
+//! |---|---|
+//! | `GET /metrics` | every family, text format 0.0.4, gzip when the client accepts it |
+//! | `GET /metrics/cadvisor` | the same (the kubelet's path, for drop-in scrape configs) |
+//! | `GET /healthz` | 200 while the process serves |
+//! | `GET /readyz` | 200 once programs are attached and the first cgroup walk is done, 503 before |
+//!
+//! Anything else is 404; a method other than GET or HEAD is 405. Connections are
+//! bounded (`MAX_CONNECTIONS`), slow clients time out reading headers, and shutdown
+//! drains in-flight requests for at most `DRAIN_TIMEOUT`.
+use std::{
+    convert::Infallible,
+    future::Future,
+    io::Write as _,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::Bytes,
+    header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{net::TcpListener, sync::Semaphore};
+
+use crate::collect::{Collector, error_chain, exposition::CONTENT_TYPE as METRICS_CONTENT_TYPE};
+
+const MAX_CONNECTIONS: usize = 64;
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// State shared by every request.
+pub struct Admin {
+    collector: Arc<Collector>,
+    ready: AtomicBool,
+}
+
+impl Admin {
+    pub fn new(collector: Arc<Collector>) -> Self {
+        Self {
+            collector,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+}
+
+/// Answers one request. Public so tests can call the service without a socket.
+pub async fn respond<B>(admin: Arc<Admin>, request: Request<B>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    match request.uri().path() {
+        "/metrics" | "/metrics/cadvisor" => {
+            let gzip = accepts_gzip(&request);
+            let collector = Arc::clone(&admin.collector);
+            // Reading maps and cgroupfs is blocking work: keep it off the reactor.
+            match tokio::task::spawn_blocking(move || collector.scrape()).await {
+                Ok(Ok(body)) => metrics_response(body, gzip),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %error_chain(&e), "scrape failed");
+                    plain(StatusCode::INTERNAL_SERVER_ERROR, "scrape failed\n")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "scrape task failed");
+                    plain(StatusCode::INTERNAL_SERVER_ERROR, "scrape failed\n")
+                }
+            }
+        }
+        "/healthz" => plain(StatusCode::OK, "ok\n"),
+        "/readyz" if admin.ready.load(Ordering::Acquire) => plain(StatusCode::OK, "ready\n"),
+        "/readyz" => plain(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        _ => plain(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn accepts_gzip<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| coding.trim().split(';').next() == Some("gzip"))
+}
+
+fn metrics_response(body: String, gzip: bool) -> Response<Full<Bytes>> {
+    let mut response = if gzip {
+        let mut encoder = flate2::write::GzEncoder::new(
+            Vec::with_capacity(body.len() / 8),
+            flate2::Compression::fast(),
+        );
+        match encoder.write_all(body.as_bytes()).and_then(|()| encoder.finish()) {
+            Ok(compressed) => {
+                let mut r = Response::new(Full::new(Bytes::from(compressed)));
+                r.headers_mut()
+                    .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                r
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "gzip failed; sending uncompressed");
+                Response::new(Full::new(Bytes::from(body)))
+            }
+        }
+    } else {
+        Response::new(Full::new(Bytes::from(body)))
+    };
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
+    response
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Serves `admin` on `listener` until `shutdown` completes, then drains.
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Future<Output = ()>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Usually EMFILE/ENFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            tracing::warn!(%peer, "too many connections; closing");
+            continue;
+        };
+        let admin = Arc::clone(&admin);
+        let service = service_fn(move |request| {
+            let admin = Arc::clone(&admin);
+            async move { Ok::<_, Infallible>(respond(admin, request).await) }
+        });
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with error");
+            }
+            drop(permit);
+        });
+    }
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use http_body_util::BodyExt as _;
+    use kadvisor_common::KernelError;
+
+    use super::*;
+    use crate::{
+        bpf::{BpfError, ProgramStats},
+        cgroup::CgroupTree,
+        collect::KernelSource,
+    };
+
+    /// Fixed kernel counters: 2 s of CPU in the fixture's `/a`.
+    struct FixedKernel {
+        a_id: u64,
+    }
+
+    impl KernelSource for FixedKernel {
+        fn cgroup_cpu_ns(&self) -> Result<HashMap<u64, u64>, BpfError> {
+            Ok(HashMap::from([(self.a_id, 2_000_000_000)]))
+        }
+        fn kernel_errors(&self) -> Result<Vec<(KernelError, u64)>, BpfError> {
+            Ok(vec![(KernelError::MapFull, 0), (KernelError::TaskRead, 0)])
+        }
+        fn program_stats(&self) -> Vec<ProgramStats> {
+            Vec::new()
+        }
+    }
+
+    fn admin(ready: bool) -> (tempfile::TempDir, Arc<Admin>) {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("a")).unwrap();
+        let a_id = std::fs::metadata(dir.path().join("a")).unwrap().ino();
+        let tree = CgroupTree::at(dir.path().to_owned());
+        let collector = Collector::new(Box::new(FixedKernel { a_id }), tree).unwrap();
+        let admin = Arc::new(Admin::new(Arc::new(collector)));
+        if ready {
+            admin.set_ready();
+        }
+        (dir, admin)
+    }
+
+    fn get(path: &str, gzip: bool) -> Request<()> {
+        let mut builder = Request::get(path);
+        if gzip {
+            builder = builder.header(ACCEPT_ENCODING, "deflate, gzip;q=0.9");
+        }
+        builder.body(()).unwrap()
+    }
+
+    async fn body(response: Response<Full<Bytes>>) -> Vec<u8> {
+        response.into_body().collect().await.unwrap().to_bytes().to_vec()
+    }
+
+    #[tokio::test]
+    async fn metrics_serve_rows_in_text_format() {
+        let (_dir, admin) = admin(true);
+        for path in ["/metrics", "/metrics/cadvisor"] {
+            let response = respond(Arc::clone(&admin), get(path, false)).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(
+                response.headers()[CONTENT_TYPE],
+                "text/plain; version=0.0.4; charset=utf-8"
+            );
+            let text = String::from_utf8(body(response).await).unwrap();
+            assert!(text.contains("container_cpu_usage_seconds_total{container=\"\",id=\"/a\",image=\"\",name=\"\",namespace=\"\",pod=\"\",cpu=\"total\"} 2\n"), "{text}");
+            assert!(text.contains("id=\"/\",image=\"\",name=\"\",namespace=\"\",pod=\"\",cpu=\"total\"} 2\n"), "root includes /a: {text}");
+            assert!(text.contains("kadvisor_kernel_errors_total{reason=\"map_full\"} 0"), "{text}");
+            assert!(text.contains("process_resident_memory_bytes"), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn metrics_are_gzipped_when_asked() {
+        let (_dir, admin) = admin(true);
+        let response = respond(admin, get("/metrics", true)).await;
+        assert_eq!(response.headers()[CONTENT_ENCODING], "gzip");
+        let compressed = body(response).await;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&compressed[..]), &mut text)
+            .unwrap();
+        assert!(text.contains("container_cpu_usage_seconds_total"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn health_readiness_and_unknown_paths() {
+        let (_dir, admin) = admin(false);
+        let status = |r: Response<Full<Bytes>>| r.status();
+        assert_eq!(status(respond(Arc::clone(&admin), get("/healthz", false)).await), StatusCode::OK);
+        assert_eq!(
+            status(respond(Arc::clone(&admin), get("/readyz", false)).await),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        admin.set_ready();
+        assert_eq!(status(respond(Arc::clone(&admin), get("/readyz", false)).await), StatusCode::OK);
+        assert_eq!(
+            status(respond(Arc::clone(&admin), get("/nope", false)).await),
+            StatusCode::NOT_FOUND
+        );
+        let post = Request::post("/metrics").body(()).unwrap();
+        assert_eq!(status(respond(admin, post).await), StatusCode::METHOD_NOT_ALLOWED);
+    }
+}

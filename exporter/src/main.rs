@@ -1,0 +1,77 @@
+//! `kadvisor`: wires the layers together. Loading, discovery, collection and serving
+//! live in the library; this file only orders them and reports errors.
+use std::{process::ExitCode, sync::Arc};
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use kadvisor::{
+    bpf::{self, KernelPrograms},
+    cgroup::CgroupTree,
+    collect::Collector,
+    config::Config,
+    http::{self, Admin},
+};
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    let filter = match tracing_subscriber::EnvFilter::try_new(&config.log_level) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("kadvisor: invalid --log_level {:?}: {e}", config.log_level);
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kadvisor: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    bpf::preflight(&config.btf_path)?;
+    let tree = CgroupTree::new(config.cgroup_root.as_deref())?;
+    tracing::info!(root = %tree.root().display(), "cgroup v2 tree");
+    let kernel = KernelPrograms::load(&config.btf_path, config.max_cgroups)?;
+    let collector = Arc::new(Collector::new(Box::new(kernel), tree)?);
+    // The first walk proves the tree is readable before we report ready.
+    collector.scrape().context("first collection")?;
+    let admin = Arc::new(Admin::new(collector));
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(2)
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let address = std::net::SocketAddr::new(config.listen_ip, config.port);
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address}"))?;
+        let bound = listener.local_addr().context("listener address")?;
+        admin.set_ready();
+        tracing::info!(address = %bound, "serving /metrics");
+        http::serve(listener, admin, shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,47 @@
+//! Maps shared by the program families, and the error counters every family reports
+//! into.
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    macros::map,
+    maps::{PerCpuArray, PerCpuHashMap},
+};
+use kadvisor_common::{CgroupCpu, KERNEL_ERROR_COUNT, KernelError, MAX_CGROUPS};
+
+/// CPU accounting per cgroup v2 id. The loader may resize it (`--max_cgroups`).
+#[map(name = "CGROUP_CPU")]
+pub(crate) static CGROUP_CPU: PerCpuHashMap<u64, CgroupCpu> =
+    PerCpuHashMap::with_max_entries(MAX_CGROUPS, 0);
+
+/// Kernel-side failure counts, indexed by `KernelError`.
+#[map(name = "ERRORS")]
+static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KERNEL_ERROR_COUNT, 0);
+
+/// Counts one kernel-side failure; the daemon exports these so no loss is silent.
+#[inline(always)]
+pub(crate) fn count_error(error: KernelError) {
+    if let Some(slot) = ERRORS.get_ptr_mut(error as u32) {
+        // SAFETY: the slot belongs to this CPU and the program runs with preemption
+        // disabled, so no one else writes it concurrently.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Returns this CPU's slot for `key` in a per-CPU hash, inserting a zeroed value when
+/// the key is new. `None` when the map is full (counted in `ERRORS`).
+#[inline(always)]
+pub(crate) fn per_cpu_entry<V: Copy + Default>(
+    map: &PerCpuHashMap<u64, V>,
+    key: u64,
+) -> Option<*mut V> {
+    if let Some(value) = map.get_ptr_mut(key) {
+        return Some(value);
+    }
+    // Another CPU may insert the same key between our lookup and insert; NOEXIST then
+    // fails harmlessly and the second lookup finds its entry.
+    let _ignored = map.insert(key, V::default(), u64::from(BPF_NOEXIST));
+    let entry = map.get_ptr_mut(key);
+    if entry.is_none() {
+        count_error(KernelError::MapFull);
+    }
+    entry
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Idempotent setup for building and testing kadvisor on a fresh Debian machine.
+#
+# Installs: Debian packages used by the build and tests, the rust-src component (the
+# kernel crate is built with -Z build-std=core), bpf-linker built from crates.io against
+# the toolchain's own LLVM, and mounts bpffs/tracefs when missing. Every step checks
+# before it acts, so running it twice does nothing the second time.
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# --- Debian packages -------------------------------------------------------
+# prometheus: promtool parses our exposition in tests. stress-ng/linux-perf: load and
+# benchmarks. busybox-static, qemu: kernel matrix. iproute2: network namespaces.
+DEB_PACKAGES=(prometheus linux-perf stress-ng busybox-static iproute2 qemu-system-x86 cpio kmod)
+missing=()
+for p in "${DEB_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- Rust components ---------------------------------------------------------
+if ! rustup component list --installed 2>/dev/null | grep -q '^rust-src'; then
+  log "adding rust-src"
+  rustup component add rust-src
+fi
+
+# --- bpf-linker against the toolchain's LLVM ----------------------------------
+# The toolchain ships libLLVM; bpf-linker must link the same major version, so it
+# is built from source with LLVM_PREFIX pointing at a directory holding that lib.
+BPF_LINKER_VERSION=0.13.0
+sysroot=$(rustc --print sysroot)
+libllvm=$(find "$sysroot/lib" -maxdepth 1 -name 'libLLVM.so.*' | head -n1)
+[[ -n "$libllvm" ]] || { echo "setup: no libLLVM in $sysroot/lib" >&2; exit 1; }
+llvm_major=$(basename "$libllvm" | sed -E 's/libLLVM\.so\.([0-9]+).*/\1/')
+if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
+  log "building bpf-linker $BPF_LINKER_VERSION against LLVM $llvm_major ($libllvm)"
+  prefix="$HOME/.cache/kadvisor/llvm-prefix"
+  mkdir -p "$prefix/lib"
+  ln -sf "$libllvm" "$prefix/lib/libLLVM.so"
+  LLVM_PREFIX="$prefix" RUSTFLAGS="-C link-arg=-Wl,-rpath,$sysroot/lib" \
+    cargo install --locked bpf-linker --version "$BPF_LINKER_VERSION" \
+      --no-default-features --features "llvm-$llvm_major"
+fi
+
+# --- Filesystems the loader needs ----------------------------------------------
+if [[ $(id -u) -eq 0 ]]; then
+  mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+  mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
+fi
+log "ok"
