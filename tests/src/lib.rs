@@ -1,1 +1,42 @@
-//! Helpers for the privileged integration tests in `tests/tests/`.
+//! Helpers for the privileged integration tests in `tests/tests/`: start the real
+//! `kadvisor` binary, make real cgroups, run real workloads, scrape and read what a
+//! user would read.
+//!
+//! These tests need root (CAP_BPF, CAP_PERFMON, cgroupfs writes). Without it they
+//! fail with a message saying so; they never pass silently.
+#![expect(clippy::missing_panics_doc, reason = "test helpers panic by design")]
+
+pub mod cgroup;
+pub mod kadvisor;
+pub mod scrape;
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Tests that measure CPU time take this lock so they do not compete for this
+/// machine's two cores with each other.
+pub fn exclusive_cpu() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Fails the test unless it runs as root: a privileged test that cannot run must
+/// fail loudly, not pass.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this privileged test needs root (BPF and cgroupfs writes); run it with sudo"
+    );
+}
+
+/// `|a - b| <= tolerance * max(|a|, |b|)`, with a readable failure.
+pub fn assert_close(what: &str, actual: f64, expected: f64, tolerance: f64) {
+    let scale = actual.abs().max(expected.abs());
+    assert!(
+        (actual - expected).abs() <= tolerance * scale,
+        "{what}: {actual} vs expected {expected} (allowed ±{:.1}%)",
+        tolerance * 100.0
+    );
+}

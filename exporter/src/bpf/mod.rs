@@ -14,7 +14,8 @@ use kadvisor_common::{CgroupCpu, KernelError};
 pub use programs::{PROGRAMS, ProgramSpec};
 
 /// The object file built from `kernel/` by build.rs.
-static KERNEL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kadvisor"));
+static KERNEL_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kadvisor-ebpf"));
 
 /// Capabilities that let a process load and attach tracing programs: CAP_BPF and
 /// CAP_PERFMON (kernel ≥ 5.8), or CAP_SYS_ADMIN, which implies both.
@@ -148,13 +149,13 @@ impl KernelPrograms {
         KernelError::ALL
             .iter()
             .map(|&error| {
-                let per_cpu = self
-                    .errors
-                    .get(&(error as u32), 0)
-                    .map_err(|source| BpfError::Map {
-                        name: "ERRORS",
-                        source,
-                    })?;
+                let per_cpu =
+                    self.errors
+                        .get(&(error as u32), 0)
+                        .map_err(|source| BpfError::Map {
+                            name: "ERRORS",
+                            source,
+                        })?;
                 Ok((error, per_cpu.iter().sum()))
             })
             .collect()

@@ -53,12 +53,8 @@ impl CgroupTree {
                 let mounts = procfs::process::Process::myself()
                     .and_then(|me| me.mountinfo())
                     .map_err(CgroupError::MountInfo)?;
-                choose_v2_mount(
-                    mounts
-                        .into_iter()
-                        .map(|m| (m.fs_type, m.mount_point)),
-                )
-                .ok_or(CgroupError::NoCgroup2)?
+                choose_v2_mount(mounts.into_iter().map(|m| (m.fs_type, m.mount_point)))
+                    .ok_or(CgroupError::NoCgroup2)?
             }
         };
         if !is_cgroup2(&root)? {
@@ -159,7 +155,12 @@ fn is_cgroup2(path: &Path) -> Result<bool, CgroupError> {
             source: io::Error::last_os_error(),
         });
     }
-    Ok(i64::from(buf.f_type) == CGROUP2_SUPER_MAGIC)
+    #[allow(
+        clippy::useless_conversion,
+        reason = "f_type is i64 on x86_64 but narrower on other architectures"
+    )]
+    let fs_type = i64::from(buf.f_type);
+    Ok(fs_type == CGROUP2_SUPER_MAGIC)
 }
 
 /// Remembers the path of every cgroup id seen, so that counters of a cgroup removed
@@ -263,21 +264,24 @@ mod tests {
             choose_v2_mount(hybrid),
             Some(PathBuf::from("/sys/fs/cgroup/unified"))
         );
-        let pure = [
-            m("cgroup2", "/run/other"),
-            m("cgroup2", "/sys/fs/cgroup"),
-        ];
+        let pure = [m("cgroup2", "/run/other"), m("cgroup2", "/sys/fs/cgroup")];
         assert_eq!(choose_v2_mount(pure), Some(PathBuf::from("/sys/fs/cgroup")));
         assert_eq!(
             choose_v2_mount([m("cgroup2", "/host/cgroup")]),
             Some(PathBuf::from("/host/cgroup"))
         );
-        assert_eq!(choose_v2_mount([m("cgroup", "/sys/fs/cgroup/memory")]), None);
+        assert_eq!(
+            choose_v2_mount([m("cgroup", "/sys/fs/cgroup/memory")]),
+            None
+        );
     }
 
     #[test]
     fn ancestors_walk_to_root() {
-        assert_eq!(ancestors("/a/b/c").collect::<Vec<_>>(), ["/a/b/c", "/a/b", "/a", "/"]);
+        assert_eq!(
+            ancestors("/a/b/c").collect::<Vec<_>>(),
+            ["/a/b/c", "/a/b", "/a", "/"]
+        );
         assert_eq!(ancestors("/").collect::<Vec<_>>(), ["/"]);
     }
 

@@ -68,13 +68,20 @@ mod tests {
     fn parents_include_children_and_removed_children() {
         let mut memory = PathMemory::default();
         memory.update(
-            &[cg(1, "/"), cg(2, "/pod"), cg(3, "/pod/a"), cg(4, "/pod/b"), cg(5, "/other")],
+            &[
+                cg(1, "/"),
+                cg(2, "/pod"),
+                cg(3, "/pod/a"),
+                cg(4, "/pod/b"),
+                cg(5, "/other"),
+            ],
             |_| true,
         );
         // /pod/b was removed but its counter remains in the map.
-        memory.update(&[cg(1, "/"), cg(2, "/pod"), cg(3, "/pod/a"), cg(5, "/other")], |id| {
-            id == 4
-        });
+        memory.update(
+            &[cg(1, "/"), cg(2, "/pod"), cg(3, "/pod/a"), cg(5, "/other")],
+            |id| id == 4,
+        );
         let per_cgroup = HashMap::from([(1, 5), (2, 10), (3, 100), (4, 1000), (5, 7), (99, 3)]);
 
         let totals = hierarchical_totals(&per_cgroup, &memory);
@@ -95,6 +102,11 @@ mod tests {
         assert!(text.contains(
             "container_cpu_usage_seconds_total{container=\"\",id=\"/\",image=\"\",name=\"\",namespace=\"\",pod=\"\",cpu=\"total\"} 2.5\n"
         ), "{text}");
-        assert!(text.contains("id=\"/a\",image=\"\",name=\"\",namespace=\"\",pod=\"\",cpu=\"total\"} 0.000001\n"), "{text}");
+        assert!(
+            text.contains(
+                "id=\"/a\",image=\"\",name=\"\",namespace=\"\",pod=\"\",cpu=\"total\"} 0.000001\n"
+            ),
+            "{text}"
+        );
     }
 }

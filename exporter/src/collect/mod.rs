@@ -92,11 +92,15 @@ impl Collector {
                 "kadvisor_scrape_duration_seconds",
                 "Time to collect and encode one scrape of container metrics.",
             )
-            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
         )?;
         registry.register(Box::new(scrape_errors.clone()))?;
         registry.register(Box::new(scrape_duration.clone()))?;
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         let build_info = prometheus::IntGaugeVec::new(
             prometheus::Opts::new("kadvisor_build_info", "kadvisor's version; always 1."),
             &["version"],
@@ -184,7 +188,12 @@ impl Collector {
             MetricType::Counter,
         );
         for s in &stats {
-            out.sample(time, "", &[("program", s.name)], cpu::ns_to_seconds(s.run_time_ns));
+            out.sample(
+                time,
+                "",
+                &[("program", s.name)],
+                cpu::ns_to_seconds(s.run_time_ns),
+            );
         }
         let tracked = "kadvisor_tracked_cgroups";
         out.family(

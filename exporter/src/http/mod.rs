@@ -102,7 +102,10 @@ fn metrics_response(body: String, gzip: bool) -> Response<Full<Bytes>> {
             Vec::with_capacity(body.len() / 8),
             flate2::Compression::fast(),
         );
-        match encoder.write_all(body.as_bytes()).and_then(|()| encoder.finish()) {
+        match encoder
+            .write_all(body.as_bytes())
+            .and_then(|()| encoder.finish())
+        {
             Ok(compressed) => {
                 let mut r = Response::new(Full::new(Bytes::from(compressed)));
                 r.headers_mut()
@@ -232,7 +235,13 @@ mod tests {
     }
 
     async fn body(response: Response<Full<Bytes>>) -> Vec<u8> {
-        response.into_body().collect().await.unwrap().to_bytes().to_vec()
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec()
     }
 
     #[tokio::test]
@@ -247,8 +256,16 @@ mod tests {
             );
             let text = String::from_utf8(body(response).await).unwrap();
             assert!(text.contains("container_cpu_usage_seconds_total{container=\"\",id=\"/a\",image=\"\",name=\"\",namespace=\"\",pod=\"\",cpu=\"total\"} 2\n"), "{text}");
-            assert!(text.contains("id=\"/\",image=\"\",name=\"\",namespace=\"\",pod=\"\",cpu=\"total\"} 2\n"), "root includes /a: {text}");
-            assert!(text.contains("kadvisor_kernel_errors_total{reason=\"map_full\"} 0"), "{text}");
+            assert!(
+                text.contains(
+                    "id=\"/\",image=\"\",name=\"\",namespace=\"\",pod=\"\",cpu=\"total\"} 2\n"
+                ),
+                "root includes /a: {text}"
+            );
+            assert!(
+                text.contains("kadvisor_kernel_errors_total{reason=\"map_full\"} 0"),
+                "{text}"
+            );
             assert!(text.contains("process_resident_memory_bytes"), "{text}");
         }
     }
@@ -260,8 +277,11 @@ mod tests {
         assert_eq!(response.headers()[CONTENT_ENCODING], "gzip");
         let compressed = body(response).await;
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&compressed[..]), &mut text)
-            .unwrap();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(&compressed[..]),
+            &mut text,
+        )
+        .unwrap();
         assert!(text.contains("container_cpu_usage_seconds_total"), "{text}");
     }
 
@@ -269,18 +289,27 @@ mod tests {
     async fn health_readiness_and_unknown_paths() {
         let (_dir, admin) = admin(false);
         let status = |r: Response<Full<Bytes>>| r.status();
-        assert_eq!(status(respond(Arc::clone(&admin), get("/healthz", false)).await), StatusCode::OK);
+        assert_eq!(
+            status(respond(Arc::clone(&admin), get("/healthz", false)).await),
+            StatusCode::OK
+        );
         assert_eq!(
             status(respond(Arc::clone(&admin), get("/readyz", false)).await),
             StatusCode::SERVICE_UNAVAILABLE
         );
         admin.set_ready();
-        assert_eq!(status(respond(Arc::clone(&admin), get("/readyz", false)).await), StatusCode::OK);
+        assert_eq!(
+            status(respond(Arc::clone(&admin), get("/readyz", false)).await),
+            StatusCode::OK
+        );
         assert_eq!(
             status(respond(Arc::clone(&admin), get("/nope", false)).await),
             StatusCode::NOT_FOUND
         );
         let post = Request::post("/metrics").body(()).unwrap();
-        assert_eq!(status(respond(admin, post).await), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            status(respond(admin, post).await),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
     }
 }

@@ -1,0 +1,146 @@
+//! The real `kadvisor` binary, started by a test and stopped (by PID) when dropped.
+use std::{
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use crate::scrape::Scrape;
+
+/// Path of a freshly built `kadvisor`. Built once per test process with the same
+/// cargo that runs the tests, so a test never runs a stale binary.
+pub fn binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            if let Some(path) = std::env::var_os("KADVISOR_BIN") {
+                return PathBuf::from(path);
+            }
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            let status = Command::new(cargo)
+                .args([
+                    "build",
+                    "--quiet",
+                    "--package",
+                    "kadvisor",
+                    "--bin",
+                    "kadvisor",
+                ])
+                .current_dir(&workspace)
+                .status()
+                .expect("run cargo build for kadvisor");
+            assert!(status.success(), "cargo build -p kadvisor failed");
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| workspace.join("target"), PathBuf::from);
+            target.join("debug").join("kadvisor")
+        })
+        .clone()
+}
+
+/// Runs `kadvisor` with `args` to completion (for flag and preflight errors).
+pub fn run_to_exit(args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kadvisor")
+}
+
+/// A running `kadvisor` serving on a free loopback port.
+pub struct Kadvisor {
+    child: Child,
+    port: u16,
+}
+
+impl Kadvisor {
+    pub fn start(extra_args: &[&str]) -> Self {
+        crate::require_root();
+        let port = free_port();
+        let child = Command::new(binary())
+            .args(["--listen_ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start kadvisor");
+        let mut kadvisor = Self { child, port };
+        kadvisor.wait_ready();
+        kadvisor
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("poll kadvisor") {
+                panic!("kadvisor exited during start: {status}");
+            }
+            if get(self.port, "/readyz").is_some_and(|(status, _)| status == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("kadvisor not ready within 30 s");
+    }
+
+    /// `GET /metrics`, parsed.
+    pub fn scrape(&self) -> Scrape {
+        let (status, body) = get(self.port, "/metrics").expect("scrape /metrics");
+        assert_eq!(status, 200, "scrape failed: {body}");
+        Scrape::parse(body)
+    }
+
+    /// `GET path`: status and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        get(self.port, path).unwrap_or_else(|| panic!("GET {path} failed"))
+    }
+}
+
+impl Drop for Kadvisor {
+    fn drop(&mut self) {
+        // SAFETY: kill() with a PID this test spawned and has not reaped yet.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("find a free port")
+        .port()
+}
+
+/// A minimal HTTP/1.0 GET: enough for our own server, no client dependency.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}

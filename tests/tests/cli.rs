@@ -1,0 +1,70 @@
+//! What a user sees when kadvisor cannot start: one clear line and a non-zero exit.
+use kadvisor_tests::kadvisor::run_to_exit;
+
+fn stderr_line(output: &std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&output.stderr).into_owned();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got:\n{text}");
+    lines[0].to_owned()
+}
+
+#[test]
+fn bad_flag_value_is_one_line_and_exit_2() {
+    let output = run_to_exit(&["--port", "eighty"]);
+    assert_eq!(output.status.code(), Some(2));
+    let line = stderr_line(&output);
+    assert!(
+        line.starts_with("kadvisor: ") && line.contains("--port"),
+        "{line}"
+    );
+}
+
+#[test]
+fn unknown_flag_is_rejected() {
+    let output = run_to_exit(&["--no_such_flag"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr_line(&output).contains("--no_such_flag"));
+}
+
+#[test]
+fn missing_btf_is_named() {
+    kadvisor_tests::require_root();
+    let output = run_to_exit(&["--btf_path", "/nonexistent/vmlinux"]);
+    assert_eq!(output.status.code(), Some(1));
+    let line = stderr_line(&output);
+    assert!(
+        line.contains("kernel BTF not found at /nonexistent/vmlinux"),
+        "{line}"
+    );
+}
+
+#[test]
+fn cgroup_root_that_is_not_cgroup2_is_named() {
+    kadvisor_tests::require_root();
+    let output = run_to_exit(&["--cgroup_root", "/tmp"]);
+    assert_eq!(output.status.code(), Some(1));
+    let line = stderr_line(&output);
+    assert!(line.contains("/tmp is not a cgroup2 mount"), "{line}");
+}
+
+#[test]
+fn without_privileges_says_which_capabilities() {
+    kadvisor_tests::require_root();
+    // Drop to nobody with no capabilities, as a user running it without sudo would.
+    let output = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(kadvisor_tests::kadvisor::binary())
+        .output()
+        .expect("run setpriv (util-linux)");
+    assert_eq!(output.status.code(), Some(1));
+    let line = stderr_line(&output);
+    assert!(
+        line.contains("missing capabilities CAP_BPF and CAP_PERFMON"),
+        "{line}"
+    );
+}

@@ -1,0 +1,160 @@
+//! CPU time per cgroup from the scheduler hook, checked against the kernel's own
+//! accounting (`cpu.stat usage_usec` of the same cgroup).
+use std::time::{Duration, Instant};
+
+use kadvisor_tests::{
+    assert_close, cgroup::TestCgroup, exclusive_cpu, kadvisor::Kadvisor, scrape::Scrape,
+};
+
+const USAGE: &str = "container_cpu_usage_seconds_total";
+
+fn usage(scrape: &Scrape, cgroup: &TestCgroup) -> f64 {
+    scrape.value(USAGE, &[("id", cgroup.id()), ("cpu", "total")])
+}
+
+#[test]
+fn busy_loop_matches_cpu_stat() {
+    let _cpu = exclusive_cpu();
+    let kadvisor = Kadvisor::start(&[]);
+    let mut cg = TestCgroup::new("busy");
+    let (kernel_before, ours_before) =
+        (cg.cpu_stat_usage_seconds(), usage(&kadvisor.scrape(), &cg));
+
+    cg.spawn_busy();
+    std::thread::sleep(Duration::from_secs(3));
+    cg.stop_all();
+
+    let kernel = cg.cpu_stat_usage_seconds() - kernel_before;
+    let ours = usage(&kadvisor.scrape(), &cg) - ours_before;
+    assert!(
+        kernel > 1.0,
+        "the busy loop should have run for seconds, ran {kernel} s"
+    );
+    assert_close("busy loop CPU seconds vs cpu.stat", ours, kernel, 0.02);
+}
+
+#[test]
+fn sleeping_process_gains_almost_nothing() {
+    let kadvisor = Kadvisor::start(&[]);
+    let mut cg = TestCgroup::new("sleeper");
+    cg.spawn(std::process::Command::new("sleep").arg("30"));
+    let before = usage(&kadvisor.scrape(), &cg);
+    std::thread::sleep(Duration::from_secs(2));
+    let gained = usage(&kadvisor.scrape(), &cg) - before;
+    assert!(
+        gained < 0.010,
+        "a sleeping process gained {gained} s of CPU"
+    );
+}
+
+#[test]
+fn two_busy_processes_gain_twice_wall_time() {
+    let _cpu = exclusive_cpu();
+    let kadvisor = Kadvisor::start(&[]);
+    let mut cg = TestCgroup::new("two-busy");
+    let before = usage(&kadvisor.scrape(), &cg);
+    let kernel_before = cg.cpu_stat_usage_seconds();
+    let start = Instant::now();
+    cg.spawn_busy();
+    cg.spawn_busy();
+    std::thread::sleep(Duration::from_secs(3));
+    cg.stop_all();
+    let wall = start.elapsed().as_secs_f64();
+
+    let ours = usage(&kadvisor.scrape(), &cg) - before;
+    let kernel = cg.cpu_stat_usage_seconds() - kernel_before;
+    assert_close("two busy processes vs cpu.stat", ours, kernel, 0.02);
+    let ratio = ours / wall;
+    assert!(
+        (1.6..=2.05).contains(&ratio),
+        "two busy processes on 2 cores should gain ~2x wall time, gained {ratio:.2}x"
+    );
+}
+
+#[test]
+fn running_task_is_counted_before_it_switches_out() {
+    let _cpu = exclusive_cpu();
+    let kadvisor = Kadvisor::start(&[]);
+    let mut cg = TestCgroup::new("running");
+    cg.spawn_busy();
+    std::thread::sleep(Duration::from_millis(300));
+    // Scrape while the task is still running: it must be credited up to (nearly)
+    // now, as the kernel's cpu.stat is, not only when it next leaves the CPU.
+    let mut last = (usage(&kadvisor.scrape(), &cg), cg.cpu_stat_usage_seconds());
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = (usage(&kadvisor.scrape(), &cg), cg.cpu_stat_usage_seconds());
+        let (ours, kernel) = (now.0 - last.0, now.1 - last.1);
+        assert!(
+            ours > 0.5,
+            "a running busy loop gained only {ours} s in 1 s"
+        );
+        // The two reads are a few hundred µs apart while the loop keeps running.
+        assert_close(
+            "per-second gain of a running task vs cpu.stat",
+            ours,
+            kernel,
+            0.02,
+        );
+        last = now;
+    }
+}
+
+#[test]
+fn parent_gains_the_sum_of_its_children() {
+    let _cpu = exclusive_cpu();
+    let kadvisor = Kadvisor::start(&[]);
+    let parent = TestCgroup::new("parent");
+    let mut a = parent.child("a");
+    let mut b = parent.child("b");
+    let before = kadvisor.scrape();
+    let kernel_parent_before = parent.cpu_stat_usage_seconds();
+
+    a.spawn_busy();
+    b.spawn_busy();
+    std::thread::sleep(Duration::from_secs(2));
+    a.stop_all();
+    b.stop_all();
+
+    let after = kadvisor.scrape();
+    let gain = |cg: &TestCgroup| usage(&after, cg) - usage(&before, cg);
+    let (pa, ca, cb) = (gain(&parent), gain(&a), gain(&b));
+    assert!(ca > 0.5 && cb > 0.5, "both children ran: a={ca} b={cb}");
+    assert_close("parent vs sum of children", pa, ca + cb, 0.01);
+    let kernel_parent = parent.cpu_stat_usage_seconds() - kernel_parent_before;
+    assert_close("parent vs its cpu.stat", pa, kernel_parent, 0.02);
+    // The root row holds everything, so it gained at least what the parent did.
+    let root_gain = after.value(USAGE, &[("id", "/")]) - before.value(USAGE, &[("id", "/")]);
+    assert!(root_gain >= pa, "root gained {root_gain} < parent {pa}");
+    drop((a, b));
+}
+
+#[test]
+fn removed_cgroup_time_stays_in_its_parent() {
+    let _cpu = exclusive_cpu();
+    let kadvisor = Kadvisor::start(&[]);
+    let parent = TestCgroup::new("keeps");
+    let mut child = parent.child("gone");
+    // Seen once by a scrape, then removed.
+    let before = kadvisor.scrape();
+    child.spawn_busy();
+    std::thread::sleep(Duration::from_secs(1));
+    child.stop_all();
+    let child_time = usage(&kadvisor.scrape(), &child) - usage(&before, &child);
+    drop(child);
+
+    let after = kadvisor.scrape();
+    let parent_gain = usage(&after, &parent) - usage(&before, &parent);
+    assert_close(
+        "parent keeps a removed child's time",
+        parent_gain,
+        child_time,
+        0.01,
+    );
+    assert_close(
+        "parent vs its cpu.stat after the child is gone",
+        usage(&after, &parent),
+        parent.cpu_stat_usage_seconds(),
+        0.02,
+    );
+}
