@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use kadvisor::{
     bpf::{self, KernelPrograms},
-    cgroup::CgroupTree,
+    cgroup::{CgroupTree, Hierarchies},
     collect::Collector,
     config::Config,
     http::{self, Admin},
@@ -53,9 +53,10 @@ fn main() -> ExitCode {
 fn run(config: Config) -> anyhow::Result<()> {
     bpf::preflight(&config.btf_path)?;
     let tree = CgroupTree::new(config.cgroup_root.as_deref())?;
+    let hierarchies = Hierarchies::detect(Some(tree.root()))?;
     tracing::info!(root = %tree.root().display(), "cgroup v2 tree");
     let kernel = KernelPrograms::load(&config.btf_path, config.max_cgroups)?;
-    let collector = Arc::new(Collector::new(Box::new(kernel), tree)?);
+    let collector = Arc::new(Collector::new(Box::new(kernel), tree, hierarchies)?);
     // The first walk proves the tree is readable before we report ready.
     collector.scrape().context("first collection")?;
     let admin = Arc::new(Admin::new(collector));

@@ -85,6 +85,20 @@ impl TestCgroup {
         self.spawn(Command::new("sh").args(["-c", "while :; do :; done"]))
     }
 
+    /// CPU seconds the processes this cgroup started have run, by their own
+    /// accounting (`/proc/<pid>/schedstat`, first field, ns).
+    pub fn started_processes_cpu_seconds(&self) -> f64 {
+        self.children
+            .iter()
+            .map(|child| {
+                let stat = fs::read_to_string(format!("/proc/{}/schedstat", child.id()))
+                    .expect("read schedstat of a running workload");
+                let ns: u64 = stat.split(' ').next().unwrap().parse().unwrap();
+                ns as f64 / 1e9
+            })
+            .sum()
+    }
+
     /// Kills every process this cgroup started and waits for them to exit, so the
     /// kernel has charged their final slices.
     pub fn stop_all(&mut self) {

@@ -58,15 +58,24 @@ fn two_busy_processes_gain_twice_wall_time() {
     cg.spawn_busy();
     cg.spawn_busy();
     std::thread::sleep(Duration::from_secs(3));
+    let processes = cg.started_processes_cpu_seconds();
+    let ours_running = usage(&kadvisor.scrape(), &cg) - before;
     cg.stop_all();
     let wall = start.elapsed().as_secs_f64();
 
     let ours = usage(&kadvisor.scrape(), &cg) - before;
     let kernel = cg.cpu_stat_usage_seconds() - kernel_before;
     assert_close("two busy processes vs cpu.stat", ours, kernel, 0.02);
+    assert_close(
+        "two busy processes vs their own schedstat",
+        ours_running,
+        processes,
+        0.02,
+    );
+    // ~2x on an otherwise idle 2-core machine; the margin absorbs other load.
     let ratio = ours / wall;
     assert!(
-        (1.6..=2.05).contains(&ratio),
+        (1.5..=2.05).contains(&ratio),
         "two busy processes on 2 cores should gain ~2x wall time, gained {ratio:.2}x"
     );
 }

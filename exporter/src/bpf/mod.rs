@@ -89,12 +89,17 @@ pub struct KernelPrograms {
     ebpf: Ebpf,
     cgroup_cpu: PerCpuHashMap<MapData, u64, CgroupCpu>,
     errors: PerCpuArray<MapData, u64>,
+    /// Names of the programs that attached.
+    attached: Vec<&'static str>,
 }
 
-/// Per-program counters from the kernel's BPF statistics (`kernel.bpf_stats_enabled`).
+/// Whether a program is attached, and its counters from the kernel's BPF
+/// statistics (`kernel.bpf_stats_enabled`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgramStats {
     pub name: &'static str,
+    pub family: &'static str,
+    pub attached: bool,
     pub run_count: u64,
     pub run_time_ns: u64,
 }
@@ -116,9 +121,21 @@ impl KernelPrograms {
             .map_max_entries("CGROUP_CPU", max_cgroups)
             .load(KERNEL_OBJECT)
             .map_err(BpfError::Load)?;
+        let mut attached = Vec::new();
         for spec in PROGRAMS {
-            programs::attach(&mut ebpf, spec, &btf)?;
-            tracing::info!(program = spec.name, hook = spec.hook, "attached");
+            match programs::attach(&mut ebpf, spec, &btf) {
+                Ok(()) => {
+                    tracing::info!(program = spec.name, hook = spec.hook, "attached");
+                    attached.push(spec.name);
+                }
+                Err(e) if !spec.required => tracing::warn!(
+                    program = spec.name,
+                    family = spec.family,
+                    error = %crate::collect::error_chain(&e),
+                    "hook unavailable on this kernel; leaving its family out"
+                ),
+                Err(e) => return Err(e),
+            }
         }
         let cgroup_cpu = take_map(&mut ebpf, "CGROUP_CPU")?;
         let errors = take_map(&mut ebpf, "ERRORS")?;
@@ -126,6 +143,7 @@ impl KernelPrograms {
             ebpf,
             cgroup_cpu,
             errors,
+            attached,
         })
     }
 
@@ -161,20 +179,34 @@ impl KernelPrograms {
             .collect()
     }
 
-    /// Run counts and times of every attached program; zero unless the kernel's BPF
-    /// statistics are on (`sysctl kernel.bpf_stats_enabled=1`).
+    /// Every program of `PROGRAMS`: attached or not, and its run count and time
+    /// (zero unless `sysctl kernel.bpf_stats_enabled=1`).
     pub fn program_stats(&self) -> Vec<ProgramStats> {
         PROGRAMS
             .iter()
-            .filter_map(|spec| {
-                let info = self.ebpf.program(spec.name)?.info().ok()?;
-                Some(ProgramStats {
+            .map(|spec| {
+                let attached = self.attached.contains(&spec.name);
+                let info = attached
+                    .then(|| self.ebpf.program(spec.name)?.info().ok())
+                    .flatten();
+                ProgramStats {
                     name: spec.name,
-                    run_count: info.run_count(),
-                    run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
-                })
+                    family: spec.family,
+                    attached,
+                    run_count: info
+                        .as_ref()
+                        .map_or(0, aya::programs::ProgramInfo::run_count),
+                    run_time_ns: info.map_or(0, |i| {
+                        u64::try_from(i.run_time().as_nanos()).unwrap_or(u64::MAX)
+                    }),
+                }
             })
             .collect()
+    }
+
+    /// Whether the program `name` is attached.
+    pub fn is_attached(&self, name: &str) -> bool {
+        self.attached.contains(&name)
     }
 }
 

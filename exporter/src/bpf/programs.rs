@@ -1,5 +1,9 @@
 //! Which program attaches to which hook: one declarative table, so the question "what
 //! does kadvisor hook on this kernel" has one answer.
+//!
+//! A `required` program that fails to load or attach stops kadvisor (it is the
+//! product's core). Any other program that fails is left out with one warning and
+//! `kadvisor_bpf_program_attached{program} 0`; only its family goes missing.
 use aya::{Btf, Ebpf, programs::BtfTracePoint};
 
 use super::BpfError;
@@ -11,6 +15,10 @@ pub struct ProgramSpec {
     pub name: &'static str,
     /// The tracepoint (tp_btf) it attaches to.
     pub hook: &'static str,
+    /// The metric family (group) that needs it.
+    pub family: &'static str,
+    /// Whether kadvisor refuses to start without it.
+    pub required: bool,
 }
 
 /// Every program kadvisor attaches.
@@ -20,6 +28,8 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec {
         name: "sched_stat_runtime",
         hook: "sched_stat_runtime",
+        family: "cpu",
+        required: true,
     },
 ];
 

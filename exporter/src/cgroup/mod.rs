@@ -1,6 +1,11 @@
 //! The cgroup tree: where cgroup v2 is mounted and which cgroup id (the inode number
 //! of the cgroup's directory, as `bpf_get_current_cgroup_id()` returns it) belongs
-//! to which path.
+//! to which path; which hierarchy holds each controller's files (`hierarchy`); and
+//! parsers for those files (`files`).
+pub mod files;
+pub mod hierarchy;
+
+pub use hierarchy::{Controller, ControllerDir, Hierarchies};
 use std::{
     collections::HashMap,
     fs, io,

@@ -4,12 +4,30 @@
 use std::collections::HashMap;
 
 use super::{
-    Row,
+    Row, ScrapeContext,
     exposition::{Exposition, MetricType},
 };
-use crate::cgroup::{PathMemory, ancestors};
+use crate::cgroup::{Cgroup, PathMemory, ancestors};
 
 pub const USAGE: &str = "container_cpu_usage_seconds_total";
+
+/// Writes the CPU families. `memory` learns this scrape's live cgroups so that
+/// removed cgroups' counters keep rolling up into their parents.
+pub fn collect(
+    ctx: &ScrapeContext<'_>,
+    live: &[Cgroup],
+    memory: &mut PathMemory,
+    out: &mut Exposition,
+) {
+    match ctx.kernel.cgroup_cpu_ns() {
+        Ok(cpu_ns) => {
+            memory.update(live, |id| cpu_ns.contains_key(&id));
+            let totals = hierarchical_totals(&cpu_ns, memory);
+            write_usage(out, ctx.rows, &totals);
+        }
+        Err(e) => ctx.failed("cpu", &e),
+    }
+}
 
 /// Hierarchical totals: each path gets its own counter plus every descendant's,
 /// including descendants removed since (their paths live on in `memory`). A counter
@@ -55,7 +73,6 @@ pub fn ns_to_seconds(ns: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cgroup::Cgroup;
 
     fn cg(id: u64, path: &str) -> Cgroup {
         Cgroup {

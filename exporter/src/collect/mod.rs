@@ -12,7 +12,7 @@ use prometheus::{Encoder as _, TextEncoder};
 
 use crate::{
     bpf::{BpfError, KernelPrograms, ProgramStats},
-    cgroup::{CgroupError, CgroupTree, PathMemory},
+    cgroup::{CgroupError, CgroupTree, Hierarchies, PathMemory},
 };
 use exposition::{Exposition, MetricType};
 use labels::ContainerLabels;
@@ -66,10 +66,31 @@ impl Row {
     }
 }
 
+/// What every family collector gets for one scrape.
+pub struct ScrapeContext<'a> {
+    /// The exported rows, root first.
+    pub rows: &'a [Row],
+    /// Where each controller's files live.
+    pub hierarchies: &'a Hierarchies,
+    /// The kernel programs' maps.
+    pub kernel: &'a dyn KernelSource,
+    errors: &'a prometheus::IntCounterVec,
+}
+
+impl ScrapeContext<'_> {
+    /// Reports a failed source: counted in `kadvisor_scrape_errors_total{source}` and
+    /// logged. The caller skips that source's samples and carries on.
+    pub fn failed(&self, source: &str, error: &dyn std::error::Error) {
+        self.errors.with_label_values(&[source]).inc();
+        tracing::warn!(source, error = %error_chain(error), "collection failed");
+    }
+}
+
 /// Everything one scrape needs; shared by the HTTP handlers.
 pub struct Collector {
     kernel: Box<dyn KernelSource>,
     tree: CgroupTree,
+    hierarchies: Hierarchies,
     /// Serialises scrapes: the path memory is updated by each one.
     memory: Mutex<PathMemory>,
     registry: prometheus::Registry,
@@ -78,7 +99,11 @@ pub struct Collector {
 }
 
 impl Collector {
-    pub fn new(kernel: Box<dyn KernelSource>, tree: CgroupTree) -> Result<Self, CollectError> {
+    pub fn new(
+        kernel: Box<dyn KernelSource>,
+        tree: CgroupTree,
+        hierarchies: Hierarchies,
+    ) -> Result<Self, CollectError> {
         let registry = prometheus::Registry::new();
         let scrape_errors = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
@@ -112,6 +137,7 @@ impl Collector {
         Ok(Self {
             kernel,
             tree,
+            hierarchies,
             memory: Mutex::new(PathMemory::default()),
             registry,
             scrape_errors,
@@ -130,20 +156,22 @@ impl Collector {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = Exposition::with_capacity(64 * 1024);
 
-        let cgroups = self.tree.walk().inspect_err(|e| self.failed("cgroup", e))?;
+        let cgroups = self.tree.walk().inspect_err(|e| {
+            self.scrape_errors.with_label_values(&["cgroup"]).inc();
+            tracing::warn!(error = %error_chain(e), "cgroup walk failed");
+        })?;
         let rows: Vec<Row> = cgroups.iter().map(|c| Row::new(c.id, &c.path)).collect();
+        let ctx = ScrapeContext {
+            rows: &rows,
+            hierarchies: &self.hierarchies,
+            kernel: self.kernel.as_ref(),
+            errors: &self.scrape_errors,
+        };
 
-        match self.kernel.cgroup_cpu_ns() {
-            Ok(cpu_ns) => {
-                memory.update(&cgroups, |id| cpu_ns.contains_key(&id));
-                let totals = cpu::hierarchical_totals(&cpu_ns, &memory);
-                cpu::write_usage(&mut out, &rows, &totals);
-            }
-            Err(e) => self.failed("cpu", &e),
-        }
-
-        self.write_kernel_self_metrics(&mut out, memory.len());
+        cpu::collect(&ctx, &cgroups, &mut memory, &mut out);
+        self.write_kernel_self_metrics(&ctx, &mut out, memory.len());
         drop(memory);
+
         self.scrape_duration.observe(start.elapsed().as_secs_f64());
         let mut encoded = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut encoded)?;
@@ -151,12 +179,12 @@ impl Collector {
         Ok(out.into_string())
     }
 
-    fn failed(&self, source: &str, error: &dyn std::error::Error) {
-        self.scrape_errors.with_label_values(&[source]).inc();
-        tracing::warn!(source, error = %error_chain(error), "collection failed");
-    }
-
-    fn write_kernel_self_metrics(&self, out: &mut Exposition, tracked_cgroups: usize) {
+    fn write_kernel_self_metrics(
+        &self,
+        ctx: &ScrapeContext<'_>,
+        out: &mut Exposition,
+        tracked_cgroups: usize,
+    ) {
         match self.kernel.kernel_errors() {
             Ok(errors) => {
                 let name = "kadvisor_kernel_errors_total";
@@ -169,16 +197,31 @@ impl Collector {
                     out.sample(name, "", &[("reason", error.reason())], count as f64);
                 }
             }
-            Err(e) => self.failed("kernel_errors", &e),
+            Err(e) => ctx.failed("kernel_errors", &e),
         }
         let stats = self.kernel.program_stats();
+        let attached = "kadvisor_bpf_program_attached";
+        out.family(
+            attached,
+            "1 when the eBPF program is attached; 0 when this kernel lacks its hook (its family is left out).",
+            MetricType::Gauge,
+        );
+        for s in &stats {
+            let value = if s.attached { 1.0 } else { 0.0 };
+            out.sample(
+                attached,
+                "",
+                &[("family", s.family), ("program", s.name)],
+                value,
+            );
+        }
         let runs = "kadvisor_bpf_program_runs_total";
         out.family(
             runs,
             "Times each eBPF program ran (counted only while sysctl kernel.bpf_stats_enabled=1).",
             MetricType::Counter,
         );
-        for s in &stats {
+        for s in stats.iter().filter(|s| s.attached) {
             out.sample(runs, "", &[("program", s.name)], s.run_count as f64);
         }
         let time = "kadvisor_bpf_program_run_seconds_total";
@@ -187,7 +230,7 @@ impl Collector {
             "CPU time spent in each eBPF program (counted only while sysctl kernel.bpf_stats_enabled=1).",
             MetricType::Counter,
         );
-        for s in &stats {
+        for s in stats.iter().filter(|s| s.attached) {
             out.sample(
                 time,
                 "",

@@ -218,7 +218,10 @@ mod tests {
         std::fs::create_dir(dir.path().join("a")).unwrap();
         let a_id = std::fs::metadata(dir.path().join("a")).unwrap().ino();
         let tree = CgroupTree::at(dir.path().to_owned());
-        let collector = Collector::new(Box::new(FixedKernel { a_id }), tree).unwrap();
+        let hierarchies =
+            crate::cgroup::Hierarchies::from_parts(Some(dir.path().to_owned()), HashMap::new())
+                .unwrap();
+        let collector = Collector::new(Box::new(FixedKernel { a_id }), tree, hierarchies).unwrap();
         let admin = Arc::new(Admin::new(Arc::new(collector)));
         if ready {
             admin.set_ready();

@@ -1,0 +1,137 @@
+//! Reading and parsing cgroupfs files, v1 and v2. A missing file is `Ok(None)`
+//! (controller not enabled, kernel too old, cgroup just removed); any other failure
+//! names the path.
+use std::{fs, io, path::Path};
+
+use super::CgroupError;
+
+/// The file's contents, or `None` when it (or its cgroup) does not exist.
+pub fn read_optional(path: &Path) -> Result<Option<String>, CgroupError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        // ENODEV: some controller files exist but refuse reads when the controller is
+        // not usable in this cgroup.
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV) => {
+            Ok(None)
+        }
+        Err(source) => Err(CgroupError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// A single-value file such as `memory.max` or `pids.current`: `Some(Limit::Max)` for
+/// "max" (and v1's -1 / page-counter maximum), `None` when missing or unparsable.
+pub fn read_value(path: &Path) -> Result<Option<Value>, CgroupError> {
+    Ok(read_optional(path)?.and_then(|text| parse_value(&text)))
+}
+
+/// A numeric cgroup value, or the "no limit" marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value {
+    Number(u64),
+    Max,
+}
+
+impl Value {
+    /// The number, with "max" as `unlimited`.
+    pub const fn or(self, unlimited: u64) -> u64 {
+        match self {
+            Self::Number(n) => n,
+            Self::Max => unlimited,
+        }
+    }
+}
+
+/// Parses "max", "-1" (v1's unlimited quota) or a number.
+pub fn parse_value(text: &str) -> Option<Value> {
+    match text.trim() {
+        "max" | "-1" => Some(Value::Max),
+        t => t.parse().ok().map(Value::Number),
+    }
+}
+
+/// Iterates `key value` lines (cpu.stat, memory.stat, memory.events, cpuacct.stat...),
+/// skipping lines whose value is not a number.
+pub fn flat_keyed(text: &str) -> impl Iterator<Item = (&str, u64)> {
+    text.lines().filter_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        Some((key, value.trim().parse().ok()?))
+    })
+}
+
+/// The value of `key` in a flat-keyed file's text.
+pub fn keyed_value(text: &str, key: &str) -> Option<u64> {
+    flat_keyed(text).find_map(|(k, v)| (k == key).then_some(v))
+}
+
+/// Totals of a PSI file (`cpu.pressure`, `memory.pressure`, `io.pressure`), in µs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pressure {
+    /// `some total=`: time at least one task was stalled.
+    pub some_us: u64,
+    /// `full total=`: time all non-idle tasks were stalled (absent for cpu before 5.13).
+    pub full_us: Option<u64>,
+}
+
+pub fn parse_pressure(text: &str) -> Option<Pressure> {
+    let total = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))?
+            .split(' ')
+            .find_map(|field| field.strip_prefix("total="))?
+            .parse::<u64>()
+            .ok()
+    };
+    Some(Pressure {
+        some_us: total("some ")?,
+        full_us: total("full "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_and_max() {
+        assert_eq!(parse_value("max\n"), Some(Value::Max));
+        assert_eq!(parse_value("-1\n"), Some(Value::Max));
+        assert_eq!(parse_value("1048576\n"), Some(Value::Number(1_048_576)));
+        assert_eq!(parse_value("garbage"), None);
+        assert_eq!(Value::Max.or(0), 0);
+    }
+
+    #[test]
+    fn flat_keyed_skips_non_numeric_lines() {
+        let text = "usage_usec 120\nuser_usec 100\nweird line here\nsystem_usec 20\n";
+        assert_eq!(keyed_value(text, "user_usec"), Some(100));
+        assert_eq!(keyed_value(text, "system_usec"), Some(20));
+        assert_eq!(keyed_value(text, "nr_periods"), None);
+        assert_eq!(flat_keyed(text).count(), 3);
+    }
+
+    #[test]
+    fn pressure_with_and_without_full() {
+        let cpu = "some avg10=0.00 avg60=0.00 avg300=0.00 total=12345\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=678\n";
+        assert_eq!(
+            parse_pressure(cpu),
+            Some(Pressure {
+                some_us: 12345,
+                full_us: Some(678)
+            })
+        );
+        let old = "some avg10=0.00 avg60=0.00 avg300=0.00 total=5\n";
+        assert_eq!(parse_pressure(old).unwrap().full_us, None);
+        assert_eq!(parse_pressure(""), None);
+    }
+
+    #[test]
+    fn missing_file_is_none_other_errors_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_optional(&dir.path().join("nope")).unwrap(), None);
+        let err = read_optional(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+    }
+}
