@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 loops=${1:-200000}
-bin=target/release/kadvisor
+bin=${KADVISOR_BIN:-target/release/kadvisor}
 [[ -x $bin ]] || { echo "build first: cargo build --release -p kadvisor" >&2; exit 1; }
 command -v perf >/dev/null || { echo "perf missing: run scripts/setup.sh" >&2; exit 1; }
 

@@ -1,16 +1,20 @@
 //! Maps shared by the program families, and the error counters every family reports
 //! into.
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     macros::map,
     maps::{PerCpuArray, PerCpuHashMap},
 };
 use kadvisor_common::{CgroupCpu, KERNEL_ERROR_COUNT, KernelError, MAX_CGROUPS};
 
 /// CPU accounting per cgroup v2 id. The loader may resize it (`--max_cgroups`).
+///
+/// Not preallocated: a per-CPU hash holds `max_entries × value × CPUs` when
+/// preallocated (16384 × 8 B × 128 CPUs = 16 MiB on a large node for one counter);
+/// allocated on insert, its memory follows the cgroups that actually ran.
 #[map(name = "CGROUP_CPU")]
 pub(crate) static CGROUP_CPU: PerCpuHashMap<u64, CgroupCpu> =
-    PerCpuHashMap::with_max_entries(MAX_CGROUPS, 0);
+    PerCpuHashMap::with_max_entries(MAX_CGROUPS, BPF_F_NO_PREALLOC);
 
 /// Kernel-side failure counts, indexed by `KernelError`.
 #[map(name = "ERRORS")]

@@ -1,9 +1,19 @@
 //! Reading a task's cgroup v2 id when the task is not `current`.
 //!
 //! `bpf_get_current_cgroup_id()` only knows `current`. Scheduler tracepoints often
-//! name another task, so the id is read through `task->cgroups->dfl_cgrp->kn->id`
-//! with offsets the loader resolved from the running kernel's BTF.
-use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_probe_read_kernel};
+//! name another task (an `update_curr()` on a remote runqueue, the `next` task of a
+//! switch), so the id is read through `task->cgroups->dfl_cgrp->kn->id`.
+//!
+//! The member offsets come from the running kernel's BTF, resolved by the loader and
+//! written into the read-only globals below. aya creates `.rodata` with
+//! `BPF_F_RDONLY_PROG` and freezes it, so the verifier reads these globals as
+//! constants: `task + offset` is then an ordinary BTF-checked pointer access that the
+//! verifier rewrites into a fault-handling load (`BPF_PROBE_MEM`). That is four
+//! plain loads instead of four `bpf_probe_read_kernel` helper calls.
+//!
+//! # Minimum kernel version
+//! BTF pointer walking from tp_btf arguments: 5.5. Constant reads from frozen
+//! read-only maps: 5.2.
 use kadvisor_common::{KernelError, TaskCgroupOffsets};
 
 use crate::maps::count_error;
@@ -24,38 +34,27 @@ fn offsets() -> TaskCgroupOffsets {
     unsafe { core::ptr::read_volatile(&raw const TASK_CGROUP_OFFSETS) }
 }
 
-/// Reads the pointer at `base + offset` from kernel memory.
+/// Loads the member at `base + offset`.
 #[inline(always)]
-fn read_pointer(base: *const u8, offset: u32) -> Option<*const u8> {
-    // SAFETY: bpf_probe_read_kernel copies with fault handling; a bad address returns
-    // an error instead of faulting.
-    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<*const u8>()) }.ok()
+fn member<T: Copy>(base: *const u8, offset: u32) -> T {
+    // SAFETY: `base` is a BTF-typed kernel pointer (a tp_btf argument or loaded
+    // through one) and `offset` a member offset from this kernel's BTF. The verifier
+    // checks the access against BTF and turns it into a load that yields 0 instead
+    // of faulting on a bad address.
+    unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize).cast::<T>()) }
 }
 
-/// The cgroup v2 id of `task`, or `None` (counted) when the walk faults.
+/// The cgroup v2 id of `task`, or `None` (counted) when the walk found no cgroup.
 #[inline(always)]
 pub(crate) fn task_cgroup_id(task: *const u8) -> Option<u64> {
-    // SAFETY: bpf_get_current_task has no preconditions.
-    if task as u64 == unsafe { bpf_get_current_task() } {
-        // SAFETY: bpf_get_current_cgroup_id has no preconditions.
-        return Some(unsafe { bpf_get_current_cgroup_id() });
-    }
     let offsets = offsets();
-    let id = read_pointer(task, offsets.task_cgroups)
-        .and_then(|css_set| read_pointer(css_set, offsets.css_set_dfl_cgrp))
-        .and_then(|cgroup| read_pointer(cgroup, offsets.cgroup_kn))
-        .and_then(|kn| {
-            // SAFETY: as in read_pointer.
-            unsafe {
-                bpf_probe_read_kernel(
-                    kn.wrapping_add(offsets.kernfs_node_id as usize)
-                        .cast::<u64>(),
-                )
-            }
-            .ok()
-        });
-    if id.is_none() {
+    let css_set: *const u8 = member(task, offsets.task_cgroups);
+    let cgroup: *const u8 = member(css_set, offsets.css_set_dfl_cgrp);
+    let kernfs_node: *const u8 = member(cgroup, offsets.cgroup_kn);
+    let id: u64 = member(kernfs_node, offsets.kernfs_node_id);
+    if id == 0 {
         count_error(KernelError::TaskRead);
+        return None;
     }
-    id
+    Some(id)
 }
