@@ -49,8 +49,10 @@ impl Population {
             population.dirs.push(parent);
         }
         for i in 0..count {
-            let child = Command::new("sleep")
-                .arg("3600")
+            // Runs again (the shell's exec) after it has been moved, so every cgroup
+            // has kernel counters, as a real container's does.
+            let child = Command::new("sh")
+                .args(["-c", "sleep 0.5; exec sleep 3600"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -66,6 +68,7 @@ impl Population {
                 fs::write(dir.join("cgroup.procs"), &pid).expect("move into cgroup");
             }
         }
+        std::thread::sleep(std::time::Duration::from_millis(700));
         population
     }
 

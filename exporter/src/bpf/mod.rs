@@ -1,5 +1,6 @@
 //! The kernel side, seen from userspace: preflight checks, loading and attaching the
 //! programs of `kernel/`, and reading their maps at scrape time.
+mod batch;
 mod btf;
 mod programs;
 
@@ -149,16 +150,14 @@ impl KernelPrograms {
 
     /// CPU nanoseconds per cgroup id, summed over CPUs.
     pub fn cgroup_cpu_ns(&self) -> Result<HashMap<u64, u64>, BpfError> {
-        let map_err = |source| BpfError::Map {
-            name: "CGROUP_CPU",
-            source,
-        };
         let mut out = HashMap::new();
-        for entry in self.cgroup_cpu.iter() {
-            let (id, per_cpu) = entry.map_err(map_err)?;
-            let total = per_cpu.iter().map(|v| v.runtime_ns).sum::<u64>();
-            out.insert(id, total);
-        }
+        read_per_cpu_hash(
+            &self.cgroup_cpu,
+            "CGROUP_CPU",
+            |id, per_cpu: &[CgroupCpu]| {
+                out.insert(id, per_cpu.iter().map(|v| v.runtime_ns).sum::<u64>());
+            },
+        )?;
         Ok(out)
     }
 
@@ -208,6 +207,42 @@ impl KernelPrograms {
     pub fn is_attached(&self, name: &str) -> bool {
         self.attached.contains(&name)
     }
+}
+
+/// Visits every entry of a per-CPU hash: batched where the kernel supports it, one
+/// key at a time otherwise.
+fn read_per_cpu_hash<K: aya::Pod, V: aya::Pod>(
+    map: &PerCpuHashMap<MapData, K, V>,
+    name: &'static str,
+    mut visit: impl FnMut(K, &[V]),
+) -> Result<(), BpfError> {
+    use std::os::fd::AsFd as _;
+
+    use aya::maps::IterableMap as _;
+    let map_err = |source| BpfError::Map { name, source };
+    let nr_cpus = aya::util::nr_cpus().map_err(|(_, io_error)| {
+        map_err(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+            call: "nr_cpus",
+            io_error,
+        }))
+    })?;
+    match batch::for_each_per_cpu(map.map().fd().as_fd(), nr_cpus, &mut visit) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+        Err(io_error) => {
+            return Err(map_err(aya::maps::MapError::SyscallError(
+                aya::sys::SyscallError {
+                    call: "bpf_map_lookup_batch",
+                    io_error,
+                },
+            )));
+        }
+    }
+    for entry in map.iter() {
+        let (key, per_cpu) = entry.map_err(map_err)?;
+        visit(key, &per_cpu);
+    }
+    Ok(())
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, BpfError>
