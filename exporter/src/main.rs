@@ -7,7 +7,7 @@ use clap::Parser as _;
 use kadvisor::{
     bpf::{self, KernelPrograms},
     cgroup::{CgroupTree, Hierarchies},
-    collect::Collector,
+    collect::{Collector, cpu},
     config::Config,
     http::{self, Admin},
 };
@@ -55,8 +55,12 @@ fn run(config: Config) -> anyhow::Result<()> {
     let tree = CgroupTree::new(config.cgroup_root.as_deref())?;
     let hierarchies = Hierarchies::detect(Some(tree.root()))?;
     tracing::info!(root = %tree.root().display(), "cgroup v2 tree");
+    // Before attaching: what the kernel had counted so far (see cpu::StartBaselines).
+    let cpu_baselines = cpu::read_start_baselines(&tree, &hierarchies)?;
     let kernel = KernelPrograms::load(&config.btf_path, config.max_cgroups)?;
-    let collector = Arc::new(Collector::new(Box::new(kernel), tree, hierarchies)?);
+    let collector = Arc::new(
+        Collector::new(Box::new(kernel), tree, hierarchies)?.with_cpu_baselines(cpu_baselines),
+    );
     // The first walk proves the tree is readable before we report ready.
     collector.scrape().context("first collection")?;
     let admin = Arc::new(Admin::new(collector));

@@ -95,7 +95,7 @@ fn running_task_is_counted_before_it_switches_out() {
         let now = (usage(&kadvisor.scrape(), &cg), cg.cpu_stat_usage_seconds());
         let (ours, kernel) = (now.0 - last.0, now.1 - last.1);
         assert!(
-            ours > 0.5,
+            ours > 0.1,
             "a running busy loop gained only {ours} s in 1 s"
         );
         // The two reads are a few hundred µs apart while the loop keeps running.
@@ -128,7 +128,7 @@ fn parent_gains_the_sum_of_its_children() {
     let after = kadvisor.scrape();
     let gain = |cg: &TestCgroup| usage(&after, cg) - usage(&before, cg);
     let (pa, ca, cb) = (gain(&parent), gain(&a), gain(&b));
-    assert!(ca > 0.5 && cb > 0.5, "both children ran: a={ca} b={cb}");
+    assert!(ca > 0.1 && cb > 0.1, "both children ran: a={ca} b={cb}");
     assert_close("parent vs sum of children", pa, ca + cb, 0.01);
     let kernel_parent = parent.cpu_stat_usage_seconds() - kernel_parent_before;
     assert_close("parent vs its cpu.stat", pa, kernel_parent, 0.02);
@@ -164,6 +164,26 @@ fn removed_cgroup_time_stays_in_its_parent() {
         "parent vs its cpu.stat after the child is gone",
         usage(&after, &parent),
         parent.cpu_stat_usage_seconds(),
+        0.02,
+    );
+}
+
+#[test]
+fn cgroup_older_than_kadvisor_shows_its_lifetime_usage() {
+    let _cpu = exclusive_cpu();
+    let mut cg = TestCgroup::new("older");
+    cg.spawn_busy();
+    std::thread::sleep(Duration::from_secs(1));
+    cg.stop_all();
+    // Started after the work was done: the value must still be the kernel's total,
+    // as cAdvisor's would be, not zero.
+    let kadvisor = Kadvisor::start(&[]);
+    let kernel = cg.cpu_stat_usage_seconds();
+    assert!(kernel > 0.1, "the busy loop ran, {kernel} s");
+    assert_close(
+        "usage of a cgroup older than kadvisor vs cpu.stat",
+        usage(&kadvisor.scrape(), &cg),
+        kernel,
         0.02,
     );
 }

@@ -7,7 +7,50 @@ use super::{
     Row, ScrapeContext,
     exposition::{Exposition, MetricType},
 };
-use crate::cgroup::{Cgroup, PathMemory, ancestors};
+use crate::cgroup::{
+    Cgroup, CgroupError, CgroupTree, Controller, ControllerDir, Hierarchies, PathMemory, ancestors,
+    files::{keyed_value, read_optional, read_value},
+};
+
+/// CPU nanoseconds each cgroup had used before the programs were attached, by
+/// cgroup id. The kernel hook only counts from attach; adding this makes a row equal
+/// the kernel's lifetime `cpu.stat` after a kadvisor restart too, as cAdvisor's
+/// would. A cgroup created later (new id) has no baseline: the hook saw all of it.
+pub type StartBaselines = HashMap<u64, u64>;
+
+/// Reads every live cgroup's hierarchical CPU usage: v2 `cpu.stat usage_usec` (also
+/// present on hybrid hosts), else v1 `cpuacct.usage`. Call before attaching.
+pub fn read_start_baselines(
+    tree: &CgroupTree,
+    hierarchies: &Hierarchies,
+) -> Result<StartBaselines, CgroupError> {
+    let mut baselines = HashMap::new();
+    for cgroup in tree.walk()? {
+        let v2 = hierarchies
+            .v2_dir(&cgroup.path)
+            .map(|dir| dir.join("cpu.stat"));
+        let usage_ns = match v2 {
+            Some(file) => read_optional(&file)?
+                .and_then(|text| keyed_value(&text, "usage_usec"))
+                .map(|usec| usec * 1000),
+            None => None,
+        };
+        let usage_ns = match (
+            usage_ns,
+            hierarchies.controller_dir(Controller::Cpuacct, &cgroup.path),
+        ) {
+            (Some(ns), _) => Some(ns),
+            (None, Some(ControllerDir::V1(dir))) => {
+                read_value(&dir.join("cpuacct.usage"))?.map(|v| v.or(0))
+            }
+            (None, _) => None,
+        };
+        if let Some(ns) = usage_ns {
+            baselines.insert(cgroup.id, ns);
+        }
+    }
+    Ok(baselines)
+}
 
 pub const USAGE: &str = "container_cpu_usage_seconds_total";
 
@@ -23,7 +66,7 @@ pub fn collect(
         Ok(cpu_ns) => {
             memory.update(live, |id| cpu_ns.contains_key(&id));
             let totals = hierarchical_totals(&cpu_ns, memory);
-            write_usage(out, ctx.rows, &totals);
+            write_usage(out, ctx.rows, &totals, ctx.cpu_baselines);
         }
         Err(e) => ctx.failed("cpu", &e),
     }
@@ -50,14 +93,20 @@ pub fn hierarchical_totals<'a>(
     totals
 }
 
-pub fn write_usage(out: &mut Exposition, rows: &[Row], totals: &HashMap<&str, u64>) {
+pub fn write_usage(
+    out: &mut Exposition,
+    rows: &[Row],
+    totals: &HashMap<&str, u64>,
+    baselines: &StartBaselines,
+) {
     out.family(
         USAGE,
         "Cumulative cpu time consumed in seconds.",
         MetricType::Counter,
     );
     for row in rows {
-        let ns = totals.get(row.path.as_str()).copied().unwrap_or(0);
+        let ns = totals.get(row.path.as_str()).copied().unwrap_or(0)
+            + baselines.get(&row.id).copied().unwrap_or(0);
         out.sample(USAGE, &row.labels, &[("cpu", "total")], ns_to_seconds(ns));
     }
 }
@@ -73,6 +122,35 @@ pub fn ns_to_seconds(ns: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn baselines_come_from_v2_cpu_stat_or_v1_cpuacct() {
+        use std::os::unix::fs::MetadataExt as _;
+        let v2 = tempfile::tempdir().unwrap();
+        let v1 = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(v2.path().join("a")).unwrap();
+        std::fs::create_dir_all(v2.path().join("b")).unwrap();
+        std::fs::write(
+            v2.path().join("a/cpu.stat"),
+            "usage_usec 1500\nuser_usec 1000\n",
+        )
+        .unwrap();
+        // No v2 cpu.stat for b: a v1-only host's cpuacct.usage (ns) is used.
+        std::fs::create_dir_all(v1.path().join("b")).unwrap();
+        std::fs::write(v1.path().join("b/cpuacct.usage"), "777\n").unwrap();
+        let hierarchies = Hierarchies::from_parts(
+            Some(v2.path().to_owned()),
+            HashMap::from([("cpuacct".to_owned(), v1.path().to_owned())]),
+        )
+        .unwrap();
+        let tree = CgroupTree::at(v2.path().to_owned());
+        let id = |p: &str| std::fs::metadata(v2.path().join(p)).unwrap().ino();
+
+        let baselines = read_start_baselines(&tree, &hierarchies).unwrap();
+
+        assert_eq!(baselines[&id("a")], 1_500_000);
+        assert_eq!(baselines[&id("b")], 777);
+    }
 
     fn cg(id: u64, path: &str) -> Cgroup {
         Cgroup {
@@ -112,9 +190,11 @@ mod tests {
     #[test]
     fn usage_rows_carry_cpu_total_and_seconds() {
         let rows = vec![Row::new(1, "/"), Row::new(3, "/a")];
-        let totals = HashMap::from([("/", 2_500_000_000), ("/a", 1_000)]);
+        let totals = HashMap::from([("/", 2_000_000_000), ("/a", 1_000)]);
+        // The root had used 0.5 s before attach; /a is new.
+        let baselines = HashMap::from([(1, 500_000_000)]);
         let mut out = Exposition::default();
-        write_usage(&mut out, &rows, &totals);
+        write_usage(&mut out, &rows, &totals, &baselines);
         let text = out.into_string();
         assert!(text.contains(
             "container_cpu_usage_seconds_total{container=\"\",id=\"/\",image=\"\",name=\"\",namespace=\"\",pod=\"\",cpu=\"total\"} 2.5\n"

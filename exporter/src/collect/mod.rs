@@ -74,6 +74,8 @@ pub struct ScrapeContext<'a> {
     pub hierarchies: &'a Hierarchies,
     /// The kernel programs' maps.
     pub kernel: &'a dyn KernelSource,
+    /// CPU used before the programs attached (see `cpu::StartBaselines`).
+    pub cpu_baselines: &'a cpu::StartBaselines,
     errors: &'a prometheus::IntCounterVec,
 }
 
@@ -91,6 +93,7 @@ pub struct Collector {
     kernel: Box<dyn KernelSource>,
     tree: CgroupTree,
     hierarchies: Hierarchies,
+    cpu_baselines: cpu::StartBaselines,
     /// Serialises scrapes: the path memory is updated by each one.
     memory: Mutex<PathMemory>,
     registry: prometheus::Registry,
@@ -138,11 +141,19 @@ impl Collector {
             kernel,
             tree,
             hierarchies,
+            cpu_baselines: cpu::StartBaselines::new(),
             memory: Mutex::new(PathMemory::default()),
             registry,
             scrape_errors,
             scrape_duration,
         })
+    }
+
+    /// Adds CPU time used before the programs attached (read them before attaching).
+    #[must_use]
+    pub fn with_cpu_baselines(mut self, baselines: cpu::StartBaselines) -> Self {
+        self.cpu_baselines = baselines;
+        self
     }
 
     /// One scrape: container families, then kadvisor's own metrics. A failing source
@@ -165,6 +176,7 @@ impl Collector {
             rows: &rows,
             hierarchies: &self.hierarchies,
             kernel: self.kernel.as_ref(),
+            cpu_baselines: &self.cpu_baselines,
             errors: &self.scrape_errors,
         };
 
