@@ -16,6 +16,13 @@ pub struct CgroupCpu {
     /// Nanoseconds of CPU time charged to tasks of the cgroup, exactly as the
     /// scheduler charges them to the cgroup's own `cpu.stat usage_usec`.
     pub runtime_ns: u64,
+    /// Nanoseconds tasks of the cgroup spent runnable but waiting for a CPU: from
+    /// wakeup (or preemption) to being switched in. The per-task `run_delay` of
+    /// `/proc/<pid>/schedstat`, summed per cgroup.
+    pub runqueue_ns: u64,
+    /// Times a task of the cgroup was switched in (`/proc/<pid>/schedstat`'s third
+    /// field, summed per cgroup).
+    pub run_periods: u64,
 }
 
 /// Indexes into the per-CPU `ERRORS` array: kernel-side failures the daemon exports
@@ -62,10 +69,56 @@ pub struct TaskCgroupOffsets {
     pub kernfs_node_id: u32,
 }
 
+/// Signals whose delivery with the default action counts as a crash, in the
+/// order of `CgroupCrashes::by_signal`, with their Linux numbers (asm-generic and
+/// x86; the architectures kadvisor builds for).
+pub const CRASH_SIGNALS: [(u32, &str); CRASH_SIGNAL_COUNT] = [
+    (4, "SIGILL"),
+    (6, "SIGABRT"),
+    (7, "SIGBUS"),
+    (8, "SIGFPE"),
+    (11, "SIGSEGV"),
+];
+
+/// Number of entries of `CRASH_SIGNALS`.
+pub const CRASH_SIGNAL_COUNT: usize = 5;
+
+/// Value of the per-CPU `CGROUP_CRASHES` map, keyed by cgroup v2 id: fatal signals
+/// delivered with their default action (core dump and exit) to tasks of the cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupCrashes {
+    /// Counts indexed like `CRASH_SIGNALS`.
+    pub by_signal: [u64; CRASH_SIGNAL_COUNT],
+}
+
+/// Offsets the scheduler programs need beyond the cgroup walk, resolved from BTF by
+/// the loader (see `TaskCgroupOffsets`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedOffsets {
+    /// `offsetof(struct task_struct, pid)`: pid 0 is a CPU's idle task.
+    pub task_pid: u32,
+}
+
+/// Offsets the signal program needs, resolved from BTF by the loader.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SignalOffsets {
+    /// `offsetof(struct k_sigaction, sa) + offsetof(struct sigaction, sa_handler)`.
+    pub k_sigaction_handler: u32,
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain-old-data: #[repr(C)], only u64 fields, no padding.
     unsafe impl aya::Pod for super::CgroupCpu {}
     // SAFETY: plain-old-data: #[repr(C)], only u32 fields, no padding.
     unsafe impl aya::Pod for super::TaskCgroupOffsets {}
+    // SAFETY: plain-old-data: #[repr(C)], only u64 fields, no padding.
+    unsafe impl aya::Pod for super::CgroupCrashes {}
+    // SAFETY: plain-old-data: #[repr(C)], one u32 field.
+    unsafe impl aya::Pod for super::SchedOffsets {}
+    // SAFETY: plain-old-data: #[repr(C)], one u32 field.
+    unsafe impl aya::Pod for super::SignalOffsets {}
 }

@@ -6,6 +6,7 @@
 
 mod maps;
 mod sched;
+mod signal;
 mod task;
 
 /// A reachable panic must fail verification rather than hide: an infinite loop is

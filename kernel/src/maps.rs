@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, PerCpuHashMap},
 };
-use kadvisor_common::{CgroupCpu, KERNEL_ERROR_COUNT, KernelError, MAX_CGROUPS};
+use kadvisor_common::{CgroupCpu, CgroupCrashes, KERNEL_ERROR_COUNT, KernelError, MAX_CGROUPS};
 
 /// CPU accounting per cgroup v2 id. The loader may resize it (`--max_cgroups`).
 ///
@@ -15,6 +15,12 @@ use kadvisor_common::{CgroupCpu, KERNEL_ERROR_COUNT, KernelError, MAX_CGROUPS};
 #[map(name = "CGROUP_CPU")]
 pub(crate) static CGROUP_CPU: PerCpuHashMap<u64, CgroupCpu> =
     PerCpuHashMap::with_max_entries(MAX_CGROUPS, BPF_F_NO_PREALLOC);
+
+/// Crashes (fatal signals delivered with the default action) per cgroup v2 id. The
+/// loader may resize it (`--max_cgroups`).
+#[map(name = "CGROUP_CRASHES")]
+pub(crate) static CGROUP_CRASHES: PerCpuHashMap<u64, CgroupCrashes> =
+    PerCpuHashMap::with_max_entries(MAX_CGROUPS, 0);
 
 /// Kernel-side failure counts, indexed by `KernelError`.
 #[map(name = "ERRORS")]

@@ -8,17 +8,43 @@
 //! exactly as behind as the kernel's own `cpu.stat`. The idle task never runs
 //! `update_curr()` and so is never charged.
 //!
+//! Run-queue delay and run periods come from `sched_wakeup`/`sched_wakeup_new` (a
+//! task became runnable: note the time, keyed by task) and `sched_switch` (the task
+//! switched in waited since then; a preempted task that stays runnable starts
+//! waiting again). This is the kernel's own `sched_info` bookkeeping
+//! (`sched_info_enqueue`/`sched_info_arrive`/`sched_info_depart` in
+//! kernel/sched/stats.h), whose per-task sums `/proc/<pid>/schedstat` shows, kept
+//! per cgroup instead of per task so no /proc walk is needed.
+//!
 //! # Minimum kernel version
 //! tp_btf needs 5.5. Before 6.8, `sched_stat_runtime` fires for CFS tasks only
 //! (RT and deadline tasks are not charged); from 6.8 every class goes through
 //! `update_curr_task()` (kernel commit "sched: Unify runtime accounting across
-//! classes").
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+//! classes"). `sched_switch`'s `prev_state` argument needs 5.18.
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{btf_tracepoint, map},
+    maps::LruHashMap,
+    programs::BtfTracePointContext,
+};
+use kadvisor_common::SchedOffsets;
 
 use crate::{
     maps::{CGROUP_CPU, per_cpu_entry},
     task::task_cgroup_id,
 };
+
+/// Filled in by the loader from `/sys/kernel/btf/vmlinux` before the program loads.
+#[unsafe(no_mangle)]
+static SCHED_OFFSETS: SchedOffsets = SchedOffsets { task_pid: 0 };
+
+/// When each runnable-but-not-running task started waiting, keyed by its
+/// `task_struct` address (unique while the task lives; no field read needed).
+/// Entries are removed when the task is switched in. LRU so that the rare entry
+/// left by a task that was woken while still running and then exited cannot fill
+/// the map.
+#[map(name = "ENQUEUED_AT")]
+static ENQUEUED_AT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(32_768, 0);
 
 /// `TP_PROTO(struct task_struct *tsk, u64 runtime)` (6.8+; older kernels add a third
 /// `vruntime` argument, which is not read).
@@ -39,4 +65,88 @@ fn charge_runtime(task: *const u8, runtime_ns: u64) {
         // SAFETY: this CPU's value slot; tracepoints run with preemption disabled.
         unsafe { (*cpu).runtime_ns += runtime_ns };
     }
+}
+
+/// `TP_PROTO(struct task_struct *p)`: `p` is now on a run queue.
+#[btf_tracepoint(function = "sched_wakeup")]
+pub fn sched_wakeup(ctx: BtfTracePointContext) -> i32 {
+    let task: *const u8 = ctx.arg(0);
+    enqueued(task);
+    0
+}
+
+/// `TP_PROTO(struct task_struct *p)`: a new task's first wakeup.
+#[btf_tracepoint(function = "sched_wakeup_new")]
+pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
+    let task: *const u8 = ctx.arg(0);
+    enqueued(task);
+    0
+}
+
+#[inline(always)]
+fn enqueued(task: *const u8) {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // A full LRU map evicts the oldest entry; the insert itself cannot fail.
+    let _ignored = ENQUEUED_AT.insert(task as u64, now, 0);
+}
+
+/// `TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next,
+/// unsigned int prev_state)` (prev_state since 5.18).
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
+    let preempt: u64 = ctx.arg(0);
+    let prev: *const u8 = ctx.arg(1);
+    let next: *const u8 = ctx.arg(2);
+    let prev_state: u64 = ctx.arg(3);
+    switched(preempt as u8 != 0, prev, next, prev_state as u32);
+    0
+}
+
+#[inline(always)]
+fn switched(preempt: bool, prev: *const u8, next: *const u8, prev_state: u32) {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // TASK_RUNNING is 0: prev stays on the run queue (preempted or yielding) and
+    // waits from now on, as sched_info_depart() counts it. The idle task is skipped.
+    if (preempt || prev_state == 0) && !is_idle(prev) {
+        let _ignored = ENQUEUED_AT.insert(prev as u64, now, 0);
+    }
+    if is_idle(next) {
+        return;
+    }
+    let key = next as u64;
+    let waited = match ENQUEUED_AT.get_ptr(key) {
+        Some(since) => {
+            // SAFETY: a value pointer from a successful lookup; the entry is only
+            // removed below, by this program.
+            let since = unsafe { *since };
+            let _ignored = ENQUEUED_AT.remove(key);
+            now.saturating_sub(since)
+        }
+        None => 0,
+    };
+    let Some(cgroup_id) = task_cgroup_id(next) else {
+        return;
+    };
+    if let Some(cpu) = per_cpu_entry(&CGROUP_CPU, cgroup_id) {
+        // SAFETY: this CPU's value slot; tracepoints run with preemption disabled.
+        unsafe {
+            (*cpu).runqueue_ns += waited;
+            (*cpu).run_periods += 1;
+        }
+    }
+}
+
+/// Whether `task` is a CPU's idle task (pid 0). A failed read counts as not idle.
+#[inline(always)]
+fn is_idle(task: *const u8) -> bool {
+    // SAFETY: a plain read of a global; volatile so the compiler does not fold in the
+    // zero initialiser that the loader replaces before load.
+    let offsets = unsafe { core::ptr::read_volatile(&raw const SCHED_OFFSETS) };
+    // SAFETY: bpf_probe_read_kernel copies with fault handling.
+    let pid = unsafe {
+        bpf_probe_read_kernel(task.wrapping_add(offsets.task_pid as usize).cast::<i32>())
+    };
+    pid == Ok(0)
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use btf_rs::{Btf, Type};
-use kadvisor_common::TaskCgroupOffsets;
+use kadvisor_common::{SchedOffsets, SignalOffsets, TaskCgroupOffsets};
 
 use super::BpfError;
 
@@ -22,6 +22,28 @@ pub(super) fn task_cgroup_offsets(path: &Path) -> Result<TaskCgroupOffsets, BpfE
         css_set_dfl_cgrp: offset("css_set", "dfl_cgrp")?,
         cgroup_kn: offset("cgroup", "kn")?,
         kernfs_node_id: offset("kernfs_node", "id")?,
+    })
+}
+
+/// Offsets of the scheduler programs (`task_struct.pid`) and of the signal program
+/// (`k_sigaction.sa.sa_handler`).
+pub(super) fn family_offsets(path: &Path) -> Result<(SchedOffsets, SignalOffsets), BpfError> {
+    let btf = parse(path)?;
+    let offset = |structure, member| member_offset(&btf, path, structure, member);
+    Ok((
+        SchedOffsets {
+            task_pid: offset("task_struct", "pid")?,
+        },
+        SignalOffsets {
+            k_sigaction_handler: offset("k_sigaction", "sa")? + offset("sigaction", "sa_handler")?,
+        },
+    ))
+}
+
+fn parse(path: &Path) -> Result<Btf, BpfError> {
+    Btf::from_file(path).map_err(|e| BpfError::BtfParse {
+        path: path.to_owned(),
+        source: e.into(),
     })
 }
 

@@ -10,7 +10,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, PerCpuHashMap},
 };
-use kadvisor_common::{CgroupCpu, KernelError};
+use kadvisor_common::{CgroupCpu, CgroupCrashes, KernelError};
 
 pub use programs::{PROGRAMS, ProgramSpec};
 
@@ -89,6 +89,7 @@ pub struct KernelPrograms {
     // Keeps programs and links alive: dropping it detaches everything.
     ebpf: Ebpf,
     cgroup_cpu: PerCpuHashMap<MapData, u64, CgroupCpu>,
+    cgroup_crashes: PerCpuHashMap<MapData, u64, CgroupCrashes>,
     errors: PerCpuArray<MapData, u64>,
     /// Names of the programs that attached.
     attached: Vec<&'static str>,
@@ -110,6 +111,7 @@ impl KernelPrograms {
     /// program of `PROGRAMS`.
     pub fn load(btf_path: &std::path::Path, max_cgroups: u32) -> Result<Self, BpfError> {
         let offsets = btf::task_cgroup_offsets(btf_path)?;
+        let (sched_offsets, signal_offsets) = btf::family_offsets(btf_path)?;
         let btf = aya::Btf::parse_file(btf_path, aya::Endianness::default()).map_err(|e| {
             BpfError::BtfParse {
                 path: btf_path.to_owned(),
@@ -119,7 +121,10 @@ impl KernelPrograms {
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global("TASK_CGROUP_OFFSETS", &offsets, true)
+            .override_global("SCHED_OFFSETS", &sched_offsets, true)
+            .override_global("SIGNAL_OFFSETS", &signal_offsets, true)
             .map_max_entries("CGROUP_CPU", max_cgroups)
+            .map_max_entries("CGROUP_CRASHES", max_cgroups)
             .load(KERNEL_OBJECT)
             .map_err(BpfError::Load)?;
         let mut attached = Vec::new();
@@ -139,23 +144,50 @@ impl KernelPrograms {
             }
         }
         let cgroup_cpu = take_map(&mut ebpf, "CGROUP_CPU")?;
+        let cgroup_crashes = take_map(&mut ebpf, "CGROUP_CRASHES")?;
         let errors = take_map(&mut ebpf, "ERRORS")?;
         Ok(Self {
             ebpf,
             cgroup_cpu,
+            cgroup_crashes,
             errors,
             attached,
         })
     }
 
-    /// CPU nanoseconds per cgroup id, summed over CPUs.
-    pub fn cgroup_cpu_ns(&self) -> Result<HashMap<u64, u64>, BpfError> {
+    /// CPU, run-queue and run-period counters per cgroup id, summed over CPUs.
+    pub fn cgroup_cpu(&self) -> Result<HashMap<u64, CgroupCpu>, BpfError> {
         let mut out = HashMap::new();
         read_per_cpu_hash(
             &self.cgroup_cpu,
             "CGROUP_CPU",
             |id, per_cpu: &[CgroupCpu]| {
-                out.insert(id, per_cpu.iter().map(|v| v.runtime_ns).sum::<u64>());
+                let mut total = CgroupCpu::default();
+                for cpu in per_cpu {
+                    total.runtime_ns += cpu.runtime_ns;
+                    total.runqueue_ns += cpu.runqueue_ns;
+                    total.run_periods += cpu.run_periods;
+                }
+                out.insert(id, total);
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// Crash counts per cgroup id, summed over CPUs.
+    pub fn cgroup_crashes(&self) -> Result<HashMap<u64, CgroupCrashes>, BpfError> {
+        let mut out = HashMap::new();
+        read_per_cpu_hash(
+            &self.cgroup_crashes,
+            "CGROUP_CRASHES",
+            |id, per_cpu: &[CgroupCrashes]| {
+                let mut total = CgroupCrashes::default();
+                for cpu in per_cpu {
+                    for (sum, count) in total.by_signal.iter_mut().zip(cpu.by_signal) {
+                        *sum += count;
+                    }
+                }
+                out.insert(id, total);
             },
         )?;
         Ok(out)

@@ -31,6 +31,34 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         family: "cpu",
         required: true,
     },
+    // Run-queue delay and run periods (see kernel/src/sched.rs): a task's wait starts
+    // at wakeup or preemption and ends when sched_switch picks it. Needs all three;
+    // sched_switch's prev_state argument needs kernel ≥ 5.18.
+    ProgramSpec {
+        name: "sched_wakeup",
+        hook: "sched_wakeup",
+        family: "schedstat",
+        required: false,
+    },
+    ProgramSpec {
+        name: "sched_wakeup_new",
+        hook: "sched_wakeup_new",
+        family: "schedstat",
+        required: false,
+    },
+    ProgramSpec {
+        name: "sched_switch",
+        hook: "sched_switch",
+        family: "schedstat",
+        required: false,
+    },
+    // Crashes: fatal signals delivered with the default action (kernel/src/signal.rs).
+    ProgramSpec {
+        name: "signal_deliver",
+        hook: "signal_deliver",
+        family: "crashes",
+        required: false,
+    },
 ];
 
 pub(super) fn attach(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> Result<(), BpfError> {

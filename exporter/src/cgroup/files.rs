@@ -90,6 +90,25 @@ pub fn parse_pressure(text: &str) -> Option<Pressure> {
     })
 }
 
+/// `cpu.max` (v2): the quota (`Max` when unlimited) and the period, both in µs.
+pub fn parse_cpu_max(text: &str) -> Option<(Value, u64)> {
+    let mut fields = text.split_whitespace();
+    let quota = parse_value(fields.next()?)?;
+    let period = fields.next()?.parse().ok()?;
+    Some((quota, period))
+}
+
+/// v2 `cpu.weight` (1..10000) as v1 `cpu.shares`, with cAdvisor's formula (so the
+/// default weight 100 reads as 2597, as the kubelet's cAdvisor reports it).
+pub const fn weight_to_shares(weight: u64) -> u64 {
+    2 + (weight.saturating_sub(1) * 262_142) / 9_999
+}
+
+/// The pids in a `cgroup.procs` file, in the file's order.
+pub fn parse_pids(text: &str) -> impl Iterator<Item = u32> + '_ {
+    text.lines().filter_map(|line| line.trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +144,31 @@ mod tests {
         let old = "some avg10=0.00 avg60=0.00 avg300=0.00 total=5\n";
         assert_eq!(parse_pressure(old).unwrap().full_us, None);
         assert_eq!(parse_pressure(""), None);
+    }
+
+    #[test]
+    fn cpu_max_with_quota_and_unlimited() {
+        assert_eq!(
+            parse_cpu_max("20000 100000\n"),
+            Some((Value::Number(20_000), 100_000))
+        );
+        assert_eq!(parse_cpu_max("max 100000\n"), Some((Value::Max, 100_000)));
+        assert_eq!(parse_cpu_max("max\n"), None);
+        assert_eq!(parse_cpu_max(""), None);
+    }
+
+    #[test]
+    fn weight_converts_like_cadvisor() {
+        assert_eq!(weight_to_shares(1), 2);
+        assert_eq!(weight_to_shares(100), 2597);
+        assert_eq!(weight_to_shares(10_000), 262_144);
+        assert_eq!(weight_to_shares(0), 2, "out of range stays defined");
+    }
+
+    #[test]
+    fn pids_skip_blank_lines() {
+        assert_eq!(parse_pids("12\n345\n\n").collect::<Vec<_>>(), [12, 345]);
+        assert_eq!(parse_pids("").count(), 0);
     }
 
     #[test]

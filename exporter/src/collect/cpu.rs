@@ -1,7 +1,15 @@
-//! CPU families. `container_cpu_usage_seconds_total{cpu="total"}` comes from the
-//! scheduler hook's per-cgroup counters, summed up the tree at scrape time so that a
-//! parent includes its descendants, like the kernel's own `cpu.stat`.
+//! CPU families from the scheduler hooks' per-cgroup counters, summed up the tree at
+//! scrape time so that a parent includes its descendants, like the kernel's own
+//! `cpu.stat`:
+//! - `container_cpu_usage_seconds_total{cpu="total"}` (sched_stat_runtime),
+//! - `container_cpu_schedstat_run_seconds_total` (the same runtime: cAdvisor sums
+//!   the first field of /proc/<pid>/schedstat, the same `sum_exec_runtime`),
+//! - `container_cpu_schedstat_runqueue_seconds_total` and
+//!   `container_cpu_schedstat_run_periods_total` (sched_wakeup/sched_switch), served
+//!   only when all their hooks are attached.
 use std::collections::HashMap;
+
+use kadvisor_common::CgroupCpu;
 
 use super::{
     Row, ScrapeContext,
@@ -53,6 +61,9 @@ pub fn read_start_baselines(
 }
 
 pub const USAGE: &str = "container_cpu_usage_seconds_total";
+pub const SCHEDSTAT_RUN: &str = "container_cpu_schedstat_run_seconds_total";
+pub const SCHEDSTAT_RUNQUEUE: &str = "container_cpu_schedstat_runqueue_seconds_total";
+pub const SCHEDSTAT_RUN_PERIODS: &str = "container_cpu_schedstat_run_periods_total";
 
 /// Writes the CPU families. `memory` learns this scrape's live cgroups so that
 /// removed cgroups' counters keep rolling up into their parents.
@@ -62,13 +73,79 @@ pub fn collect(
     memory: &mut PathMemory,
     out: &mut Exposition,
 ) {
-    match ctx.kernel.cgroup_cpu_ns() {
-        Ok(cpu_ns) => {
-            memory.update(live, |id| cpu_ns.contains_key(&id));
-            let totals = hierarchical_totals(&cpu_ns, memory);
-            write_usage(out, ctx.rows, &totals, ctx.cpu_baselines);
+    match ctx.kernel.cgroup_cpu() {
+        Ok(cpu) => {
+            memory.update(live, |id| cpu.contains_key(&id));
+            let field = |f: fn(&CgroupCpu) -> u64| -> HashMap<u64, u64> {
+                cpu.iter().map(|(&id, v)| (id, f(v))).collect()
+            };
+            let runtime = hierarchical_totals(&field(|c| c.runtime_ns), memory);
+            write_usage(out, ctx.rows, &runtime, ctx.cpu_baselines);
+            if ctx.kernel.family_attached("schedstat") {
+                let runqueue = hierarchical_totals(&field(|c| c.runqueue_ns), memory);
+                let periods = hierarchical_totals(&field(|c| c.run_periods), memory);
+                write_schedstat(
+                    out,
+                    ctx.rows,
+                    &runtime,
+                    ctx.cpu_baselines,
+                    &runqueue,
+                    &periods,
+                );
+            }
         }
         Err(e) => ctx.failed("cpu", &e),
+    }
+}
+
+/// cAdvisor's opt-in `container_cpu_schedstat_*` families, always on here. Run
+/// time is the usage counter (baseline included); run-queue time and periods count
+/// from attach (the kernel keeps no per-cgroup totals of them to seed from).
+pub fn write_schedstat(
+    out: &mut Exposition,
+    rows: &[Row],
+    runtime: &HashMap<&str, u64>,
+    baselines: &StartBaselines,
+    runqueue: &HashMap<&str, u64>,
+    periods: &HashMap<&str, u64>,
+) {
+    let get = |totals: &HashMap<&str, u64>, row: &Row| {
+        totals.get(row.path.as_str()).copied().unwrap_or(0)
+    };
+    out.family(
+        SCHEDSTAT_RUN,
+        "Time duration the processes of the container have run on the CPU.",
+        MetricType::Counter,
+    );
+    for row in rows {
+        let ns = get(runtime, row) + baselines.get(&row.id).copied().unwrap_or(0);
+        out.sample(SCHEDSTAT_RUN, &row.labels, &[], ns_to_seconds(ns));
+    }
+    out.family(
+        SCHEDSTAT_RUNQUEUE,
+        "Time duration processes of the container have been waiting on a runqueue.",
+        MetricType::Counter,
+    );
+    for row in rows {
+        out.sample(
+            SCHEDSTAT_RUNQUEUE,
+            &row.labels,
+            &[],
+            ns_to_seconds(get(runqueue, row)),
+        );
+    }
+    out.family(
+        SCHEDSTAT_RUN_PERIODS,
+        "Number of times processes of the cgroup have run on the cpu",
+        MetricType::Counter,
+    );
+    for row in rows {
+        out.sample(
+            SCHEDSTAT_RUN_PERIODS,
+            &row.labels,
+            &[],
+            get(periods, row) as f64,
+        );
     }
 }
 

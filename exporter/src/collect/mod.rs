@@ -2,12 +2,17 @@
 //! cAdvisor's families. Nothing runs between scrapes; every value is read live, so no
 //! sample is older than the scrape and none needs a timestamp.
 pub mod cpu;
+pub mod cpu_stat;
+pub mod crashes;
 pub mod exposition;
 pub mod labels;
+pub mod lifetime;
+pub mod pressure;
+pub mod process;
 
 use std::{collections::HashMap, sync::Mutex, time::Instant};
 
-use kadvisor_common::KernelError;
+use kadvisor_common::{CgroupCpu, CgroupCrashes, KernelError};
 use prometheus::{Encoder as _, TextEncoder};
 
 use crate::{
@@ -30,14 +35,32 @@ pub enum CollectError {
 /// What the collectors need from the kernel side. `KernelPrograms` is the real one;
 /// tests substitute fixed values to test exposition without BPF.
 pub trait KernelSource: Send + Sync {
-    fn cgroup_cpu_ns(&self) -> Result<HashMap<u64, u64>, BpfError>;
+    fn cgroup_cpu(&self) -> Result<HashMap<u64, CgroupCpu>, BpfError>;
+    fn cgroup_crashes(&self) -> Result<HashMap<u64, CgroupCrashes>, BpfError>;
     fn kernel_errors(&self) -> Result<Vec<(KernelError, u64)>, BpfError>;
     fn program_stats(&self) -> Vec<ProgramStats>;
+    /// Whether every program of `family` (see `bpf::PROGRAMS`) is attached: a family
+    /// with a missing hook is left out rather than served wrong.
+    fn family_attached(&self, family: &str) -> bool {
+        self.program_stats()
+            .iter()
+            .filter(|s| s.family == family)
+            .all(|s| s.attached)
+    }
 }
 
 impl KernelSource for KernelPrograms {
-    fn cgroup_cpu_ns(&self) -> Result<HashMap<u64, u64>, BpfError> {
-        Self::cgroup_cpu_ns(self)
+    fn cgroup_cpu(&self) -> Result<HashMap<u64, CgroupCpu>, BpfError> {
+        Self::cgroup_cpu(self)
+    }
+    fn cgroup_crashes(&self) -> Result<HashMap<u64, CgroupCrashes>, BpfError> {
+        Self::cgroup_crashes(self)
+    }
+    fn family_attached(&self, family: &str) -> bool {
+        crate::bpf::PROGRAMS
+            .iter()
+            .filter(|spec| spec.family == family)
+            .all(|spec| self.is_attached(spec.name))
     }
     fn kernel_errors(&self) -> Result<Vec<(KernelError, u64)>, BpfError> {
         Self::kernel_errors(self)
@@ -181,6 +204,11 @@ impl Collector {
         };
 
         cpu::collect(&ctx, &cgroups, &mut memory, &mut out);
+        cpu_stat::collect(&ctx, &mut out);
+        crashes::collect(&ctx, &memory, &mut out);
+        process::collect(&ctx, &mut out);
+        pressure::collect(&ctx, &mut out);
+        lifetime::collect(&ctx, &mut out);
         self.write_kernel_self_metrics(&ctx, &mut out, memory.len());
         drop(memory);
 

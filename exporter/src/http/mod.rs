@@ -201,8 +201,18 @@ mod tests {
     }
 
     impl KernelSource for FixedKernel {
-        fn cgroup_cpu_ns(&self) -> Result<HashMap<u64, u64>, BpfError> {
-            Ok(HashMap::from([(self.a_id, 2_000_000_000)]))
+        fn cgroup_cpu(&self) -> Result<HashMap<u64, kadvisor_common::CgroupCpu>, BpfError> {
+            Ok(HashMap::from([(
+                self.a_id,
+                kadvisor_common::CgroupCpu {
+                    runtime_ns: 2_000_000_000,
+                    runqueue_ns: 500_000_000,
+                    run_periods: 7,
+                },
+            )]))
+        }
+        fn cgroup_crashes(&self) -> Result<HashMap<u64, kadvisor_common::CgroupCrashes>, BpfError> {
+            Ok(HashMap::new())
         }
         fn kernel_errors(&self) -> Result<Vec<(KernelError, u64)>, BpfError> {
             Ok(vec![(KernelError::MapFull, 0), (KernelError::TaskRead, 0)])
