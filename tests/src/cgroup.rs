@@ -1,11 +1,45 @@
-//! Real cgroups made (and removed) by the tests, in the cgroup v2 tree.
+//! Real cgroups made (and removed) by the tests, in the cgroup v2 tree and, on hybrid
+//! hosts, at the same path in the v1 hierarchies of `V1_CONTROLLERS`.
 use std::{
+    ffi::CString,
     fs,
+    os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
-    process::{Child, Command},
+    process::{Child, Command, ExitStatus},
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
+
+/// v1 controllers whose hierarchy gets the same path as the v2 cgroup on hybrid
+/// hosts, so that workloads are limited and counted there too (cpu quota, cpuacct,
+/// pids). Not cpuset (a new v1 cpuset has no CPUs until configured) and not memory
+/// (this machine's own processes are confined by a v1 memory cgroup).
+pub const V1_CONTROLLERS: [&str; 3] = ["cpu", "cpuacct", "pids"];
+
+/// Mount points of the v1 hierarchies holding `V1_CONTROLLERS`, by controller.
+pub fn v1_mounts() -> Vec<(&'static str, PathBuf)> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    let mut out = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut fields = right.split(' ');
+        if fields.next() != Some("cgroup") {
+            continue;
+        }
+        let options = fields.nth(1).unwrap_or_default();
+        let Some(mount_point) = left.split(' ').nth(4) else {
+            continue;
+        };
+        for controller in V1_CONTROLLERS {
+            if options.split(',').any(|o| o == controller) {
+                out.push((controller, PathBuf::from(mount_point)));
+            }
+        }
+    }
+    out
+}
 
 /// The cgroup v2 mount of this machine: /sys/fs/cgroup on pure v2 hosts,
 /// /sys/fs/cgroup/unified on hybrid ones.
@@ -32,6 +66,9 @@ pub struct TestCgroup {
     path: PathBuf,
     /// Path as kadvisor writes it in the `id` label.
     id: String,
+    /// The same cgroup in each v1 hierarchy of `V1_CONTROLLERS` (hybrid hosts), by
+    /// controller; a hierarchy mounting several controllers appears once per controller.
+    v1: Vec<(&'static str, PathBuf)>,
     children: Vec<Child>,
 }
 
@@ -55,11 +92,51 @@ impl TestCgroup {
     fn create(root: &Path, id: &str) -> Self {
         let path = root.join(id.trim_start_matches('/'));
         fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        let mut v1 = Vec::new();
+        for (controller, mount) in v1_mounts() {
+            let dir = mount.join(id.trim_start_matches('/'));
+            if !dir.exists() {
+                fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+            }
+            v1.push((controller, dir));
+        }
         Self {
             path,
             id: id.to_owned(),
+            v1,
             children: Vec::new(),
         }
+    }
+
+    /// This cgroup's directory in the v1 hierarchy of `controller`, when the host
+    /// mounts one (hybrid or v1 hosts).
+    pub fn v1_dir(&self, controller: &str) -> Option<&Path> {
+        self.v1
+            .iter()
+            .find(|(c, _)| *c == controller)
+            .map(|(_, dir)| dir.as_path())
+    }
+
+    /// Writes a control file: in the v1 hierarchy of `controller` when there is one,
+    /// else in the v2 directory. Panics on failure.
+    pub fn write_control(&self, controller: &str, file: &str, value: &str) {
+        let dir = self.v1_dir(controller).unwrap_or(&self.path);
+        let path = dir.join(file);
+        fs::write(&path, value).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+
+    /// Reads a control file, from the v1 hierarchy of `controller` when there is one,
+    /// else from the v2 directory.
+    pub fn read_control(&self, controller: &str, file: &str) -> String {
+        let dir = self.v1_dir(controller).unwrap_or(&self.path);
+        let path = dir.join(file);
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    }
+
+    /// Reads a file of the v2 directory.
+    pub fn read_v2(&self, file: &str) -> String {
+        let path = self.path.join(file);
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
     }
 
     pub fn id(&self) -> &str {
@@ -70,14 +147,68 @@ impl TestCgroup {
         &self.path
     }
 
-    /// Starts `command` and moves it into this cgroup before returning.
+    /// Starts `command` inside this cgroup (v2 and the v1 hierarchies): the child
+    /// moves itself between fork and exec, so not one instruction of the workload
+    /// runs elsewhere and everything it forks is born inside.
     pub fn spawn(&mut self, command: &mut Command) -> u32 {
-        let child = command.spawn().expect("spawn workload");
+        let procs: Vec<CString> = std::iter::once(self.path.as_path())
+            .chain(self.v1.iter().map(|(_, dir)| dir.as_path()))
+            .map(|dir| CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).unwrap())
+            .collect();
+        // SAFETY: the closure runs in the forked child before exec and only calls
+        // async-signal-safe functions (open, write, close) on memory allocated before
+        // the fork; it allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                for path in &procs {
+                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // "0" is the writing process itself.
+                    let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                    let error = std::io::Error::last_os_error();
+                    libc::close(fd);
+                    if written != 1 {
+                        return Err(error);
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn workload into {}: {e}", self.path.display()));
         let pid = child.id();
-        fs::write(self.path.join("cgroup.procs"), pid.to_string())
-            .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", self.path.display()));
         self.children.push(child);
         pid
+    }
+
+    /// Waits for every process this cgroup started to exit by itself.
+    pub fn wait_all(&mut self) -> Vec<ExitStatus> {
+        self.children
+            .drain(..)
+            .map(|mut child| child.wait().expect("wait for workload"))
+            .collect()
+    }
+
+    /// PIDs of the processes this cgroup started (and has not reaped).
+    pub fn started_pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
+    /// `/proc/<pid>/schedstat` of the started processes, summed: (run ns, run-queue
+    /// wait ns, run periods), the kernel's own per-task accounting.
+    pub fn started_processes_schedstat(&self) -> (u64, u64, u64) {
+        self.children.iter().fold((0, 0, 0), |acc, child| {
+            let stat = fs::read_to_string(format!("/proc/{}/schedstat", child.id()))
+                .expect("read schedstat of a running workload");
+            let f: Vec<u64> = stat
+                .split_whitespace()
+                .map(|v| v.parse().unwrap())
+                .collect();
+            (acc.0 + f[0], acc.1 + f[1], acc.2 + f[2])
+        })
     }
 
     /// A CPU-bound process that never blocks.
@@ -126,14 +257,26 @@ impl TestCgroup {
 impl Drop for TestCgroup {
     fn drop(&mut self) {
         self.stop_all();
-        // A just-killed task may still be leaving the cgroup; rmdir says EBUSY then.
-        for _ in 0..50 {
-            match fs::remove_dir(&self.path) {
-                Ok(()) => return,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        let mut dirs: Vec<&Path> = vec![&self.path];
+        for (_, dir) in &self.v1 {
+            if !dirs.contains(&dir.as_path()) {
+                dirs.push(dir);
             }
         }
-        eprintln!("warning: could not remove {}", self.path.display());
+        for dir in dirs {
+            remove_cgroup_dir(dir);
+        }
     }
+}
+
+fn remove_cgroup_dir(dir: &Path) {
+    // A just-killed task may still be leaving the cgroup; rmdir says EBUSY then.
+    for _ in 0..50 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    eprintln!("warning: could not remove {}", dir.display());
 }

@@ -1,0 +1,92 @@
+//! Run-queue delay and run periods from the scheduler hooks, checked against the
+//! kernel's per-task accounting (`/proc/<pid>/schedstat`) of the same processes.
+use std::time::Duration;
+
+use kadvisor_tests::{
+    assert_close, cgroup::TestCgroup, exclusive_cpu, kadvisor::Kadvisor, scrape::Scrape,
+};
+
+const RUN: &str = "container_cpu_schedstat_run_seconds_total";
+const RUNQUEUE: &str = "container_cpu_schedstat_runqueue_seconds_total";
+const PERIODS: &str = "container_cpu_schedstat_run_periods_total";
+
+fn ours(scrape: &Scrape, cg: &TestCgroup) -> (f64, f64, f64) {
+    let v = |name| scrape.value(name, &[("id", cg.id())]);
+    (v(RUN), v(RUNQUEUE), v(PERIODS))
+}
+
+/// Runs `n` busy loops in a new cgroup for 2 s; returns (kadvisor's gain, the
+/// processes' own schedstat gain) as (run s, run-queue s, periods), measured while
+/// they run.
+fn busy(kadvisor: &Kadvisor, n: usize) -> ((f64, f64, f64), (f64, f64, f64)) {
+    let mut cg = TestCgroup::new(&format!("busy-{n}"));
+    for _ in 0..n {
+        cg.spawn_busy();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let (k0, s0) = (ours(&kadvisor.scrape(), &cg), cg.started_processes_schedstat());
+    std::thread::sleep(Duration::from_secs(2));
+    let (k1, s1) = (ours(&kadvisor.scrape(), &cg), cg.started_processes_schedstat());
+    let kernel = (
+        (s1.0 - s0.0) as f64 / 1e9,
+        (s1.1 - s0.1) as f64 / 1e9,
+        (s1.2 - s0.2) as f64,
+    );
+    ((k1.0 - k0.0, k1.1 - k0.1, k1.2 - k0.2), kernel)
+}
+
+#[test]
+fn run_queue_delay_grows_when_three_share_two_cpus() {
+    let _cpu = exclusive_cpu();
+    let kadvisor = Kadvisor::start(&[]);
+    assert!(
+        kadvisor.scrape().text.contains(RUNQUEUE),
+        "schedstat families missing: are sched_wakeup/sched_switch attached?"
+    );
+
+    let (one, one_kernel) = busy(&kadvisor, 1);
+    let (three, three_kernel) = busy(&kadvisor, 3);
+    eprintln!("1 loop: ours {one:?} schedstat {one_kernel:?}");
+    eprintln!("3 loops: ours {three:?} schedstat {three_kernel:?}");
+
+    // 3 busy loops on 2 CPUs: at any time one of them waits, ~1 s per second.
+    assert!(
+        three.1 > 0.5,
+        "3 busy loops on 2 CPUs waited only {} s in 2 s",
+        three.1
+    );
+    // One alone waits only when other work on this shared machine takes its CPU.
+    assert!(
+        one.1 < three.1 / 3.0,
+        "one busy loop waited {} s, three waited {} s",
+        one.1,
+        three.1
+    );
+    // Same numbers as the kernel's per-task schedstat (the two reads are a few
+    // hundred µs apart while the loops run).
+    assert_close("3 loops: run-queue vs schedstat", three.1, three_kernel.1, 0.05);
+    assert_close("3 loops: run vs schedstat", three.0, three_kernel.0, 0.05);
+    assert_close("3 loops: periods vs schedstat", three.2, three_kernel.2, 0.05);
+    assert_close("1 loop: run vs schedstat", one.0, one_kernel.0, 0.05);
+    assert!(
+        (one.1 - one_kernel.1).abs() < 0.02 + 0.05 * one_kernel.1,
+        "1 loop: run-queue {} s vs schedstat {} s",
+        one.1,
+        one_kernel.1
+    );
+}
+
+#[test]
+fn run_seconds_equal_usage() {
+    let kadvisor = Kadvisor::start(&[]);
+    let scrape = kadvisor.scrape();
+    assert!(scrape.value(RUN, &[("id", "/")]) > 0.0);
+    for sample in scrape.find(RUN, &[]) {
+        let id = &sample.labels["id"];
+        let usage = scrape.value(
+            "container_cpu_usage_seconds_total",
+            &[("id", id), ("cpu", "total")],
+        );
+        assert_eq!(sample.value, usage, "{id}: run seconds are the usage counter");
+    }
+}
