@@ -56,7 +56,12 @@ fn run_split(kadvisor: &Kadvisor, name: &str, workload: &mut Command) -> [(f64, 
 
 fn assert_split(what: &str, [ours, kernel, cpuacct]: [(f64, f64); 3]) {
     assert_close(&format!("{what}: user vs cpu.stat"), ours.0, kernel.0, 0.05);
-    assert_close(&format!("{what}: system vs cpu.stat"), ours.1, kernel.1, 0.05);
+    assert_close(
+        &format!("{what}: system vs cpu.stat"),
+        ours.1,
+        kernel.1,
+        0.05,
+    );
     // The v1 file is tick-sampled (10 ms): loose agreement on the total.
     let (total, ticks) = (ours.0 + ours.1, cpuacct.0 + cpuacct.1);
     assert!(
@@ -77,7 +82,10 @@ fn user_bound_and_syscall_bound_split_like_cpu_stat() {
     );
     assert_split("user-bound", user);
     let (u, s) = user[0];
-    assert!(u > 1.0 && u > 0.9 * (u + s), "user-bound: user {u} s, system {s} s");
+    assert!(
+        u > 1.0 && u > 0.9 * (u + s),
+        "user-bound: user {u} s, system {s} s"
+    );
 
     // Reading 1 MiB blocks of /dev/zero: the time is spent clearing memory in the
     // kernel, so it is system time.
@@ -88,7 +96,10 @@ fn user_bound_and_syscall_bound_split_like_cpu_stat() {
     );
     assert_split("syscall-bound", syscall);
     let (u, s) = syscall[0];
-    assert!(s > 1.0 && s > 0.8 * (u + s), "syscall-bound: user {u} s, system {s} s");
+    assert!(
+        s > 1.0 && s > 0.8 * (u + s),
+        "syscall-bound: user {u} s, system {s} s"
+    );
 }
 
 #[test]
@@ -109,7 +120,10 @@ fn throttling_under_a_20_percent_quota_equals_cpu_stat() {
     let before = limited.read_control("cpu", "cpu.stat");
     let scrape = kadvisor.scrape();
     let after = limited.read_control("cpu", "cpu.stat");
-    assert_eq!(before, after, "counters moved while scraping an idle cgroup");
+    assert_eq!(
+        before, after,
+        "counters moved while scraping an idle cgroup"
+    );
     let ours = |name| value(&scrape, name, &limited);
     let periods = keyed(&after, "nr_periods");
     let throttled = keyed(&after, "nr_throttled");
@@ -119,7 +133,10 @@ fn throttling_under_a_20_percent_quota_equals_cpu_stat() {
         "a busy loop under 20% for 3 s should be throttled most periods: {after}"
     );
     assert_eq!(ours("container_cpu_cfs_periods_total"), periods as f64);
-    assert_eq!(ours("container_cpu_cfs_throttled_periods_total"), throttled as f64);
+    assert_eq!(
+        ours("container_cpu_cfs_throttled_periods_total"),
+        throttled as f64
+    );
     assert_close(
         "throttled seconds vs cpu.stat throttled_time",
         ours("container_cpu_cfs_throttled_seconds_total"),
@@ -130,7 +147,11 @@ fn throttling_under_a_20_percent_quota_equals_cpu_stat() {
     assert_eq!(ours("container_spec_cpu_period"), 100_000.0);
     assert_eq!(
         ours("container_spec_cpu_shares"),
-        limited.read_control("cpu", "cpu.shares").trim().parse::<f64>().unwrap()
+        limited
+            .read_control("cpu", "cpu.shares")
+            .trim()
+            .parse::<f64>()
+            .unwrap()
     );
     // The quota held: ~20% of 3 s of wall time.
     let used = scrape.value("container_cpu_usage_seconds_total", &[("id", limited.id())]);
@@ -149,5 +170,8 @@ fn throttling_under_a_20_percent_quota_equals_cpu_stat() {
             "{name} served for a cgroup without quota"
         );
     }
-    assert_eq!(value(&scrape, "container_spec_cpu_period", &free), 100_000.0);
+    assert_eq!(
+        value(&scrape, "container_spec_cpu_period", &free),
+        100_000.0
+    );
 }

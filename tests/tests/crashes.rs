@@ -51,7 +51,11 @@ fn three_segfaults_count_three_in_their_cgroup_only() {
         assert_eq!(crashes(&after, &crashing, signal), 0.0, "{signal}");
     }
     assert_eq!(crashes(&after, &calm, "SIGSEGV"), 0.0);
-    assert_eq!(crashes(&after, &parent, "SIGSEGV"), 3.0, "parents include children");
+    assert_eq!(
+        crashes(&after, &parent, "SIGSEGV"),
+        3.0,
+        "parents include children"
+    );
 }
 
 #[test]

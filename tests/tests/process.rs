@@ -82,7 +82,11 @@ fn counts_equal_proc_for_a_known_workload() {
         .map(|pid| count_dir(&format!("/proc/{pid}/task")))
         .sum();
     assert_eq!(tasks, 2 * (1 + THREADS));
-    let pids_current: f64 = cg.read_control("pids", "pids.current").trim().parse().unwrap();
+    let pids_current: f64 = cg
+        .read_control("pids", "pids.current")
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(pids_current, tasks as f64);
     assert_eq!(v("container_threads"), tasks as f64);
     assert_eq!(v("container_threads_max"), 50.0);
@@ -116,7 +120,9 @@ fn empty_cgroup_has_zero_processes_and_no_ulimit() {
     assert_eq!(v("container_threads"), 0.0);
     assert_eq!(v("container_threads_max"), 0.0, "pids.max is max: 0");
     assert_eq!(v("container_file_descriptors"), 0.0);
-    assert!(scrape
-        .find("container_ulimits_soft", &[("id", cg.id())])
-        .is_empty());
+    assert!(
+        scrape
+            .find("container_ulimits_soft", &[("id", cg.id())])
+            .is_empty()
+    );
 }

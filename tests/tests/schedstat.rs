@@ -24,9 +24,15 @@ fn busy(kadvisor: &Kadvisor, n: usize) -> ((f64, f64, f64), (f64, f64, f64)) {
         cg.spawn_busy();
     }
     std::thread::sleep(Duration::from_millis(200));
-    let (k0, s0) = (ours(&kadvisor.scrape(), &cg), cg.started_processes_schedstat());
+    let (k0, s0) = (
+        ours(&kadvisor.scrape(), &cg),
+        cg.started_processes_schedstat(),
+    );
     std::thread::sleep(Duration::from_secs(2));
-    let (k1, s1) = (ours(&kadvisor.scrape(), &cg), cg.started_processes_schedstat());
+    let (k1, s1) = (
+        ours(&kadvisor.scrape(), &cg),
+        cg.started_processes_schedstat(),
+    );
     let kernel = (
         (s1.0 - s0.0) as f64 / 1e9,
         (s1.1 - s0.1) as f64 / 1e9,
@@ -64,9 +70,19 @@ fn run_queue_delay_grows_when_three_share_two_cpus() {
     );
     // Same numbers as the kernel's per-task schedstat (the two reads are a few
     // hundred µs apart while the loops run).
-    assert_close("3 loops: run-queue vs schedstat", three.1, three_kernel.1, 0.05);
+    assert_close(
+        "3 loops: run-queue vs schedstat",
+        three.1,
+        three_kernel.1,
+        0.05,
+    );
     assert_close("3 loops: run vs schedstat", three.0, three_kernel.0, 0.05);
-    assert_close("3 loops: periods vs schedstat", three.2, three_kernel.2, 0.05);
+    assert_close(
+        "3 loops: periods vs schedstat",
+        three.2,
+        three_kernel.2,
+        0.05,
+    );
     assert_close("1 loop: run vs schedstat", one.0, one_kernel.0, 0.05);
     assert!(
         (one.1 - one_kernel.1).abs() < 0.02 + 0.05 * one_kernel.1,
@@ -87,6 +103,9 @@ fn run_seconds_equal_usage() {
             "container_cpu_usage_seconds_total",
             &[("id", id), ("cpu", "total")],
         );
-        assert_eq!(sample.value, usage, "{id}: run seconds are the usage counter");
+        assert_eq!(
+            sample.value, usage,
+            "{id}: run seconds are the usage counter"
+        );
     }
 }
