@@ -38,13 +38,17 @@ use crate::{
 #[unsafe(no_mangle)]
 static SCHED_OFFSETS: SchedOffsets = SchedOffsets { task_pid: 0 };
 
-/// When each runnable-but-not-running task started waiting, keyed by its
-/// `task_struct` address (unique while the task lives; no field read needed).
-/// Entries are removed when the task is switched in. LRU so that the rare entry
-/// left by a task that was woken while still running and then exited cannot fill
-/// the map.
+/// When each runnable-but-not-running task started waiting (0: not waiting), keyed
+/// by its `task_struct` address (unique while the task lives; no field read needed).
+///
+/// Entries are written in place and never deleted on the hot path: a map update or
+/// delete takes a bucket lock and costs several times a lookup, and `sched_switch`
+/// runs on every context switch. A task's entry is inserted at its first wakeup
+/// and reused after; exited tasks' addresses are recycled by the task slab, and LRU
+/// eviction bounds the rest (an evicted task is simply re-inserted at its next
+/// wakeup).
 #[map(name = "ENQUEUED_AT")]
-static ENQUEUED_AT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(32_768, 0);
+static ENQUEUED_AT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65_536, 0);
 
 /// `TP_PROTO(struct task_struct *tsk, u64 runtime)` (6.8+; older kernels add a third
 /// `vruntime` argument, which is not read).
@@ -87,8 +91,21 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
 fn enqueued(task: *const u8) {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    // A full LRU map evicts the oldest entry; the insert itself cannot fail.
-    let _ignored = ENQUEUED_AT.insert(task as u64, now, 0);
+    mark_waiting(task as u64, now);
+}
+
+/// Records that the task at `key` waits from `now`: in place when it has an entry.
+#[inline(always)]
+fn mark_waiting(key: u64, now: u64) {
+    match ENQUEUED_AT.get_ptr_mut(key) {
+        // SAFETY: a value pointer from a successful lookup; entries are not deleted.
+        Some(since) => unsafe { *since = now },
+        // A full LRU map evicts the least recently used entry; the insert itself
+        // cannot fail.
+        None => {
+            let _ignored = ENQUEUED_AT.insert(key, now, 0);
+        }
+    }
 }
 
 /// `TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next,
@@ -110,20 +127,24 @@ fn switched(preempt: bool, prev: *const u8, next: *const u8, prev_state: u32) {
     // TASK_RUNNING is 0: prev stays on the run queue (preempted or yielding) and
     // waits from now on, as sched_info_depart() counts it. The idle task is skipped.
     if (preempt || prev_state == 0) && !is_idle(prev) {
-        let _ignored = ENQUEUED_AT.insert(prev as u64, now, 0);
+        mark_waiting(prev as u64, now);
     }
     if is_idle(next) {
         return;
     }
-    let key = next as u64;
-    let waited = match ENQUEUED_AT.get_ptr(key) {
-        Some(since) => {
-            // SAFETY: a value pointer from a successful lookup; the entry is only
-            // removed below, by this program.
-            let since = unsafe { *since };
-            let _ignored = ENQUEUED_AT.remove(key);
-            now.saturating_sub(since)
-        }
+    let waited = match ENQUEUED_AT.get_ptr_mut(next as u64) {
+        // SAFETY: a value pointer from a successful lookup; entries are not deleted,
+        // and only this task's own wakeup/switch events write it, which the
+        // scheduler serialises.
+        Some(since) => unsafe {
+            let waited = if *since == 0 {
+                0
+            } else {
+                now.saturating_sub(*since)
+            };
+            *since = 0;
+            waited
+        },
         None => 0,
     };
     let Some(cgroup_id) = task_cgroup_id(next) else {
