@@ -15,6 +15,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # prometheus: promtool parses our exposition in tests. stress-ng/linux-perf: load and
 # benchmarks. busybox-static, qemu: kernel matrix. iproute2: network namespaces.
 DEB_PACKAGES=(prometheus linux-perf stress-ng busybox-static iproute2 qemu-system-x86 cpio kmod)
+# python3: workloads of the CPU, process and crash tests (/usr/bin/python3) and
+# scripts/measure-sched-hook.sh.
+DEB_PACKAGES+=(python3)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -11,13 +11,16 @@ use std::{
 };
 
 /// v1 controllers whose hierarchy gets the same path as the v2 cgroup on hybrid
-/// hosts, so that workloads are limited and counted there too (cpu quota, cpuacct,
-/// pids). Not cpuset (a new v1 cpuset has no CPUs until configured) and not memory
-/// (this machine's own processes are confined by a v1 memory cgroup).
-pub const V1_CONTROLLERS: [&str; 3] = ["cpu", "cpuacct", "pids"];
+/// hosts, so that workloads are counted there too. Only accounting controllers:
+/// a v1 `cpu` group competes with the root's tasks as one scheduling entity, which
+/// on a busy shared machine would starve CPU tests, so it is opt-in
+/// (`TestCgroup::with_cpu_controller`). Not cpuset (a new v1 cpuset has no CPUs
+/// until configured) and not memory (this machine's own processes are confined by
+/// a v1 memory cgroup).
+pub const V1_CONTROLLERS: [&str; 2] = ["cpuacct", "pids"];
 
-/// Mount points of the v1 hierarchies holding `V1_CONTROLLERS`, by controller.
-pub fn v1_mounts() -> Vec<(&'static str, PathBuf)> {
+/// Mount points of the v1 hierarchies holding `controllers`, by controller.
+pub fn v1_mounts(controllers: &[&'static str]) -> Vec<(&'static str, PathBuf)> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
     let mut out = Vec::new();
     for line in mountinfo.lines() {
@@ -32,7 +35,7 @@ pub fn v1_mounts() -> Vec<(&'static str, PathBuf)> {
         let Some(mount_point) = left.split(' ').nth(4) else {
             continue;
         };
-        for controller in V1_CONTROLLERS {
+        for &controller in controllers {
             if options.split(',').any(|o| o == controller) {
                 out.push((controller, PathBuf::from(mount_point)));
             }
@@ -75,25 +78,28 @@ pub struct TestCgroup {
 impl TestCgroup {
     /// A new cgroup directly under the v2 root, with a unique name.
     pub fn new(name: &str) -> Self {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let unique = format!(
-            "kadvisor-test-{}-{}-{name}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        Self::create(&v2_root(), &format!("/{unique}"))
+        Self::create(&v2_root(), &unique_id(name), &V1_CONTROLLERS)
     }
 
-    /// A child cgroup of this one.
+    /// Like `new`, and also in the v1 `cpu` hierarchy (hybrid hosts) so that CFS
+    /// bandwidth control (`cpu.cfs_quota_us`) applies to its workloads.
+    pub fn with_cpu_controller(name: &str) -> Self {
+        let mut controllers = vec!["cpu"];
+        controllers.extend(V1_CONTROLLERS);
+        Self::create(&v2_root(), &unique_id(name), &controllers)
+    }
+
+    /// A child cgroup of this one, in the same hierarchies.
     pub fn child(&self, name: &str) -> Self {
-        Self::create(&v2_root(), &format!("{}/{name}", self.id))
+        let controllers: Vec<&'static str> = self.v1.iter().map(|(c, _)| *c).collect();
+        Self::create(&v2_root(), &format!("{}/{name}", self.id), &controllers)
     }
 
-    fn create(root: &Path, id: &str) -> Self {
+    fn create(root: &Path, id: &str, controllers: &[&'static str]) -> Self {
         let path = root.join(id.trim_start_matches('/'));
         fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
         let mut v1 = Vec::new();
-        for (controller, mount) in v1_mounts() {
+        for (controller, mount) in v1_mounts(controllers) {
             let dir = mount.join(id.trim_start_matches('/'));
             if !dir.exists() {
                 fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
@@ -252,6 +258,16 @@ impl TestCgroup {
             .expect("usage_usec is a number");
         usec as f64 / 1e6
     }
+}
+
+/// `/kadvisor-test-<pid>-<seq>-<name>`: unique per test process and call.
+fn unique_id(name: &str) -> String {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "/kadvisor-test-{}-{}-{name}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl Drop for TestCgroup {

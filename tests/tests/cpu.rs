@@ -187,3 +187,30 @@ fn cgroup_older_than_kadvisor_shows_its_lifetime_usage() {
         0.02,
     );
 }
+
+#[test]
+fn recreated_cgroup_starts_from_zero_like_cpu_stat() {
+    let _cpu = exclusive_cpu();
+    let kadvisor = Kadvisor::start(&[]);
+    let parent = TestCgroup::new("recreate");
+    let mut first = parent.child("app");
+    first.spawn_busy();
+    std::thread::sleep(Duration::from_secs(1));
+    first.stop_all();
+    let old = usage(&kadvisor.scrape(), &first);
+    assert!(old > 0.05, "the first incarnation ran: {old} s");
+    drop(first);
+
+    // Same name, new cgroup: the kernel's cpu.stat starts from zero, and so must we
+    // (a counter reset); the parent keeps the first one's time.
+    let second = parent.child("app");
+    let scrape = kadvisor.scrape();
+    assert_eq!(second.cpu_stat_usage_seconds(), 0.0);
+    assert_eq!(usage(&scrape, &second), 0.0);
+    assert_close(
+        "parent keeps the removed incarnation's time",
+        usage(&scrape, &parent),
+        parent.cpu_stat_usage_seconds(),
+        0.02,
+    );
+}

@@ -61,9 +61,10 @@ fn run_queue_delay_grows_when_three_share_two_cpus() {
         "3 busy loops on 2 CPUs waited only {} s in 2 s",
         three.1
     );
-    // One alone waits only when other work on this shared machine takes its CPU.
+    // One alone waits only when other work on this shared machine takes its CPU
+    // (~0 on an idle machine); three wait for each other on top of that.
     assert!(
-        one.1 < three.1 / 3.0,
+        three.1 > 2.0 * one.1,
         "one busy loop waited {} s, three waited {} s",
         one.1,
         three.1

@@ -175,6 +175,10 @@ fn is_cgroup2(path: &Path) -> Result<bool, CgroupError> {
 #[derive(Debug, Default)]
 pub struct PathMemory {
     paths: HashMap<u64, String>,
+    /// Removed ids whose path now belongs to a new cgroup (removed and recreated
+    /// under the same name): their counters stay in the ancestors but not in the new
+    /// cgroup's own row, which starts from zero like the kernel's `cpu.stat`.
+    superseded: std::collections::HashSet<u64>,
 }
 
 impl PathMemory {
@@ -189,6 +193,20 @@ impl PathMemory {
                 .entry(cgroup.id)
                 .or_insert_with(|| cgroup.path.clone());
         }
+        let live_paths: std::collections::HashSet<&str> =
+            live.iter().map(|c| c.path.as_str()).collect();
+        self.superseded = self
+            .paths
+            .iter()
+            .filter(|(id, path)| !live_ids.contains(id) && live_paths.contains(path.as_str()))
+            .map(|(&id, _)| id)
+            .collect();
+    }
+
+    /// Whether `id` is a removed cgroup whose path a new cgroup holds now: its
+    /// counters belong to the ancestors only.
+    pub fn superseded(&self, id: u64) -> bool {
+        self.superseded.contains(&id)
     }
 
     pub fn path(&self, id: u64) -> Option<&str> {

@@ -160,7 +160,9 @@ pub fn hierarchical_totals<'a>(
     for (&id, &value) in per_cgroup {
         match memory.path(id) {
             Some(path) => {
-                for ancestor in ancestors(path) {
+                // A removed cgroup whose name was reused: not the new one's counter.
+                let skip_own = usize::from(memory.superseded(id));
+                for ancestor in ancestors(path).skip(skip_own) {
                     *totals.entry(ancestor).or_default() += value;
                 }
             }
@@ -262,6 +264,24 @@ mod tests {
         assert_eq!(totals["/pod"], 1110, "own + live child + removed child");
         assert_eq!(totals["/other"], 7);
         assert_eq!(totals["/"], 1125, "root holds everything, unknown ids too");
+    }
+
+    #[test]
+    fn recreated_cgroup_starts_from_zero_and_parent_keeps_both() {
+        let mut memory = PathMemory::default();
+        memory.update(&[cg(1, "/"), cg(2, "/svc"), cg(3, "/svc/app")], |_| true);
+        // /svc/app removed and created again (new inode 4) under the same name.
+        memory.update(&[cg(1, "/"), cg(2, "/svc"), cg(4, "/svc/app")], |_| true);
+        let per_cgroup = HashMap::from([(3, 500), (4, 20)]);
+
+        let totals = hierarchical_totals(&per_cgroup, &memory);
+
+        assert_eq!(
+            totals["/svc/app"], 20,
+            "a counter reset, as the kernel's cpu.stat"
+        );
+        assert_eq!(totals["/svc"], 520, "the parent keeps the old one's time");
+        assert_eq!(totals["/"], 520);
     }
 
     #[test]
