@@ -284,6 +284,88 @@ mod tests {
         assert_eq!(totals["/"], 520);
     }
 
+    /// One CPU counter for cgroup 1; `sched_switch` attached or not.
+    struct Kernel {
+        sched_switch: bool,
+    }
+
+    impl crate::collect::KernelSource for Kernel {
+        fn cgroup_cpu(&self) -> Result<HashMap<u64, CgroupCpu>, crate::bpf::BpfError> {
+            Ok(HashMap::from([(
+                1,
+                CgroupCpu {
+                    runtime_ns: 3_000_000_000,
+                    runqueue_ns: 250_000_000,
+                    run_periods: 42,
+                },
+            )]))
+        }
+        fn cgroup_crashes(
+            &self,
+        ) -> Result<HashMap<u64, kadvisor_common::CgroupCrashes>, crate::bpf::BpfError> {
+            Ok(HashMap::new())
+        }
+        fn kernel_errors(
+            &self,
+        ) -> Result<Vec<(kadvisor_common::KernelError, u64)>, crate::bpf::BpfError> {
+            Ok(Vec::new())
+        }
+        fn program_stats(&self) -> Vec<crate::bpf::ProgramStats> {
+            crate::bpf::PROGRAMS
+                .iter()
+                .map(|spec| crate::bpf::ProgramStats {
+                    name: spec.name,
+                    family: spec.family,
+                    attached: spec.name != "sched_switch" || self.sched_switch,
+                    run_count: 0,
+                    run_time_ns: 0,
+                })
+                .collect()
+        }
+    }
+
+    fn scrape(kernel: &Kernel) -> String {
+        let errors = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("errors_total", "test"),
+            &["source"],
+        )
+        .unwrap();
+        let hierarchies = crate::cgroup::Hierarchies::default();
+        let rows = vec![Row::new(1, "/")];
+        let ctx = ScrapeContext {
+            rows: &rows,
+            hierarchies: &hierarchies,
+            kernel,
+            errors: &errors,
+        };
+        let mut memory = PathMemory::default();
+        let mut out = Exposition::default();
+        collect(&ctx, &[cg(1, "/")], &mut memory, &mut out);
+        out.into_string()
+    }
+
+    #[test]
+    fn schedstat_families_need_every_scheduler_hook() {
+        let text = scrape(&Kernel { sched_switch: true });
+        let labels = "{container=\"\",id=\"/\",image=\"\",name=\"\",namespace=\"\",pod=\"\"}";
+        for line in [
+            format!("{SCHEDSTAT_RUN}{labels} 3\n"),
+            format!("{SCHEDSTAT_RUNQUEUE}{labels} 0.25\n"),
+            format!("{SCHEDSTAT_RUN_PERIODS}{labels} 42\n"),
+        ] {
+            assert!(text.contains(&line), "{line} missing from {text}");
+        }
+
+        let text = scrape(&Kernel {
+            sched_switch: false,
+        });
+        assert!(text.contains(USAGE), "usage stays: {text}");
+        assert!(
+            !text.contains("schedstat"),
+            "left out without sched_switch: {text}"
+        );
+    }
+
     #[test]
     fn usage_rows_carry_cpu_total_and_seconds() {
         let rows = vec![Row::new(1, "/"), Row::new(3, "/a")];
