@@ -17,10 +17,11 @@ pub(crate) static CGROUP_CPU: PerCpuHashMap<u64, CgroupCpu> =
     PerCpuHashMap::with_max_entries(MAX_CGROUPS, BPF_F_NO_PREALLOC);
 
 /// Crashes (fatal signals delivered with the default action) per cgroup v2 id. The
-/// loader may resize it (`--max_cgroups`).
+/// loader may resize it (`--max_cgroups`). Not preallocated, like `CGROUP_CPU`: only
+/// cgroups that crashed hold an entry (40 B × CPUs each).
 #[map(name = "CGROUP_CRASHES")]
 pub(crate) static CGROUP_CRASHES: PerCpuHashMap<u64, CgroupCrashes> =
-    PerCpuHashMap::with_max_entries(MAX_CGROUPS, 0);
+    PerCpuHashMap::with_max_entries(MAX_CGROUPS, BPF_F_NO_PREALLOC);
 
 /// Kernel-side failure counts, indexed by `KernelError`.
 #[map(name = "ERRORS")]

@@ -22,7 +22,7 @@
 //! `update_curr_task()` (kernel commit "sched: Unify runtime accounting across
 //! classes"). `sched_switch`'s `prev_state` argument needs 5.18.
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, map},
     maps::LruHashMap,
     programs::BtfTracePointContext,
@@ -159,15 +159,17 @@ fn switched(preempt: bool, prev: *const u8, next: *const u8, prev_state: u32) {
     }
 }
 
-/// Whether `task` is a CPU's idle task (pid 0). A failed read counts as not idle.
+/// Whether `task` is a CPU's idle task (pid 0).
 #[inline(always)]
 fn is_idle(task: *const u8) -> bool {
     // SAFETY: a plain read of a global; volatile so the compiler does not fold in the
     // zero initialiser that the loader replaces before load.
     let offsets = unsafe { core::ptr::read_volatile(&raw const SCHED_OFFSETS) };
-    // SAFETY: bpf_probe_read_kernel copies with fault handling.
+    // SAFETY: `task` is a BTF-typed tp_btf argument and the offset comes from this
+    // kernel's BTF through a frozen read-only global, so the verifier checks the load
+    // against BTF and turns it into a fault-handling load (see task.rs).
     let pid = unsafe {
-        bpf_probe_read_kernel(task.wrapping_add(offsets.task_pid as usize).cast::<i32>())
+        core::ptr::read_volatile(task.wrapping_add(offsets.task_pid as usize).cast::<i32>())
     };
-    pid == Ok(0)
+    pid == 0
 }

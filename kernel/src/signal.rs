@@ -16,13 +16,11 @@
 //! # Minimum kernel version
 //! tp_btf needs 5.5; `signal_deliver` has had the same arguments since 3.x.
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_probe_read_kernel},
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
+    helpers::bpf_get_current_cgroup_id, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
-use kadvisor_common::{CRASH_SIGNALS, KernelError, SignalOffsets};
+use kadvisor_common::{CRASH_SIGNALS, SignalOffsets};
 
-use crate::maps::{CGROUP_CRASHES, count_error, per_cpu_entry};
+use crate::maps::{CGROUP_CRASHES, per_cpu_entry};
 
 /// Filled in by the loader from `/sys/kernel/btf/vmlinux` before the program loads.
 #[unsafe(no_mangle)]
@@ -50,22 +48,18 @@ fn count_crash(sig: u32, action: *const u8) {
     // SAFETY: a plain read of a global; volatile so the compiler does not fold in the
     // zero initialiser that the loader replaces before load.
     let offsets = unsafe { core::ptr::read_volatile(&raw const SIGNAL_OFFSETS) };
-    // SAFETY: bpf_probe_read_kernel copies with fault handling; a bad address returns
-    // an error instead of faulting.
+    // SAFETY: `action` is a BTF-typed tp_btf argument and the offset comes from this
+    // kernel's BTF through a frozen read-only global, so the verifier checks the load
+    // against BTF and turns it into a fault-handling load (see task.rs).
     let handler = unsafe {
-        bpf_probe_read_kernel(
+        core::ptr::read_volatile(
             action
                 .wrapping_add(offsets.k_sigaction_handler as usize)
                 .cast::<u64>(),
         )
     };
-    match handler {
-        Ok(SIG_DFL) => {}
-        Ok(_) => return,
-        Err(_) => {
-            count_error(KernelError::TaskRead);
-            return;
-        }
+    if handler != SIG_DFL {
+        return;
     }
     // SAFETY: bpf_get_current_cgroup_id has no preconditions; current is the task
     // the signal is delivered to.
