@@ -332,10 +332,12 @@ mod tests {
         .unwrap();
         let hierarchies = crate::cgroup::Hierarchies::default();
         let rows = vec![Row::new(1, "/")];
+        let baselines = StartBaselines::from([(1, 1_000_000_000)]);
         let ctx = ScrapeContext {
             rows: &rows,
             hierarchies: &hierarchies,
             kernel,
+            cpu_baselines: &baselines,
             errors: &errors,
         };
         let mut memory = PathMemory::default();
@@ -349,7 +351,8 @@ mod tests {
         let text = scrape(&Kernel { sched_switch: true });
         let labels = "{container=\"\",id=\"/\",image=\"\",name=\"\",namespace=\"\",pod=\"\"}";
         for line in [
-            format!("{SCHEDSTAT_RUN}{labels} 3\n"),
+            // 3 s since attach plus the 1 s baseline, like the usage counter.
+            format!("{SCHEDSTAT_RUN}{labels} 4\n"),
             format!("{SCHEDSTAT_RUNQUEUE}{labels} 0.25\n"),
             format!("{SCHEDSTAT_RUN_PERIODS}{labels} 42\n"),
         ] {
