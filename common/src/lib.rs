@@ -34,20 +34,24 @@ pub enum KernelError {
     MapFull = 0,
     /// Reading a task's cgroup through BTF offsets failed.
     TaskRead = 1,
+    /// Reading a packet's IP or transport header in a `cgroup_skb` program failed.
+    PacketRead = 2,
 }
 
 /// Number of `KernelError` variants (the length of the `ERRORS` array).
-pub const KERNEL_ERROR_COUNT: u32 = 2;
+pub const KERNEL_ERROR_COUNT: u32 = 3;
 
 impl KernelError {
     /// Every variant, in index order.
-    pub const ALL: [Self; KERNEL_ERROR_COUNT as usize] = [Self::MapFull, Self::TaskRead];
+    pub const ALL: [Self; KERNEL_ERROR_COUNT as usize] =
+        [Self::MapFull, Self::TaskRead, Self::PacketRead];
 
     /// The `reason` label value under which the daemon exports this error.
     pub const fn reason(self) -> &'static str {
         match self {
             Self::MapFull => "map_full",
             Self::TaskRead => "task_read",
+            Self::PacketRead => "packet_read",
         }
     }
 }
@@ -109,8 +113,41 @@ pub struct SignalOffsets {
     pub k_sigaction_handler: u32,
 }
 
+/// Destination classes of transmitted traffic. The daemon fills the `DESTINATIONS`
+/// LPM trie with the configured CIDRs and these values; an address that matches no
+/// CIDR is `DEST_EXTERNAL`.
+pub const DEST_EXTERNAL: u32 = 0;
+pub const DEST_POD: u32 = 1;
+pub const DEST_SERVICE: u32 = 2;
+pub const DEST_NODE: u32 = 3;
+/// Number of destination classes (the length of the per-class arrays of `CgroupNet`).
+pub const DEST_CLASS_COUNT: usize = 4;
+/// Capacity of the `DESTINATIONS` trie (configured CIDRs).
+pub const MAX_DESTINATION_CIDRS: u32 = 1024;
+
+/// Key data of the `DESTINATIONS` LPM trie: an IPv6 address, IPv4 addresses as
+/// IPv4-mapped IPv6 (`::ffff:a.b.c.d`, prefix length + 96), so one trie serves both.
+pub type DestinationAddr = [u8; 16];
+
+/// Value of the per-CPU `CGROUP_NET` map, keyed by the cgroup v2 id of the socket that
+/// sent or received the packet. Bytes are IP packets as they are on the wire: IP header
+/// included, link-layer header not, and a GSO/GRO aggregate counted as the segments it
+/// stands for (each with its own IP and transport header).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupNet {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    /// Transmitted bytes by destination class (`DEST_*` index).
+    pub tx_bytes: [u64; DEST_CLASS_COUNT],
+    /// Transmitted packets by destination class (`DEST_*` index).
+    pub tx_packets: [u64; DEST_CLASS_COUNT],
+}
+
 #[cfg(feature = "user")]
 mod user {
+    // SAFETY: plain-old-data: #[repr(C)], only u64 fields and arrays, no padding.
+    unsafe impl aya::Pod for super::CgroupNet {}
     // SAFETY: plain-old-data: #[repr(C)], only u64 fields, no padding.
     unsafe impl aya::Pod for super::CgroupCpu {}
     // SAFETY: plain-old-data: #[repr(C)], only u32 fields, no padding.

@@ -57,7 +57,8 @@ fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(root = %tree.root().display(), "cgroup v2 tree");
     // Before attaching: what the kernel had counted so far (see cpu::StartBaselines).
     let cpu_baselines = cpu::read_start_baselines(&tree, &hierarchies)?;
-    let kernel = KernelPrograms::load(&config.btf_path, config.max_cgroups)?;
+    let mut kernel = KernelPrograms::load(&config.btf_path, config.max_cgroups, tree.root())?;
+    kernel.set_destinations(&config.destinations())?;
     let collector = Arc::new(
         Collector::new(Box::new(kernel), tree, hierarchies)?.with_cpu_baselines(cpu_baselines),
     );

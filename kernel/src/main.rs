@@ -5,6 +5,7 @@
 #![no_main]
 
 mod maps;
+mod net;
 mod sched;
 mod signal;
 mod task;

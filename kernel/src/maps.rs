@@ -5,7 +5,9 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, PerCpuHashMap},
 };
-use kadvisor_common::{CgroupCpu, CgroupCrashes, KERNEL_ERROR_COUNT, KernelError, MAX_CGROUPS};
+use kadvisor_common::{
+    CgroupCpu, CgroupCrashes, CgroupNet, KERNEL_ERROR_COUNT, KernelError, MAX_CGROUPS,
+};
 
 /// CPU accounting per cgroup v2 id. The loader may resize it (`--max_cgroups`).
 ///
@@ -21,6 +23,13 @@ pub(crate) static CGROUP_CPU: PerCpuHashMap<u64, CgroupCpu> =
 /// cgroups that crashed hold an entry (40 B × CPUs each).
 #[map(name = "CGROUP_CRASHES")]
 pub(crate) static CGROUP_CRASHES: PerCpuHashMap<u64, CgroupCrashes> =
+    PerCpuHashMap::with_max_entries(MAX_CGROUPS, BPF_F_NO_PREALLOC);
+
+/// Socket traffic per cgroup v2 id (see `net.rs`). Resized with `CGROUP_CPU`; not
+/// preallocated for the same reason (80 B values: preallocation would cost 160 MiB
+/// on a 128-CPU node).
+#[map(name = "CGROUP_NET")]
+pub(crate) static CGROUP_NET: PerCpuHashMap<u64, CgroupNet> =
     PerCpuHashMap::with_max_entries(MAX_CGROUPS, BPF_F_NO_PREALLOC);
 
 /// Kernel-side failure counts, indexed by `KernelError`.

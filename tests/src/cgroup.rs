@@ -89,6 +89,14 @@ impl TestCgroup {
         Self::create(&v2_root(), &unique_id(name), &controllers)
     }
 
+    /// Like `new`, and also in the v1 hierarchies of `extra` controllers (hybrid
+    /// hosts), e.g. `blkio`, whose per-cgroup files then count its workloads.
+    pub fn with_v1_controllers(name: &str, extra: &[&'static str]) -> Self {
+        let mut controllers = extra.to_vec();
+        controllers.extend(V1_CONTROLLERS);
+        Self::create(&v2_root(), &unique_id(name), &controllers)
+    }
+
     /// A child cgroup of this one, in the same hierarchies.
     pub fn child(&self, name: &str) -> Self {
         let controllers: Vec<&'static str> = self.v1.iter().map(|(c, _)| *c).collect();
@@ -157,6 +165,26 @@ impl TestCgroup {
     /// moves itself between fork and exec, so not one instruction of the workload
     /// runs elsewhere and everything it forks is born inside.
     pub fn spawn(&mut self, command: &mut Command) -> u32 {
+        self.join_before_exec(command);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn workload into {}: {e}", self.path.display()));
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Runs `command` inside this cgroup (as `spawn` does) to completion, with its
+    /// output captured.
+    pub fn output(&self, command: &mut Command) -> std::process::Output {
+        self.join_before_exec(command);
+        command
+            .output()
+            .unwrap_or_else(|e| panic!("run workload in {}: {e}", self.path.display()))
+    }
+
+    /// Makes `command`'s child move itself into this cgroup between fork and exec.
+    fn join_before_exec(&self, command: &mut Command) {
         let procs: Vec<CString> = std::iter::once(self.path.as_path())
             .chain(self.v1.iter().map(|(_, dir)| dir.as_path()))
             .map(|dir| CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).unwrap())
@@ -182,12 +210,6 @@ impl TestCgroup {
                 Ok(())
             });
         }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn workload into {}: {e}", self.path.display()));
-        let pid = child.id();
-        self.children.push(child);
-        pid
     }
 
     /// Waits for every process this cgroup started to exit by itself.

@@ -8,6 +8,7 @@
 
 pub mod cgroup;
 pub mod kadvisor;
+pub mod netns;
 pub mod scrape;
 
 use std::sync::{Mutex, MutexGuard};

@@ -8,11 +8,13 @@ use std::{collections::HashMap, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, PerCpuHashMap},
+    maps::{MapData, PerCpuArray, PerCpuHashMap, lpm_trie::LpmTrie},
 };
-use kadvisor_common::{CgroupCpu, CgroupCrashes, KernelError};
+use kadvisor_common::{CgroupCpu, CgroupCrashes, CgroupNet, DestinationAddr, KernelError};
 
-pub use programs::{PROGRAMS, ProgramSpec};
+use crate::config::Cidr;
+
+pub use programs::{PROGRAMS, ProgramKind, ProgramSpec};
 
 /// The object file built from `kernel/` by build.rs.
 static KERNEL_OBJECT: &[u8] =
@@ -57,6 +59,12 @@ pub enum BpfError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("cannot open cgroup directory {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("eBPF object has no map {name}")]
     MissingMap { name: &'static str },
     #[error("cannot read map {name}")]
@@ -91,6 +99,8 @@ pub struct KernelPrograms {
     cgroup_cpu: PerCpuHashMap<MapData, u64, CgroupCpu>,
     cgroup_crashes: PerCpuHashMap<MapData, u64, CgroupCrashes>,
     errors: PerCpuArray<MapData, u64>,
+    cgroup_net: PerCpuHashMap<MapData, u64, CgroupNet>,
+    destinations: LpmTrie<MapData, DestinationAddr, u32>,
     /// Names of the programs that attached.
     attached: Vec<&'static str>,
 }
@@ -108,8 +118,12 @@ pub struct ProgramStats {
 
 impl KernelPrograms {
     /// Loads the object, resolving struct offsets from `btf_path`, and attaches every
-    /// program of `PROGRAMS`.
-    pub fn load(btf_path: &std::path::Path, max_cgroups: u32) -> Result<Self, BpfError> {
+    /// program of `PROGRAMS` (cgroup programs at `cgroup_root`, the cgroup v2 mount).
+    pub fn load(
+        btf_path: &std::path::Path,
+        max_cgroups: u32,
+        cgroup_root: &std::path::Path,
+    ) -> Result<Self, BpfError> {
         let offsets = btf::task_cgroup_offsets(btf_path)?;
         let (sched_offsets, signal_offsets) = btf::family_offsets(btf_path)?;
         let btf = aya::Btf::parse_file(btf_path, aya::Endianness::default()).map_err(|e| {
@@ -125,11 +139,12 @@ impl KernelPrograms {
             .override_global("SIGNAL_OFFSETS", &signal_offsets, true)
             .map_max_entries("CGROUP_CPU", max_cgroups)
             .map_max_entries("CGROUP_CRASHES", max_cgroups)
+            .map_max_entries("CGROUP_NET", max_cgroups)
             .load(KERNEL_OBJECT)
             .map_err(BpfError::Load)?;
         let mut attached = Vec::new();
         for spec in PROGRAMS {
-            match programs::attach(&mut ebpf, spec, &btf) {
+            match programs::attach(&mut ebpf, spec, &btf, cgroup_root) {
                 Ok(()) => {
                     tracing::info!(program = spec.name, hook = spec.hook, "attached");
                     attached.push(spec.name);
@@ -146,13 +161,46 @@ impl KernelPrograms {
         let cgroup_cpu = take_map(&mut ebpf, "CGROUP_CPU")?;
         let cgroup_crashes = take_map(&mut ebpf, "CGROUP_CRASHES")?;
         let errors = take_map(&mut ebpf, "ERRORS")?;
+        let cgroup_net = take_map(&mut ebpf, "CGROUP_NET")?;
+        let destinations = take_map(&mut ebpf, "DESTINATIONS")?;
         Ok(Self {
             ebpf,
             cgroup_cpu,
             cgroup_crashes,
             errors,
+            cgroup_net,
+            destinations,
             attached,
         })
+    }
+
+    /// Fills the destination-class trie: each CIDR → its `DEST_*` class. Overlaps
+    /// resolve by longest prefix, as any routing table does.
+    pub fn set_destinations(&mut self, cidrs: &[(Cidr, u32)]) -> Result<(), BpfError> {
+        for (cidr, class) in cidrs {
+            let (prefix_len, addr) = cidr.trie_key();
+            let key = aya::maps::lpm_trie::Key::new(prefix_len, addr);
+            self.destinations
+                .insert(&key, class, 0)
+                .map_err(|source| BpfError::Map {
+                    name: "DESTINATIONS",
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Socket traffic per cgroup id, summed over CPUs.
+    pub fn cgroup_net(&self) -> Result<HashMap<u64, CgroupNet>, BpfError> {
+        let mut out = HashMap::new();
+        read_per_cpu_hash(&self.cgroup_net, "CGROUP_NET", |id, per_cpu: &[CgroupNet]| {
+            let mut total = CgroupNet::default();
+            for v in per_cpu {
+                add_net(&mut total, v);
+            }
+            out.insert(id, total);
+        })?;
+        Ok(out)
     }
 
     /// CPU, run-queue and run-period counters per cgroup id, summed over CPUs.
@@ -275,6 +323,18 @@ fn read_per_cpu_hash<K: aya::Pod, V: aya::Pod>(
         visit(key, &per_cpu);
     }
     Ok(())
+}
+
+/// `total += v`, field by field (wrapping, like the kernel's own counters).
+pub fn add_net(total: &mut CgroupNet, v: &CgroupNet) {
+    total.rx_bytes = total.rx_bytes.wrapping_add(v.rx_bytes);
+    total.rx_packets = total.rx_packets.wrapping_add(v.rx_packets);
+    for (t, x) in total.tx_bytes.iter_mut().zip(v.tx_bytes) {
+        *t = t.wrapping_add(x);
+    }
+    for (t, x) in total.tx_packets.iter_mut().zip(v.tx_packets) {
+        *t = t.wrapping_add(x);
+    }
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, BpfError>

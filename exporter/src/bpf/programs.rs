@@ -4,17 +4,36 @@
 //! A `required` program that fails to load or attach stops kadvisor (it is the
 //! product's core). Any other program that fails is left out with one warning and
 //! `kadvisor_bpf_program_attached{program} 0`; only its family goes missing.
-use aya::{Btf, Ebpf, programs::BtfTracePoint};
+use std::path::Path;
+
+use aya::{
+    Btf, Ebpf,
+    programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
+};
 
 use super::BpfError;
+
+/// How a program attaches.
+#[derive(Debug, Clone, Copy)]
+pub enum ProgramKind {
+    /// tp_btf: `hook` is the tracepoint name.
+    BtfTracePoint,
+    /// cgroup_skb at the cgroup v2 root, in this direction. Attached through a BPF
+    /// link (kernel ≥ 5.7; `BPF_F_ALLOW_MULTI` attach before), so programs others
+    /// attached to the same cgroup keep running, and closed (detached) when kadvisor
+    /// exits, also when it is killed.
+    CgroupSkb(CgroupSkbAttachType),
+}
 
 /// One program of the kernel object and the hook it attaches to.
 #[derive(Debug, Clone, Copy)]
 pub struct ProgramSpec {
     /// Function name in `kernel/src`.
     pub name: &'static str,
-    /// The tracepoint (tp_btf) it attaches to.
+    /// The hook it attaches to (tracepoint name, or the cgroup hook for humans).
     pub hook: &'static str,
+    /// Program type and attach details.
+    pub kind: ProgramKind,
     /// The metric family (group) that needs it.
     pub family: &'static str,
     /// Whether kadvisor refuses to start without it.
@@ -28,6 +47,7 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec {
         name: "sched_stat_runtime",
         hook: "sched_stat_runtime",
+        kind: ProgramKind::BtfTracePoint,
         family: "cpu",
         required: true,
     },
@@ -37,18 +57,21 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec {
         name: "sched_wakeup",
         hook: "sched_wakeup",
+        kind: ProgramKind::BtfTracePoint,
         family: "schedstat",
         required: false,
     },
     ProgramSpec {
         name: "sched_wakeup_new",
         hook: "sched_wakeup_new",
+        kind: ProgramKind::BtfTracePoint,
         family: "schedstat",
         required: false,
     },
     ProgramSpec {
         name: "sched_switch",
         hook: "sched_switch",
+        kind: ProgramKind::BtfTracePoint,
         family: "schedstat",
         required: false,
     },
@@ -56,23 +79,69 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     ProgramSpec {
         name: "signal_deliver",
         hook: "signal_deliver",
+        kind: ProgramKind::BtfTracePoint,
         family: "crashes",
+        required: false,
+    },
+    // Socket traffic per cgroup and egress destination classes (kernel/src/net.rs).
+    ProgramSpec {
+        name: "socket_ingress",
+        hook: "cgroup_skb/ingress",
+        kind: ProgramKind::CgroupSkb(CgroupSkbAttachType::Ingress),
+        family: "socket",
+        required: false,
+    },
+    ProgramSpec {
+        name: "socket_egress",
+        hook: "cgroup_skb/egress",
+        kind: ProgramKind::CgroupSkb(CgroupSkbAttachType::Egress),
+        family: "socket",
         required: false,
     },
 ];
 
-pub(super) fn attach(ebpf: &mut Ebpf, spec: &ProgramSpec, btf: &Btf) -> Result<(), BpfError> {
+/// From 5.7 aya attaches cgroup programs with `bpf_link_create`, which rejects any
+/// flag (EINVAL) and always lets programs coexist, as `BPF_F_ALLOW_MULTI` does
+/// (kernel/bpf/cgroup.c `cgroup_bpf_link_attach`). Before 5.7 it uses
+/// `BPF_PROG_ATTACH`, where only `BPF_F_ALLOW_MULTI` keeps others' programs.
+fn cgroup_attach_mode() -> CgroupAttachMode {
+    match aya::util::KernelVersion::current() {
+        Ok(v) if v >= aya::util::KernelVersion::new(5, 7, 0) => CgroupAttachMode::Single,
+        _ => CgroupAttachMode::AllowMultiple,
+    }
+}
+
+pub(super) fn attach(
+    ebpf: &mut Ebpf,
+    spec: &ProgramSpec,
+    btf: &Btf,
+    cgroup_root: &Path,
+) -> Result<(), BpfError> {
     let program_err = |source| BpfError::Program {
         name: spec.name,
         hook: spec.hook,
         source,
     };
-    let program: &mut BtfTracePoint = ebpf
+    let program = ebpf
         .program_mut(spec.name)
-        .ok_or(BpfError::MissingProgram { name: spec.name })?
-        .try_into()
-        .map_err(program_err)?;
-    program.load(spec.hook, btf).map_err(program_err)?;
-    program.attach().map_err(program_err)?;
+        .ok_or(BpfError::MissingProgram { name: spec.name })?;
+    match spec.kind {
+        ProgramKind::BtfTracePoint => {
+            let program: &mut BtfTracePoint = program.try_into().map_err(program_err)?;
+            program.load(spec.hook, btf).map_err(program_err)?;
+            program.attach().map_err(program_err)?;
+        }
+        ProgramKind::CgroupSkb(attach_type) => {
+            let program: &mut CgroupSkb = program.try_into().map_err(program_err)?;
+            program.load().map_err(program_err)?;
+            let cgroup = std::fs::File::open(cgroup_root).map_err(|source| BpfError::Open {
+                path: cgroup_root.to_owned(),
+                source,
+            })?;
+            program
+                .attach(cgroup, attach_type, cgroup_attach_mode())
+                .map_err(program_err)?;
+        }
+    }
     Ok(())
 }

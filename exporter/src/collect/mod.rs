@@ -1,18 +1,20 @@
 //! Scrape-time collection: reads the kernel maps and the cgroup tree and writes
 //! cAdvisor's families. Nothing runs between scrapes; every value is read live, so no
 //! sample is older than the scrape and none needs a timestamp.
+pub mod blkio;
 pub mod cpu;
 pub mod cpu_stat;
 pub mod crashes;
 pub mod exposition;
 pub mod labels;
 pub mod lifetime;
+pub mod net;
 pub mod pressure;
 pub mod process;
 
 use std::{collections::HashMap, sync::Mutex, time::Instant};
 
-use kadvisor_common::{CgroupCpu, CgroupCrashes, KernelError};
+use kadvisor_common::{CgroupCpu, CgroupCrashes, CgroupNet, KernelError};
 use prometheus::{Encoder as _, TextEncoder};
 
 use crate::{
@@ -47,6 +49,8 @@ pub trait KernelSource: Send + Sync {
             .filter(|s| s.family == family)
             .all(|s| s.attached)
     }
+    /// Socket traffic per cgroup id (`collect::net`).
+    fn cgroup_net(&self) -> Result<HashMap<u64, CgroupNet>, BpfError>;
 }
 
 impl KernelSource for KernelPrograms {
@@ -67,6 +71,9 @@ impl KernelSource for KernelPrograms {
     }
     fn program_stats(&self) -> Vec<ProgramStats> {
         Self::program_stats(self)
+    }
+    fn cgroup_net(&self) -> Result<HashMap<u64, CgroupNet>, BpfError> {
+        Self::cgroup_net(self)
     }
 }
 
@@ -209,6 +216,8 @@ impl Collector {
         process::collect(&ctx, &mut out);
         pressure::collect(&ctx, &mut out);
         lifetime::collect(&ctx, &mut out);
+        net::collect(&ctx, &memory, &mut out);
+        blkio::collect(&ctx, &mut out);
         self.write_kernel_self_metrics(&ctx, &mut out, memory.len());
         drop(memory);
 

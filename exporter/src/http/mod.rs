@@ -215,10 +215,13 @@ mod tests {
             Ok(HashMap::new())
         }
         fn kernel_errors(&self) -> Result<Vec<(KernelError, u64)>, BpfError> {
-            Ok(vec![(KernelError::MapFull, 0), (KernelError::TaskRead, 0)])
+            Ok(KernelError::ALL.iter().map(|&e| (e, 0)).collect())
         }
         fn program_stats(&self) -> Vec<ProgramStats> {
             Vec::new()
+        }
+        fn cgroup_net(&self) -> Result<HashMap<u64, kadvisor_common::CgroupNet>, BpfError> {
+            Ok(HashMap::new())
         }
     }
 
