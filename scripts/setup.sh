@@ -18,6 +18,8 @@ DEB_PACKAGES=(prometheus linux-perf stress-ng busybox-static iproute2 qemu-syste
 # python3: workloads of the CPU, process and crash tests (/usr/bin/python3) and
 # scripts/measure-sched-hook.sh.
 DEB_PACKAGES+=(python3)
+# iperf3: network load for scripts/measure-net-hooks.sh.
+DEB_PACKAGES+=(iperf3)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -26,6 +26,9 @@ use super::{
 };
 use crate::cgroup::{Controller, ControllerDir, files::read_optional};
 
+/// A family: name, help, and the field it reads.
+type Family<T> = (&'static str, &'static str, fn(&T) -> u64);
+
 /// IO of one cgroup on one device.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceIo {
@@ -211,7 +214,7 @@ fn write_io(
     names: &HashMap<(u32, u32), String>,
 ) {
     let name_of = |d: &DeviceIo| names.get(&(d.major, d.minor)).map_or("", String::as_str);
-    let families: [(&str, &str, fn(&DeviceIo) -> u64); 4] = [
+    let families: [Family<DeviceIo>; 4] = [
         (
             "container_fs_reads_bytes_total",
             "Cumulative count of bytes read",
@@ -343,7 +346,7 @@ fn statfs(mount_point: &Path, device: &str) -> Option<FsUsage> {
     reason = "filesystem sizes stay exact in f64 up to 8 PiB"
 )]
 fn write_fs_usage(out: &mut Exposition, root: &Row, filesystems: &[FsUsage]) {
-    let families: [(&str, &str, fn(&FsUsage) -> u64); 4] = [
+    let families: [Family<FsUsage>; 4] = [
         (
             "container_fs_usage_bytes",
             "Number of bytes that are consumed by the container on this filesystem.",

@@ -38,6 +38,9 @@ pub const DESTINATIONS: [(u32, &str); 4] = [
     (DEST_EXTERNAL, "external"),
 ];
 
+/// A family: name, help, and the field it reads.
+type Family<T, V> = (&'static str, &'static str, fn(&T) -> V);
+
 /// Interface name prefixes cAdvisor leaves out (loopback, host-side veths, bridges).
 const IGNORED_INTERFACE_PREFIXES: [&str; 4] = ["lo", "veth", "docker", "nerdctl"];
 
@@ -82,7 +85,7 @@ pub fn hierarchical_net<'a>(
 pub fn write_socket(out: &mut Exposition, rows: &[Row], totals: &HashMap<&str, CgroupNet>) {
     let zero = CgroupNet::default();
     let get = |row: &Row| totals.get(row.path.as_str()).unwrap_or(&zero);
-    let plain: [(&str, &str, fn(&CgroupNet) -> u64); 2] = [
+    let plain: [Family<CgroupNet, u64>; 2] = [
         (
             "container_socket_receive_bytes_total",
             "Bytes received by the container's sockets: IP packets including IP headers, GRO aggregates counted as their segments (cgroup_skb ingress).",
@@ -100,16 +103,16 @@ pub fn write_socket(out: &mut Exposition, rows: &[Row], totals: &HashMap<&str, C
             out.sample(name, &row.labels, &[], field(get(row)) as f64);
         }
     }
-    let by_class: [(&str, &str, fn(&CgroupNet) -> &[u64; 4]); 2] = [
+    let by_class: [Family<CgroupNet, [u64; 4]>; 2] = [
         (
             "container_socket_transmit_bytes_total",
             "Bytes sent by the container's sockets by destination class (pod/service/node CIDR flags, else external): IP packets including IP headers, GSO aggregates counted as their segments (cgroup_skb egress).",
-            |n| &n.tx_bytes,
+            |n| n.tx_bytes,
         ),
         (
             "container_socket_transmit_packets_total",
             "IP packets sent by the container's sockets by destination class (cgroup_skb egress).",
-            |n| &n.tx_packets,
+            |n| n.tx_packets,
         ),
     ];
     for (name, help, field) in by_class {
@@ -297,7 +300,7 @@ pub fn write_interfaces(
     rows: &[Row],
     per_row: &[(usize, Vec<InterfaceStats>)],
 ) {
-    let families: [(&str, &str, fn(&InterfaceStats) -> u64); 8] = [
+    let families: [Family<InterfaceStats, u64>; 8] = [
         (
             "container_network_receive_bytes_total",
             "Cumulative count of bytes received",
