@@ -101,23 +101,33 @@ fn count(ctx: &SkBuffContext, egress: bool) {
     if egress {
         let class = ip.map_or(DEST_EXTERNAL, |ip| destination_class(&ip.daddr));
         let class = (class as usize).min(DEST_CLASS_COUNT - 1);
-        // SAFETY: this CPU's value slot; cgroup_skb programs run with migration
-        // disabled, so no other writer touches it. The index is bounded above.
+        // SAFETY: `entry` is this CPU's live value slot; the index is bounded above.
         unsafe {
             if let Some(b) = (*entry).tx_bytes.get_mut(class) {
-                *b += bytes;
+                add(b, bytes);
             }
             if let Some(p) = (*entry).tx_packets.get_mut(class) {
-                *p += packets;
+                add(p, packets);
             }
         }
     } else {
         // SAFETY: as above.
         unsafe {
-            (*entry).rx_bytes += bytes;
-            (*entry).rx_packets += packets;
+            add(&raw mut (*entry).rx_bytes, bytes);
+            add(&raw mut (*entry).rx_packets, packets);
         }
     }
+}
+
+/// `*counter += value` on this CPU's slot. cgroup_skb programs run with migration
+/// disabled, not preemption: on a fully preemptible kernel another task's egress on
+/// the same CPU could interleave and one update be lost. The BPF target offers no
+/// atomic read-modify-write in stable Rust (`AtomicU64::fetch_add` is missing on
+/// bpfel), so this stays a plain add: a rare, small undercount on PREEMPT kernels.
+#[inline(always)]
+fn add(counter: *mut u64, value: u64) {
+    // SAFETY: callers pass a valid, aligned pointer into a map value.
+    unsafe { *counter += value };
 }
 
 #[inline(always)]
