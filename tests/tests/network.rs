@@ -109,7 +109,7 @@ fn veth_traffic_per_container_by_destination_and_per_namespace() {
             &[
                 "python3",
                 &sender,
-                "192.0.2.2",
+                "192.0.2.2,fd00:6b61::2",
                 PORT,
                 &tcp_bytes,
                 &udp_count,
@@ -125,10 +125,13 @@ fn veth_traffic_per_container_by_destination_and_per_namespace() {
         "sender failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let mss: u64 = String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .expect("sender prints its MSS");
+    let mss: Vec<u64> = String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .map(|m| m.parse().expect("sender prints its MSS per connection"))
+        .collect();
+    let [mss4, mss6] = mss[..] else {
+        panic!("want two MSS values, got {mss:?}")
+    };
     // Let the last ACKs and datagrams land.
     std::thread::sleep(Duration::from_millis(300));
 
@@ -137,13 +140,15 @@ fn veth_traffic_per_container_by_destination_and_per_namespace() {
     let b_dev = net_dev(server_pid, &net.b_if);
 
     // Per container, by destination class: payload plus IP and transport headers.
-    let tcp_segments = TCP_BYTES.div_ceil(mss);
-    let expected_tcp = TCP_BYTES + tcp_segments * (MTU - mss);
+    // A full segment is MTU bytes: IP + TCP header (with options) + MSS payload.
+    let (tcp4_segments, tcp6_segments) = (TCP_BYTES.div_ceil(mss4), TCP_BYTES.div_ceil(mss6));
+    let expected_tcp = TCP_BYTES + tcp4_segments * (MTU - mss4);
+    let expected_tcp6 = TCP_BYTES + tcp6_segments * (MTU - mss6);
     let expected_udp4 = UDP_COUNT * (UDP_SIZE + IPV4_UDP_HEADERS);
     let expected_udp6 = UDP_COUNT * (UDP_SIZE + IPV6_UDP_HEADERS);
     let tx = "container_socket_transmit_bytes_total";
     eprintln!(
-        "mss {mss}; expected tcp {expected_tcp} udp4 {expected_udp4} udp6 {expected_udp6}; \
+        "mss {mss:?}; expected tcp {expected_tcp} tcp6 {expected_tcp6} udp4 {expected_udp4} udp6 {expected_udp6}; \
          scraped pod {} external {} node {} packets {}; veth a {a_dev:?} b {b_dev:?}",
         socket(&scrape, tx, &app, Some("pod")),
         socket(&scrape, tx, &app, Some("external")),
@@ -168,9 +173,9 @@ fn veth_traffic_per_container_by_destination_and_per_namespace() {
         0.02,
     );
     assert_close(
-        "UDP over IPv6 to the node CIDR",
+        "TCP and UDP over IPv6 to the node CIDR",
         socket(&scrape, tx, &app, Some("node")),
-        expected_udp6 as f64,
+        (expected_tcp6 + expected_udp6) as f64,
         0.02,
     );
     assert_eq!(
@@ -178,7 +183,7 @@ fn veth_traffic_per_container_by_destination_and_per_namespace() {
         0.0,
         "nothing was sent to the service CIDR"
     );
-    let expected_packets = tcp_segments + 2 * UDP_COUNT;
+    let expected_packets = tcp4_segments + tcp6_segments + 2 * UDP_COUNT;
     assert_close(
         "packets sent by the app",
         socket(
