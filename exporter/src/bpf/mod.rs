@@ -193,13 +193,17 @@ impl KernelPrograms {
     /// Socket traffic per cgroup id, summed over CPUs.
     pub fn cgroup_net(&self) -> Result<HashMap<u64, CgroupNet>, BpfError> {
         let mut out = HashMap::new();
-        read_per_cpu_hash(&self.cgroup_net, "CGROUP_NET", |id, per_cpu: &[CgroupNet]| {
-            let mut total = CgroupNet::default();
-            for v in per_cpu {
-                add_net(&mut total, v);
-            }
-            out.insert(id, total);
-        })?;
+        read_per_cpu_hash(
+            &self.cgroup_net,
+            "CGROUP_NET",
+            |id, per_cpu: &[CgroupNet]| {
+                let mut total = CgroupNet::default();
+                for v in per_cpu {
+                    add_net(&mut total, v);
+                }
+                out.insert(id, total);
+            },
+        )?;
         Ok(out)
     }
 
