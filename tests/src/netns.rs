@@ -59,11 +59,12 @@ impl NetnsPair {
         pair
     }
 
-    /// `argv` prefixed with `ip netns exec <ns>` (which execs, keeping the PID).
-    pub fn exec_in<'a>(ns: &'a str, argv: &[&'a str]) -> Vec<&'a str> {
-        let mut out = vec!["ip", "netns", "exec", ns];
-        out.extend_from_slice(argv);
-        out
+    /// `argv` run in namespace `ns` through `ip netns exec` (which execs, keeping
+    /// the PID).
+    pub fn command(ns: &str, argv: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", ns]).args(argv);
+        command
     }
 }
 

@@ -2,7 +2,7 @@
 //! (then fsync), and kadvisor's `container_fs_*` and `container_blkio_device_usage_total`
 //! must equal the kernel's own per-cgroup IO accounting: `io.stat` (cgroup v2) or
 //! `blkio.throttle.io_service_bytes_recursive` / `io_serviced_recursive` (v1).
-use std::{fs, os::unix::fs::MetadataExt as _, path::Path};
+use std::{fs, os::unix::fs::MetadataExt as _, path::Path, process::Command};
 
 use kadvisor_tests::{assert_close, cgroup::TestCgroup, kadvisor::Kadvisor};
 
@@ -65,7 +65,7 @@ fn kernel_writes(cg: &TestCgroup, (major, minor): (u32, u32)) -> (f64, f64) {
 #[test]
 fn direct_and_buffered_writes_match_the_kernels_cgroup_io_stats() {
     let kadvisor = Kadvisor::start(&[]);
-    let cg = TestCgroup::with_v1("blkio", &["blkio"]);
+    let cg = TestCgroup::with_v1_controllers("blkio", &["blkio"]);
     // On the root filesystem (a block device), not tmpfs.
     let dir = tempfile::Builder::new()
         .prefix("kadvisor-test-blkio")
@@ -102,8 +102,8 @@ fn direct_and_buffered_writes_match_the_kernels_cgroup_io_stats() {
             "status=none",
         ],
     ] {
-        let status = cg.command(&args).status().expect("run dd");
-        assert!(status.success(), "{args:?} failed");
+        let output = cg.output(Command::new(args[0]).args(&args[1..]));
+        assert!(output.status.success(), "{args:?} failed");
     }
 
     let scrape = kadvisor.scrape();

@@ -4,7 +4,7 @@
 //!
 //! Layer counted by `container_socket_*`: IP packets, IP header included, link-layer
 //! header not; GSO/GRO aggregates as the segments they stand for.
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, process::Command, time::Duration};
 
 use kadvisor_tests::{
     assert_close, cgroup::TestCgroup, kadvisor::Kadvisor, netns::NetnsPair, scrape::Scrape,
@@ -86,14 +86,15 @@ fn veth_traffic_per_container_by_destination_and_per_namespace() {
     // Pod-like layout in namespace a: a "sandbox" whose process starts first, and an
     // app container joining the same namespace. The receiver is alone in b.
     let mut sandbox = TestCgroup::new("sandbox");
-    let sandbox_pid =
-        sandbox.spawn(&mut sandbox.command(&NetnsPair::exec_in(&net.a, &["sleep", "600"])));
+    let sandbox_pid = sandbox.spawn(&mut NetnsPair::command(&net.a, &["sleep", "600"]));
     std::thread::sleep(Duration::from_millis(50));
     let app = TestCgroup::new("app");
     let mut server = TestCgroup::new("server");
     let receiver = script("receiver.py");
-    let server_pid = server
-        .spawn(&mut server.command(&NetnsPair::exec_in(&net.b, &["python3", &receiver, PORT])));
+    let server_pid = server.spawn(&mut NetnsPair::command(
+        &net.b,
+        &["python3", &receiver, PORT],
+    ));
 
     wait_listening(server_pid, PORT);
 
@@ -103,23 +104,20 @@ fn veth_traffic_per_container_by_destination_and_per_namespace() {
         UDP_COUNT.to_string(),
         UDP_SIZE.to_string(),
     );
-    let output = app
-        .command(&NetnsPair::exec_in(
-            &net.a,
-            &[
-                "python3",
-                &sender,
-                "192.0.2.2,fd00:6b61::2",
-                PORT,
-                &tcp_bytes,
-                &udp_count,
-                &udp_size,
-                "198.51.100.2",
-                "fd00:6b61::2",
-            ],
-        ))
-        .output()
-        .expect("run sender");
+    let output = app.output(&mut NetnsPair::command(
+        &net.a,
+        &[
+            "python3",
+            &sender,
+            "192.0.2.2,fd00:6b61::2",
+            PORT,
+            &tcp_bytes,
+            &udp_count,
+            &udp_size,
+            "198.51.100.2",
+            "fd00:6b61::2",
+        ],
+    ));
     assert!(
         output.status.success(),
         "sender failed: {}",
@@ -295,15 +293,11 @@ fn socket_programs_leave_other_cgroup_programs_alone() {
     let second = Kadvisor::start(&[]);
     let cg = TestCgroup::new("lo-traffic");
     let send_100 = || {
-        let status = cg
-            .command(&[
-                "python3",
-                "-c",
-                "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor _ in range(100): s.sendto(b'x'*100,('127.0.0.1',9))",
-            ])
-            .status()
-            .expect("run python3");
-        assert!(status.success());
+        let output = cg.output(Command::new("python3").args([
+            "-c",
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor _ in range(100): s.sendto(b'x'*100,('127.0.0.1',9))",
+        ]));
+        assert!(output.status.success());
     };
     send_100();
     for k in [&first, &second] {
