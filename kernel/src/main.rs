@@ -6,6 +6,7 @@
 
 mod maps;
 mod net;
+mod oom;
 mod sched;
 mod signal;
 mod task;

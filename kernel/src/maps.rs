@@ -32,6 +32,13 @@ pub(crate) static CGROUP_CRASHES: PerCpuHashMap<u64, CgroupCrashes> =
 pub(crate) static CGROUP_NET: PerCpuHashMap<u64, CgroupNet> =
     PerCpuHashMap::with_max_entries(MAX_CGROUPS, BPF_F_NO_PREALLOC);
 
+/// OOM kills per cgroup v2 id of the killed task (see `oom.rs`). Entries outlive the
+/// cgroup so a kill is exported even when the container is gone. Not preallocated,
+/// like `CGROUP_CPU`: few cgroups ever see a kill.
+#[map(name = "CGROUP_OOM")]
+pub(crate) static CGROUP_OOM: PerCpuHashMap<u64, u64> =
+    PerCpuHashMap::with_max_entries(MAX_CGROUPS, BPF_F_NO_PREALLOC);
+
 /// Kernel-side failure counts, indexed by `KernelError`.
 #[map(name = "ERRORS")]
 static ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KERNEL_ERROR_COUNT, 0);

@@ -5,7 +5,7 @@ use std::{
     fs,
     os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus},
+    process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
@@ -97,8 +97,21 @@ impl TestCgroup {
         Self::create(&v2_root(), &unique_id(name), &controllers)
     }
 
-    /// A child cgroup of this one, in the same hierarchies.
+    /// A child cgroup of this one, in the same hierarchies. On cgroup v2 the child
+    /// gets this cgroup's memory, cpu, io and pids controllers where available: v2
+    /// enables a controller for children only through the parent's
+    /// `cgroup.subtree_control`.
     pub fn child(&self, name: &str) -> Self {
+        let available = fs::read_to_string(self.path.join("cgroup.controllers"))
+            .expect("read cgroup.controllers");
+        for controller in available
+            .split_whitespace()
+            .filter(|c| ["memory", "cpu", "io", "pids"].contains(c))
+        {
+            let control = self.path.join("cgroup.subtree_control");
+            fs::write(&control, format!("+{controller}"))
+                .unwrap_or_else(|e| panic!("enable {controller} in {}: {e}", control.display()));
+        }
         let controllers: Vec<&'static str> = self.v1.iter().map(|(c, _)| *c).collect();
         Self::create(&v2_root(), &format!("{}/{name}", self.id), &controllers)
     }
@@ -210,6 +223,18 @@ impl TestCgroup {
                 Ok(())
             });
         }
+    }
+
+    /// Like `spawn`, with the workload's stdin and stdout piped to the test: a
+    /// workload can report readiness on stdout and wait on stdin (a shell `read`, no
+    /// extra process) until the test drops the stdin or the cgroup.
+    pub fn spawn_piped(&mut self, command: &mut Command) -> (ChildStdin, ChildStdout) {
+        self.spawn(command.stdin(Stdio::piped()).stdout(Stdio::piped()));
+        let child = self.children.last_mut().expect("just spawned");
+        (
+            child.stdin.take().expect("piped stdin"),
+            child.stdout.take().expect("piped stdout"),
+        )
     }
 
     /// Waits for every process this cgroup started to exit by itself.

@@ -8,6 +8,10 @@ use kadvisor_tests::{cgroup::TestCgroup, kadvisor::Kadvisor};
 const ACCEPTED_LINT: &[&str] = &[
     // cAdvisor's gauge of a filesystem's inode count (root row).
     "container_fs_inodes_total",
+    // cAdvisor's label names (kernelVersion, osVersion, ...).
+    "cadvisor_version_info label names should be written in 'snake_case'",
+    // A counter without _total since cAdvisor's first release.
+    "container_memory_failcnt counter metrics should have \"_total\" suffix",
 ];
 
 #[test]

@@ -47,6 +47,44 @@ fn parse(path: &Path) -> Result<Btf, BpfError> {
     })
 }
 
+/// Whether argument `index` of BTF tracepoint `tracepoint` is a pointer. The
+/// tracepoint's prototype is the typedef `btf_trace_<name>`, a pointer to a function
+/// whose first parameter is the hidden `void *__data`.
+pub(super) fn tracepoint_arg_is_pointer(
+    path: &Path,
+    tracepoint: &'static str,
+    index: usize,
+) -> Result<bool, BpfError> {
+    let parse_err = |e: btf_rs::Error| BpfError::BtfParse {
+        path: path.to_owned(),
+        source: e.into(),
+    };
+    let btf = Btf::from_file(path).map_err(parse_err)?;
+    let typedef = format!("btf_trace_{tracepoint}");
+    let types = match btf.resolve_types_by_name(&typedef) {
+        Ok(types) => types,
+        // No such tracepoint in this kernel.
+        Err(_) => return Ok(false),
+    };
+    for ty in types {
+        let Type::Typedef(typedef) = ty else { continue };
+        let Type::Ptr(ptr) = btf.resolve_chained_type(&typedef).map_err(parse_err)? else {
+            continue;
+        };
+        let Type::FuncProto(proto) = btf.resolve_chained_type(&ptr).map_err(parse_err)? else {
+            continue;
+        };
+        let Some(param) = proto.parameters.get(index + 1) else {
+            return Ok(false);
+        };
+        return Ok(matches!(
+            btf.resolve_chained_type(param).map_err(parse_err)?,
+            Type::Ptr(_)
+        ));
+    }
+    Ok(false)
+}
+
 /// Byte offset of `member` in `struct structure`, looking through anonymous structs
 /// and unions (task_struct is wrapped in one when the kernel randomizes its layout).
 pub(super) fn member_offset(

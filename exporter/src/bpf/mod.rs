@@ -14,7 +14,7 @@ use kadvisor_common::{CgroupCpu, CgroupCrashes, CgroupNet, DestinationAddr, Kern
 
 use crate::config::Cidr;
 
-pub use programs::{PROGRAMS, ProgramKind, ProgramSpec};
+pub use programs::{PROGRAMS, ProgramKind, ProgramSpec, Requirement};
 
 /// The object file built from `kernel/` by build.rs.
 static KERNEL_OBJECT: &[u8] =
@@ -65,6 +65,11 @@ pub enum BpfError {
         #[source]
         source: std::io::Error,
     },
+    #[error("program {name} is not for this kernel: {reason}")]
+    Unsupported {
+        name: &'static str,
+        reason: &'static str,
+    },
     #[error("eBPF object has no map {name}")]
     MissingMap { name: &'static str },
     #[error("cannot read map {name}")]
@@ -101,6 +106,7 @@ pub struct KernelPrograms {
     errors: PerCpuArray<MapData, u64>,
     cgroup_net: PerCpuHashMap<MapData, u64, CgroupNet>,
     destinations: LpmTrie<MapData, DestinationAddr, u32>,
+    cgroup_oom: PerCpuHashMap<MapData, u64, u64>,
     /// Names of the programs that attached.
     attached: Vec<&'static str>,
 }
@@ -140,11 +146,19 @@ impl KernelPrograms {
             .map_max_entries("CGROUP_CPU", max_cgroups)
             .map_max_entries("CGROUP_CRASHES", max_cgroups)
             .map_max_entries("CGROUP_NET", max_cgroups)
+            .map_max_entries("CGROUP_OOM", max_cgroups)
             .load(KERNEL_OBJECT)
             .map_err(BpfError::Load)?;
         let mut attached = Vec::new();
         for spec in PROGRAMS {
-            match programs::attach(&mut ebpf, spec, &btf, cgroup_root) {
+            if spec
+                .unless_attached
+                .is_some_and(|other| attached.contains(&other))
+            {
+                tracing::debug!(program = spec.name, "alternative already attached");
+                continue;
+            }
+            match programs::attach(&mut ebpf, spec, &btf, btf_path, cgroup_root) {
                 Ok(()) => {
                     tracing::info!(program = spec.name, hook = spec.hook, "attached");
                     attached.push(spec.name);
@@ -163,6 +177,7 @@ impl KernelPrograms {
         let errors = take_map(&mut ebpf, "ERRORS")?;
         let cgroup_net = take_map(&mut ebpf, "CGROUP_NET")?;
         let destinations = take_map(&mut ebpf, "DESTINATIONS")?;
+        let cgroup_oom = take_map(&mut ebpf, "CGROUP_OOM")?;
         Ok(Self {
             ebpf,
             cgroup_cpu,
@@ -170,6 +185,7 @@ impl KernelPrograms {
             errors,
             cgroup_net,
             destinations,
+            cgroup_oom,
             attached,
         })
     }
@@ -242,6 +258,16 @@ impl KernelPrograms {
                 out.insert(id, total);
             },
         )?;
+        Ok(out)
+    }
+
+    /// OOM kills per cgroup id of the killed task, summed over CPUs. Ids of removed
+    /// cgroups stay in the map, so their kills are still here.
+    pub fn cgroup_oom_kills(&self) -> Result<HashMap<u64, u64>, BpfError> {
+        let mut out = HashMap::new();
+        read_per_cpu_hash(&self.cgroup_oom, "CGROUP_OOM", |id, per_cpu: &[u64]| {
+            out.insert(id, per_cpu.iter().sum::<u64>());
+        })?;
         Ok(out)
     }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use aya::{
     Btf, Ebpf,
-    programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType},
+    programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, FEntry},
 };
 
 use super::BpfError;
@@ -23,6 +23,22 @@ pub enum ProgramKind {
     /// attached to the same cgroup keep running, and closed (detached) when kadvisor
     /// exits, also when it is killed.
     CgroupSkb(CgroupSkbAttachType),
+    /// fentry: `hook` is a kernel function in BTF (kernel ≥ 5.5, needs ftrace direct
+    /// calls, which every distribution kernel with BTF has).
+    FEntry,
+}
+
+/// A kernel property a program needs, checked in the running kernel's BTF before
+/// loading (a tracepoint's arguments change between kernels; a program reading the
+/// wrong type would load fine and count garbage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    None,
+    /// Argument `index` of the BTF tracepoint (after the hidden context pointer) is a
+    /// pointer (a `struct task_struct *`), not a pid.
+    PointerArg {
+        index: usize,
+    },
 }
 
 /// One program of the kernel object and the hook it attaches to.
@@ -38,6 +54,11 @@ pub struct ProgramSpec {
     pub family: &'static str,
     /// Whether kadvisor refuses to start without it.
     pub required: bool,
+    /// What the running kernel must offer beyond the hook's existence.
+    pub requires: Requirement,
+    /// Attach only when this other program (an alternative for the same data,
+    /// earlier in the table) did not attach, so an event is counted once.
+    pub unless_attached: Option<&'static str>,
 }
 
 /// Every program kadvisor attaches.
@@ -50,6 +71,8 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         kind: ProgramKind::BtfTracePoint,
         family: "cpu",
         required: true,
+        requires: Requirement::None,
+        unless_attached: None,
     },
     // Run-queue delay and run periods (see kernel/src/sched.rs): a task's wait starts
     // at wakeup or preemption and ends when sched_switch picks it. Needs all three;
@@ -60,6 +83,8 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         kind: ProgramKind::BtfTracePoint,
         family: "schedstat",
         required: false,
+        requires: Requirement::None,
+        unless_attached: None,
     },
     ProgramSpec {
         name: "sched_wakeup_new",
@@ -67,6 +92,8 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         kind: ProgramKind::BtfTracePoint,
         family: "schedstat",
         required: false,
+        requires: Requirement::None,
+        unless_attached: None,
     },
     ProgramSpec {
         name: "sched_switch",
@@ -74,6 +101,8 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         kind: ProgramKind::BtfTracePoint,
         family: "schedstat",
         required: false,
+        requires: Requirement::None,
+        unless_attached: None,
     },
     // Crashes: fatal signals delivered with the default action (kernel/src/signal.rs).
     ProgramSpec {
@@ -82,6 +111,8 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         kind: ProgramKind::BtfTracePoint,
         family: "crashes",
         required: false,
+        requires: Requirement::None,
+        unless_attached: None,
     },
     // Socket traffic per cgroup and egress destination classes (kernel/src/net.rs).
     ProgramSpec {
@@ -90,6 +121,8 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         kind: ProgramKind::CgroupSkb(CgroupSkbAttachType::Ingress),
         family: "socket",
         required: false,
+        requires: Requirement::None,
+        unless_attached: None,
     },
     ProgramSpec {
         name: "socket_egress",
@@ -97,6 +130,32 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         kind: ProgramKind::CgroupSkb(CgroupSkbAttachType::Egress),
         family: "socket",
         required: false,
+        requires: Requirement::None,
+        unless_attached: None,
+    },
+    // OOM kills per cgroup (see kernel/src/oom.rs). The `oom:mark_victim` tracepoint
+    // passes the killed task since a 2024 change (backported to stable: Debian's
+    // 6.1.192 has it) but only `int pid` before, e.g. in 6.1 as released
+    // (https://elixir.bootlin.com/linux/v6.1/source/include/trace/events/oom.h), so it
+    // is used only where BTF shows a pointer; elsewhere fentry on `mark_oom_victim`,
+    // the function that fires the tracepoint, whose argument is the task everywhere.
+    ProgramSpec {
+        name: "mark_victim",
+        hook: "mark_victim",
+        kind: ProgramKind::BtfTracePoint,
+        family: "oom",
+        required: false,
+        requires: Requirement::PointerArg { index: 0 },
+        unless_attached: None,
+    },
+    ProgramSpec {
+        name: "mark_oom_victim",
+        hook: "mark_oom_victim",
+        kind: ProgramKind::FEntry,
+        family: "oom",
+        required: false,
+        requires: Requirement::None,
+        unless_attached: Some("mark_victim"),
     },
 ];
 
@@ -115,8 +174,20 @@ pub(super) fn attach(
     ebpf: &mut Ebpf,
     spec: &ProgramSpec,
     btf: &Btf,
+    btf_path: &Path,
     cgroup_root: &Path,
 ) -> Result<(), BpfError> {
+    match spec.requires {
+        Requirement::None => {}
+        Requirement::PointerArg { index } => {
+            if !super::btf::tracepoint_arg_is_pointer(btf_path, spec.hook, index)? {
+                return Err(BpfError::Unsupported {
+                    name: spec.name,
+                    reason: "this kernel's tracepoint does not pass a pointer there",
+                });
+            }
+        }
+    }
     let program_err = |source| BpfError::Program {
         name: spec.name,
         hook: spec.hook,
@@ -128,6 +199,11 @@ pub(super) fn attach(
     match spec.kind {
         ProgramKind::BtfTracePoint => {
             let program: &mut BtfTracePoint = program.try_into().map_err(program_err)?;
+            program.load(spec.hook, btf).map_err(program_err)?;
+            program.attach().map_err(program_err)?;
+        }
+        ProgramKind::FEntry => {
+            let program: &mut FEntry = program.try_into().map_err(program_err)?;
             program.load(spec.hook, btf).map_err(program_err)?;
             program.attach().map_err(program_err)?;
         }

@@ -179,6 +179,9 @@ pub struct PathMemory {
     /// under the same name): their counters stay in the ancestors but not in the new
     /// cgroup's own row, which starts from zero like the kernel's `cpu.stat`.
     superseded: std::collections::HashSet<u64>,
+    /// Ids some other kernel map holds (e.g. OOM kills), kept by `update` like
+    /// `in_maps` ids; replaced by each `hold`.
+    held: std::collections::HashSet<u64>,
 }
 
 impl PathMemory {
@@ -187,7 +190,7 @@ impl PathMemory {
     pub fn update(&mut self, live: &[Cgroup], in_maps: impl Fn(u64) -> bool) {
         let live_ids: std::collections::HashSet<u64> = live.iter().map(|c| c.id).collect();
         self.paths
-            .retain(|id, _| live_ids.contains(id) || in_maps(*id));
+            .retain(|id, _| live_ids.contains(id) || in_maps(*id) || self.held.contains(id));
         for cgroup in live {
             self.paths
                 .entry(cgroup.id)
@@ -207,6 +210,22 @@ impl PathMemory {
     /// counters belong to the ancestors only.
     pub fn superseded(&self, id: u64) -> bool {
         self.superseded.contains(&id)
+    }
+
+    /// Ids whose paths `update` keeps besides those of its `in_maps`: a collector
+    /// whose kernel map outlives cgroups calls this before the scrape's `update`.
+    pub fn hold(&mut self, ids: impl IntoIterator<Item = u64>) {
+        self.held = ids.into_iter().collect();
+    }
+
+    /// Remembered cgroups that are not in the live tree `live` (removed since a
+    /// walk saw them, their counters still in a kernel map).
+    pub fn removed<'a>(&'a self, live: &[Cgroup]) -> impl Iterator<Item = (u64, &'a str)> {
+        let live_ids: std::collections::HashSet<u64> = live.iter().map(|c| c.id).collect();
+        self.paths
+            .iter()
+            .filter(move |(id, _)| !live_ids.contains(id))
+            .map(|(&id, path)| (id, path.as_str()))
     }
 
     pub fn path(&self, id: u64) -> Option<&str> {

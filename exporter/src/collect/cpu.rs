@@ -305,6 +305,9 @@ mod tests {
         ) -> Result<HashMap<u64, kadvisor_common::CgroupCrashes>, crate::bpf::BpfError> {
             Ok(HashMap::new())
         }
+        fn cgroup_oom_kills(&self) -> Result<HashMap<u64, u64>, crate::bpf::BpfError> {
+            Ok(HashMap::new())
+        }
         fn kernel_errors(
             &self,
         ) -> Result<Vec<(kadvisor_common::KernelError, u64)>, crate::bpf::BpfError> {
@@ -339,6 +342,7 @@ mod tests {
             kernel,
             cpu_baselines: &baselines,
             errors: &errors,
+            failures: std::cell::Cell::new(0),
         };
         let mut memory = PathMemory::default();
         let mut out = Exposition::default();

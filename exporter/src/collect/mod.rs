@@ -8,11 +8,14 @@ pub mod crashes;
 pub mod exposition;
 pub mod labels;
 pub mod lifetime;
+pub mod machine;
+pub mod memory;
 pub mod net;
+pub mod oom;
 pub mod pressure;
 pub mod process;
 
-use std::{collections::HashMap, sync::Mutex, time::Instant};
+use std::{cell::Cell, collections::HashMap, sync::Mutex, time::Instant};
 
 use kadvisor_common::{CgroupCpu, CgroupCrashes, CgroupNet, KernelError};
 use prometheus::{Encoder as _, TextEncoder};
@@ -54,6 +57,8 @@ pub trait KernelSource: Send + Sync {
     fn cgroup_net(&self) -> Result<HashMap<u64, CgroupNet>, BpfError> {
         Ok(HashMap::new())
     }
+    /// OOM kills per cgroup id (also of removed cgroups).
+    fn cgroup_oom_kills(&self) -> Result<HashMap<u64, u64>, BpfError>;
 }
 
 impl KernelSource for KernelPrograms {
@@ -77,6 +82,9 @@ impl KernelSource for KernelPrograms {
     }
     fn cgroup_net(&self) -> Result<HashMap<u64, CgroupNet>, BpfError> {
         Self::cgroup_net(self)
+    }
+    fn cgroup_oom_kills(&self) -> Result<HashMap<u64, u64>, BpfError> {
+        Self::cgroup_oom_kills(self)
     }
 }
 
@@ -110,6 +118,8 @@ pub struct ScrapeContext<'a> {
     /// CPU used before the programs attached (see `cpu::StartBaselines`).
     pub cpu_baselines: &'a cpu::StartBaselines,
     errors: &'a prometheus::IntCounterVec,
+    /// Sources that failed so far this scrape (`container_scrape_error`).
+    failures: Cell<u32>,
 }
 
 impl ScrapeContext<'_> {
@@ -117,7 +127,13 @@ impl ScrapeContext<'_> {
     /// logged. The caller skips that source's samples and carries on.
     pub fn failed(&self, source: &str, error: &dyn std::error::Error) {
         self.errors.with_label_values(&[source]).inc();
+        self.failures.set(self.failures.get() + 1);
         tracing::warn!(source, error = %error_chain(error), "collection failed");
+    }
+
+    /// Whether any source failed so far in this scrape.
+    pub fn any_failed(&self) -> bool {
+        self.failures.get() > 0
     }
 }
 
@@ -127,6 +143,8 @@ pub struct Collector {
     tree: CgroupTree,
     hierarchies: Hierarchies,
     cpu_baselines: cpu::StartBaselines,
+    /// Where /proc, /sys and /etc are read for the machine families.
+    host: machine::HostPaths,
     /// Serialises scrapes: the path memory is updated by each one.
     memory: Mutex<PathMemory>,
     registry: prometheus::Registry,
@@ -175,6 +193,7 @@ impl Collector {
             tree,
             hierarchies,
             cpu_baselines: cpu::StartBaselines::new(),
+            host: machine::HostPaths::default(),
             memory: Mutex::new(PathMemory::default()),
             registry,
             scrape_errors,
@@ -186,6 +205,14 @@ impl Collector {
     #[must_use]
     pub fn with_cpu_baselines(mut self, baselines: cpu::StartBaselines) -> Self {
         self.cpu_baselines = baselines;
+        self
+    }
+
+    /// Reads the machine families from `host` instead of `/` (fixture trees, or the
+    /// host's root mounted into a container).
+    #[must_use]
+    pub fn with_host(mut self, host: machine::HostPaths) -> Self {
+        self.host = host;
         self
     }
 
@@ -211,8 +238,14 @@ impl Collector {
             kernel: self.kernel.as_ref(),
             cpu_baselines: &self.cpu_baselines,
             errors: &self.scrape_errors,
+            failures: Cell::new(0),
         };
 
+        let host = machine::Machine::read(&self.host);
+        let oom_kills = oom::read(&ctx);
+        if let Some(kills) = &oom_kills {
+            memory.hold(kills.keys().copied());
+        }
         cpu::collect(&ctx, &cgroups, &mut memory, &mut out);
         cpu_stat::collect(&ctx, &mut out);
         crashes::collect(&ctx, &memory, &mut out);
@@ -221,6 +254,27 @@ impl Collector {
         lifetime::collect(&ctx, &mut out);
         net::collect(&ctx, &memory, &mut out);
         blkio::collect(&ctx, &mut out);
+        let root_swap = host.as_ref().ok().map(|m| m.meminfo.swap_used());
+        memory::collect(&ctx, root_swap, &mut out);
+        if let Some(kills) = &oom_kills {
+            // Rows of removed cgroups, for the families that still have their data.
+            let removed: Vec<Row> = memory
+                .removed(&cgroups)
+                .filter(|(id, _)| kills.contains_key(id))
+                .map(|(id, path)| Row::new(id, path))
+                .collect();
+            oom::write(&mut out, ctx.rows, &removed, kills, &memory);
+        }
+        if let Err(e) = &host {
+            self.scrape_errors.with_label_values(&["machine"]).inc();
+            tracing::warn!(error = %error_chain(e), "machine collection failed");
+        }
+        machine::write(
+            &mut out,
+            host.as_ref().ok(),
+            ctx.any_failed(),
+            host.is_err(),
+        );
         self.write_kernel_self_metrics(&ctx, &mut out, memory.len());
         drop(memory);
 
@@ -310,4 +364,74 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, fs};
+
+    use super::*;
+
+    /// No kernel data, no programs: only the cgroupfs and host families.
+    struct NoKernel;
+
+    impl KernelSource for NoKernel {
+        fn cgroup_cpu(&self) -> Result<HashMap<u64, CgroupCpu>, BpfError> {
+            Ok(HashMap::new())
+        }
+        fn cgroup_crashes(&self) -> Result<HashMap<u64, CgroupCrashes>, BpfError> {
+            Ok(HashMap::new())
+        }
+        fn kernel_errors(&self) -> Result<Vec<(KernelError, u64)>, BpfError> {
+            Ok(Vec::new())
+        }
+        fn program_stats(&self) -> Vec<ProgramStats> {
+            Vec::new()
+        }
+        fn cgroup_oom_kills(&self) -> Result<HashMap<u64, u64>, BpfError> {
+            Ok(HashMap::new())
+        }
+    }
+
+    #[test]
+    fn hybrid_scrape_reads_memory_from_v1_and_reports_a_broken_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let unified = dir.path().join("unified");
+        let memory = dir.path().join("memory");
+        fs::create_dir_all(unified.join("a")).unwrap();
+        fs::write(unified.join("cgroup.controllers"), "").unwrap();
+        fs::create_dir_all(memory.join("a")).unwrap();
+        fs::write(
+            memory.join("a/memory.stat"),
+            "total_rss 10\ntotal_inactive_file 3\n",
+        )
+        .unwrap();
+        fs::write(memory.join("a/memory.usage_in_bytes"), "100\n").unwrap();
+        let hierarchies = Hierarchies::from_parts(
+            Some(unified.clone()),
+            HashMap::from([("memory".to_owned(), memory)]),
+        )
+        .unwrap();
+        let collector = Collector::new(Box::new(NoKernel), CgroupTree::at(unified), hierarchies)
+            .unwrap()
+            .with_host(machine::HostPaths::new(dir.path().join("no-such-host")));
+
+        let text = collector.scrape().unwrap();
+
+        let row = "{container=\"\",id=\"/a\",image=\"\",name=\"\",namespace=\"\",pod=\"\"}";
+        for line in [
+            format!("container_memory_usage_bytes{row} 100\n"),
+            format!("container_memory_working_set_bytes{row} 97\n"),
+            format!("container_memory_rss{row} 10\n"),
+            "machine_scrape_error 1\n".to_owned(),
+            "container_scrape_error 0\n".to_owned(),
+        ] {
+            assert!(text.contains(&line), "{line} missing from:\n{text}");
+        }
+        assert!(!text.contains("machine_cpu_cores{"), "{text}");
+        assert!(
+            !text.contains("container_oom_events_total"),
+            "no OOM hook attached: the family is left out\n{text}"
+        );
+    }
 }

@@ -218,7 +218,16 @@ mod tests {
             Ok(KernelError::ALL.iter().map(|&e| (e, 0)).collect())
         }
         fn program_stats(&self) -> Vec<ProgramStats> {
-            Vec::new()
+            vec![ProgramStats {
+                name: "mark_oom_victim",
+                family: "oom",
+                attached: true,
+                run_count: 0,
+                run_time_ns: 0,
+            }]
+        }
+        fn cgroup_oom_kills(&self) -> Result<HashMap<u64, u64>, BpfError> {
+            Ok(HashMap::from([(self.a_id, 1)]))
         }
         fn cgroup_net(&self) -> Result<HashMap<u64, kadvisor_common::CgroupNet>, BpfError> {
             Ok(HashMap::new())

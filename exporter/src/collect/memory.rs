@@ -1,0 +1,529 @@
+//! Memory families: cAdvisor's `container_memory_*` gauges and counters and the
+//! `container_spec_memory_*` limits, read at scrape time from the memory controller's
+//! files (v2 `memory.current`/`memory.stat`/..., v1 `memory.usage_in_bytes`/
+//! `memory.stat total_*`/...). The kernel already keeps these exactly; no BPF.
+//!
+//! Each row's `memory.stat` is read and parsed once per scrape; every family is
+//! derived from that one parse. A file that is missing (controller not enabled for
+//! the cgroup, swap accounting off, `memory.peak` before 5.19, root cgroup) leaves
+//! out that sample only.
+//!
+//! Root row (`id="/"`), as cAdvisor (runc's `rootStatsFromMeminfo`) does it: on v2 the
+//! root has no `memory.current`, so usage is `anon + file` of the root `memory.stat`
+//! and swap is `SwapTotal − SwapFree` of /proc/meminfo; on v1 the root has its own
+//! `memory.usage_in_bytes`.
+use super::{
+    Row, ScrapeContext,
+    exposition::{Exposition, MetricType},
+};
+use crate::cgroup::{
+    CgroupError, Controller, ControllerDir,
+    files::{Value, flat_keyed, read_optional, read_value},
+};
+
+/// cAdvisor exports limits above 2^62 (v1's page-counter maximum
+/// 9223372036854771712, v2's "max") as 0: "no limit".
+const UNLIMITED_ABOVE: u64 = 1 << 62;
+
+/// The memory state of one cgroup at one instant. `None` = not available there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    pub usage: Option<u64>,
+    pub max_usage: Option<u64>,
+    pub rss: Option<u64>,
+    pub cache: Option<u64>,
+    pub mapped_file: Option<u64>,
+    pub swap: Option<u64>,
+    pub kernel: Option<u64>,
+    pub failcnt: Option<u64>,
+    pub active_file: Option<u64>,
+    pub inactive_file: Option<u64>,
+    /// Page faults of the cgroup itself (`scope="container"`).
+    pub pgfault: Option<u64>,
+    pub pgmajfault: Option<u64>,
+    /// Page faults including descendants (`scope="hierarchy"`).
+    pub total_pgfault: Option<u64>,
+    pub total_pgmajfault: Option<u64>,
+    pub limit: Option<u64>,
+    pub swap_limit: Option<u64>,
+    pub reservation: Option<u64>,
+}
+
+impl MemoryStats {
+    /// cAdvisor's working set: usage minus inactive file cache, floored at 0
+    /// (inactive file pages are the first the kernel reclaims).
+    pub fn working_set(&self) -> Option<u64> {
+        self.usage
+            .map(|usage| usage.saturating_sub(self.inactive_file.unwrap_or(0)))
+    }
+}
+
+/// Host-wide swap in use (`SwapTotal − SwapFree`), the v2 root row's swap.
+pub type RootSwap = Option<u64>;
+
+/// Reads one cgroup's memory state. `Ok(None)` when its memory.stat does not exist
+/// (no memory controller directory for this path).
+pub fn read(
+    dir: &ControllerDir,
+    is_root: bool,
+    root_swap: RootSwap,
+) -> Result<Option<MemoryStats>, CgroupError> {
+    match dir {
+        ControllerDir::V2(_) => read_v2(dir, is_root, root_swap),
+        ControllerDir::V1(_) => read_v1(dir),
+    }
+}
+
+fn number(dir: &ControllerDir, file: &str) -> Result<Option<u64>, CgroupError> {
+    Ok(read_value(&dir.join(file))?.map(|v| v.or(u64::MAX)))
+}
+
+/// A limit file: "max" and anything above 2^62 become 0, as cAdvisor exports them.
+fn limit(dir: &ControllerDir, file: &str) -> Result<Option<u64>, CgroupError> {
+    Ok(read_value(&dir.join(file))?.map(|v| match v {
+        Value::Number(n) if n <= UNLIMITED_ABOVE => n,
+        _ => 0,
+    }))
+}
+
+fn read_v2(
+    dir: &ControllerDir,
+    is_root: bool,
+    root_swap: RootSwap,
+) -> Result<Option<MemoryStats>, CgroupError> {
+    let Some(stat) = read_optional(&dir.join("memory.stat"))? else {
+        return Ok(None);
+    };
+    let mut s = MemoryStats::default();
+    let (mut anon, mut file) = (None, None);
+    for (key, value) in flat_keyed(&stat) {
+        match key {
+            "anon" => anon = Some(value),
+            "file" => file = Some(value),
+            "file_mapped" => s.mapped_file = Some(value),
+            "kernel" => s.kernel = Some(value),
+            "active_file" => s.active_file = Some(value),
+            "inactive_file" => s.inactive_file = Some(value),
+            "pgfault" => s.pgfault = Some(value),
+            "pgmajfault" => s.pgmajfault = Some(value),
+            _ => {}
+        }
+    }
+    s.rss = anon;
+    s.cache = file;
+    // v2's memory.stat is hierarchical: both scopes are the same numbers (as in cAdvisor).
+    s.total_pgfault = s.pgfault;
+    s.total_pgmajfault = s.pgmajfault;
+    if is_root {
+        s.usage = anon.zip(file).map(|(a, f)| a + f);
+        s.swap = root_swap;
+    } else {
+        s.usage = number(dir, "memory.current")?;
+        s.max_usage = number(dir, "memory.peak")?;
+        s.swap = number(dir, "memory.swap.current")?;
+        s.limit = limit(dir, "memory.max")?;
+        s.swap_limit = limit(dir, "memory.swap.max")?;
+        s.reservation = limit(dir, "memory.min")?;
+    }
+    Ok(Some(s))
+}
+
+fn read_v1(dir: &ControllerDir) -> Result<Option<MemoryStats>, CgroupError> {
+    let Some(stat) = read_optional(&dir.join("memory.stat"))? else {
+        return Ok(None);
+    };
+    let mut s = MemoryStats::default();
+    for (key, value) in flat_keyed(&stat) {
+        match key {
+            "total_rss" => s.rss = Some(value),
+            "total_cache" => s.cache = Some(value),
+            "total_mapped_file" => s.mapped_file = Some(value),
+            // Present only with swap accounting (CONFIG_MEMCG_SWAP, swapaccount=1).
+            "total_swap" => s.swap = Some(value),
+            "total_active_file" => s.active_file = Some(value),
+            "total_inactive_file" => s.inactive_file = Some(value),
+            "pgfault" => s.pgfault = Some(value),
+            "pgmajfault" => s.pgmajfault = Some(value),
+            "total_pgfault" => s.total_pgfault = Some(value),
+            "total_pgmajfault" => s.total_pgmajfault = Some(value),
+            _ => {}
+        }
+    }
+    s.usage = number(dir, "memory.usage_in_bytes")?;
+    s.max_usage = number(dir, "memory.max_usage_in_bytes")?;
+    s.kernel = number(dir, "memory.kmem.usage_in_bytes")?;
+    s.failcnt = number(dir, "memory.failcnt")?;
+    s.limit = limit(dir, "memory.limit_in_bytes")?;
+    s.swap_limit = limit(dir, "memory.memsw.limit_in_bytes")?;
+    s.reservation = limit(dir, "memory.soft_limit_in_bytes")?;
+    Ok(Some(s))
+}
+
+/// Reads every row's memory state and writes the memory families.
+pub fn collect(ctx: &ScrapeContext<'_>, root_swap: RootSwap, out: &mut Exposition) {
+    let mut stats = Vec::with_capacity(ctx.rows.len());
+    for row in ctx.rows {
+        let Some(dir) = ctx
+            .hierarchies
+            .controller_dir(Controller::Memory, &row.path)
+        else {
+            // No memory controller mounted at all: no memory families.
+            return;
+        };
+        match read(&dir, row.path == "/", root_swap) {
+            Ok(s) => stats.push(s),
+            Err(e) => {
+                ctx.failed("memory", &e);
+                stats.push(None);
+            }
+        }
+    }
+    write(out, ctx.rows, &stats);
+}
+
+type Field = fn(&MemoryStats) -> Option<u64>;
+
+/// (name, help, type, field) of each single-valued family, in cAdvisor's order.
+const FAMILIES: &[(&str, &str, MetricType, Field)] = &[
+    (
+        "container_memory_cache",
+        "Number of bytes of page cache memory.",
+        MetricType::Gauge,
+        |s| s.cache,
+    ),
+    (
+        "container_memory_failcnt",
+        "Number of memory usage hits limits.",
+        MetricType::Counter,
+        |s| s.failcnt,
+    ),
+    (
+        "container_memory_kernel_usage",
+        "Size of kernel memory allocated in bytes.",
+        MetricType::Gauge,
+        |s| s.kernel,
+    ),
+    (
+        "container_memory_mapped_file",
+        "Size of memory mapped files in bytes.",
+        MetricType::Gauge,
+        |s| s.mapped_file,
+    ),
+    (
+        "container_memory_max_usage_bytes",
+        "Maximum memory usage recorded in bytes.",
+        MetricType::Gauge,
+        |s| s.max_usage,
+    ),
+    (
+        "container_memory_rss",
+        "Size of RSS in bytes.",
+        MetricType::Gauge,
+        |s| s.rss,
+    ),
+    (
+        "container_memory_swap",
+        "Container swap usage in bytes.",
+        MetricType::Gauge,
+        |s| s.swap,
+    ),
+    (
+        "container_memory_total_active_file_bytes",
+        "Current total active file in bytes.",
+        MetricType::Gauge,
+        |s| s.active_file,
+    ),
+    (
+        "container_memory_total_inactive_file_bytes",
+        "Current total inactive file in bytes.",
+        MetricType::Gauge,
+        |s| s.inactive_file,
+    ),
+    (
+        "container_memory_usage_bytes",
+        "Current memory usage in bytes, including all memory regardless of when it was accessed.",
+        MetricType::Gauge,
+        |s| s.usage,
+    ),
+    (
+        "container_memory_working_set_bytes",
+        "Current working set in bytes.",
+        MetricType::Gauge,
+        MemoryStats::working_set,
+    ),
+    (
+        "container_spec_memory_limit_bytes",
+        "Memory limit for the container (0: none).",
+        MetricType::Gauge,
+        |s| s.limit,
+    ),
+    (
+        "container_spec_memory_reservation_limit_bytes",
+        "Memory reservation for the container (0: none).",
+        MetricType::Gauge,
+        |s| s.reservation,
+    ),
+    (
+        "container_spec_memory_swap_limit_bytes",
+        "Memory swap limit for the container (0: none).",
+        MetricType::Gauge,
+        |s| s.swap_limit,
+    ),
+];
+
+pub const FAILURES: &str = "container_memory_failures_total";
+
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "byte and fault counts below 2^53 are exact in f64; above, 1e-16 relative"
+)]
+pub fn write(out: &mut Exposition, rows: &[Row], stats: &[Option<MemoryStats>]) {
+    for &(name, help, kind, field) in FAMILIES {
+        out.family(name, help, kind);
+        for (row, s) in rows.iter().zip(stats) {
+            if let Some(value) = s.as_ref().and_then(field) {
+                out.sample(name, &row.labels, &[], value as f64);
+            }
+        }
+    }
+    out.family(
+        FAILURES,
+        "Cumulative count of memory allocation failures.",
+        MetricType::Counter,
+    );
+    for (row, s) in rows.iter().zip(stats) {
+        let Some(s) = s else { continue };
+        for (failure_type, scope, value) in [
+            ("pgfault", "container", s.pgfault),
+            ("pgmajfault", "container", s.pgmajfault),
+            ("pgfault", "hierarchy", s.total_pgfault),
+            ("pgmajfault", "hierarchy", s.total_pgmajfault),
+        ] {
+            if let Some(value) = value {
+                out.sample(
+                    FAILURES,
+                    &row.labels,
+                    &[("failure_type", failure_type), ("scope", scope)],
+                    value as f64,
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, fs, path::Path};
+
+    use super::*;
+    use crate::cgroup::Hierarchies;
+
+    fn write_files(dir: &Path, files: &[(&str, &str)]) {
+        fs::create_dir_all(dir).unwrap();
+        for (name, text) in files {
+            fs::write(dir.join(name), text).unwrap();
+        }
+    }
+
+    const V2_STAT: &str = "anon 1000\nfile 5000\nkernel 300\nkernel_stack 16\nshmem 0\n\
+        file_mapped 700\nactive_anon 900\ninactive_anon 100\nactive_file 3000\n\
+        inactive_file 2000\npgfault 42\npgmajfault 3\n";
+
+    const V1_STAT: &str = "cache 11\nrss 22\nmapped_file 33\npgfault 44\npgmajfault 5\n\
+        inactive_file 66\nactive_file 77\nhierarchical_memory_limit 9223372036854771712\n\
+        total_cache 1100\ntotal_rss 2200\ntotal_mapped_file 330\ntotal_pgfault 4400\n\
+        total_pgmajfault 50\ntotal_inactive_file 600\ntotal_active_file 700\n";
+
+    fn v2_hierarchies(root: &Path) -> Hierarchies {
+        fs::write(root.join("cgroup.controllers"), "cpu io memory pids\n").unwrap();
+        Hierarchies::from_parts(Some(root.to_owned()), HashMap::new()).unwrap()
+    }
+
+    #[test]
+    fn v2_container_reads_current_peak_stat_swap_and_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = v2_hierarchies(dir.path());
+        write_files(
+            &dir.path().join("pod/c"),
+            &[
+                ("memory.stat", V2_STAT),
+                ("memory.current", "6500\n"),
+                ("memory.peak", "9000\n"),
+                ("memory.swap.current", "128\n"),
+                ("memory.max", "1048576\n"),
+                ("memory.swap.max", "max\n"),
+                ("memory.min", "0\n"),
+            ],
+        );
+        let d = h.controller_dir(Controller::Memory, "/pod/c").unwrap();
+        let s = read(&d, false, Some(999)).unwrap().unwrap();
+        assert_eq!(s.usage, Some(6500));
+        assert_eq!(s.max_usage, Some(9000));
+        assert_eq!(
+            (s.rss, s.cache, s.mapped_file),
+            (Some(1000), Some(5000), Some(700))
+        );
+        assert_eq!(
+            s.swap,
+            Some(128),
+            "memory.swap.current, not the host's swap"
+        );
+        assert_eq!(s.kernel, Some(300));
+        assert_eq!(s.failcnt, None, "no failcnt on v2");
+        assert_eq!(s.working_set(), Some(4500), "usage - inactive_file");
+        assert_eq!((s.active_file, s.inactive_file), (Some(3000), Some(2000)));
+        assert_eq!((s.pgfault, s.total_pgfault), (Some(42), Some(42)));
+        assert_eq!((s.pgmajfault, s.total_pgmajfault), (Some(3), Some(3)));
+        assert_eq!(s.limit, Some(1_048_576));
+        assert_eq!(s.swap_limit, Some(0), "max → 0");
+        assert_eq!(s.reservation, Some(0));
+    }
+
+    #[test]
+    fn v2_before_5_19_without_swap_accounting_leaves_those_samples_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = v2_hierarchies(dir.path());
+        // No memory.peak (< 5.19), no memory.swap.* (swap accounting off), memory.max "max".
+        write_files(
+            &dir.path().join("c"),
+            &[
+                ("memory.stat", "anon 10\nfile 20\ninactive_file 50\n"),
+                ("memory.current", "30\n"),
+                ("memory.max", "max\n"),
+            ],
+        );
+        let d = h.controller_dir(Controller::Memory, "/c").unwrap();
+        let s = read(&d, false, None).unwrap().unwrap();
+        assert_eq!(s.max_usage, None);
+        assert_eq!(s.swap, None);
+        assert_eq!(s.swap_limit, None);
+        assert_eq!(s.limit, Some(0), "max → 0 as cAdvisor exports it");
+        assert_eq!(s.working_set(), Some(0), "floored at 0");
+        assert_eq!(s.kernel, None, "memory.stat kernel appears in 5.18");
+
+        let rows = [Row::new(2, "/c")];
+        let mut out = Exposition::default();
+        write(&mut out, &rows, &[Some(s)]);
+        let text = out.into_string();
+        assert!(
+            text.contains("# TYPE container_memory_max_usage_bytes gauge\n# HELP"),
+            "family announced without samples: {text}"
+        );
+        assert!(!text.contains("container_memory_swap{"), "{text}");
+        assert!(text.contains("container_spec_memory_limit_bytes{container=\"\",id=\"/c\",image=\"\",name=\"\",namespace=\"\",pod=\"\"} 0\n"), "{text}");
+    }
+
+    #[test]
+    fn v2_root_uses_anon_plus_file_and_host_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = v2_hierarchies(dir.path());
+        // The root has memory.stat but no memory.current/peak/max.
+        write_files(dir.path(), &[("memory.stat", V2_STAT)]);
+        let d = h.controller_dir(Controller::Memory, "/").unwrap();
+        let s = read(&d, true, Some(4096)).unwrap().unwrap();
+        assert_eq!(s.usage, Some(6000), "anon + file");
+        assert_eq!(s.working_set(), Some(4000));
+        assert_eq!(s.swap, Some(4096), "SwapTotal - SwapFree");
+        assert_eq!((s.max_usage, s.limit), (None, None));
+    }
+
+    #[test]
+    fn v1_reads_total_keys_and_own_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let memory = dir.path().join("memory");
+        write_files(
+            &memory.join("kubepods/pod1"),
+            &[
+                ("memory.stat", V1_STAT),
+                ("memory.usage_in_bytes", "4000\n"),
+                ("memory.max_usage_in_bytes", "8000\n"),
+                ("memory.kmem.usage_in_bytes", "123\n"),
+                ("memory.failcnt", "7\n"),
+                ("memory.limit_in_bytes", "9223372036854771712\n"),
+                ("memory.memsw.limit_in_bytes", "9223372036854771712\n"),
+                ("memory.soft_limit_in_bytes", "1048576\n"),
+            ],
+        );
+        let h =
+            Hierarchies::from_parts(None, HashMap::from([("memory".to_owned(), memory)])).unwrap();
+        let d = h
+            .controller_dir(Controller::Memory, "/kubepods/pod1")
+            .unwrap();
+        let s = read(&d, false, Some(1)).unwrap().unwrap();
+        assert_eq!(s.usage, Some(4000));
+        assert_eq!(s.max_usage, Some(8000));
+        assert_eq!(
+            (s.rss, s.cache, s.mapped_file),
+            (Some(2200), Some(1100), Some(330))
+        );
+        assert_eq!(s.swap, None, "no total_swap without swap accounting");
+        assert_eq!((s.kernel, s.failcnt), (Some(123), Some(7)));
+        assert_eq!(s.working_set(), Some(3400), "usage - total_inactive_file");
+        assert_eq!((s.pgfault, s.total_pgfault), (Some(44), Some(4400)));
+        assert_eq!((s.pgmajfault, s.total_pgmajfault), (Some(5), Some(50)));
+        assert_eq!(s.limit, Some(0), "page-counter maximum → 0");
+        assert_eq!(s.swap_limit, Some(0));
+        assert_eq!(s.reservation, Some(1_048_576));
+
+        let mut out = Exposition::default();
+        write(&mut out, &[Row::new(5, "/kubepods/pod1")], &[Some(s)]);
+        let text = out.into_string();
+        for line in [
+            "container_memory_working_set_bytes{container=\"\",id=\"/kubepods/pod1\",image=\"\",name=\"\",namespace=\"\",pod=\"\"} 3400\n",
+            "container_memory_failures_total{container=\"\",id=\"/kubepods/pod1\",image=\"\",name=\"\",namespace=\"\",pod=\"\",failure_type=\"pgmajfault\",scope=\"hierarchy\"} 50\n",
+            "container_memory_failcnt{container=\"\",id=\"/kubepods/pod1\",image=\"\",name=\"\",namespace=\"\",pod=\"\"} 7\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn hybrid_reads_memory_from_v1_even_with_a_v2_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let unified = dir.path().join("unified");
+        let memory = dir.path().join("memory");
+        // cgroup2 without the memory controller (hybrid): core files only.
+        write_files(&unified.join("a"), &[("cgroup.controllers", "")]);
+        fs::write(unified.join("cgroup.controllers"), "").unwrap();
+        write_files(
+            &memory.join("a"),
+            &[
+                ("memory.stat", V1_STAT),
+                ("memory.usage_in_bytes", "5000\n"),
+            ],
+        );
+        write_files(
+            &memory,
+            &[
+                ("memory.stat", V1_STAT),
+                ("memory.usage_in_bytes", "7000\n"),
+            ],
+        );
+        let h = Hierarchies::from_parts(
+            Some(unified),
+            HashMap::from([("memory".to_owned(), memory)]),
+        )
+        .unwrap();
+        let d = h.controller_dir(Controller::Memory, "/a").unwrap();
+        assert!(matches!(d, ControllerDir::V1(_)));
+        let s = read(&d, false, None).unwrap().unwrap();
+        assert_eq!(s.usage, Some(5000));
+        assert_eq!(s.working_set(), Some(4400));
+        let root = h.controller_dir(Controller::Memory, "/").unwrap();
+        let s = read(&root, true, Some(1)).unwrap().unwrap();
+        assert_eq!(
+            s.usage,
+            Some(7000),
+            "v1 root: its own memory.usage_in_bytes"
+        );
+        assert_eq!(s.swap, None, "v1 root: total_swap only");
+    }
+
+    #[test]
+    fn missing_cgroup_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = v2_hierarchies(dir.path());
+        let d = h.controller_dir(Controller::Memory, "/gone").unwrap();
+        assert_eq!(read(&d, false, None).unwrap(), None);
+    }
+}
