@@ -99,22 +99,16 @@ fn churn_of_500_cgroups_leaves_maps_and_memory_where_they_were() {
     let entries = |s: &Scrape| s.value("kadvisor_map_entries", &[("map", "CGROUP_CPU")]);
     let rss = |s: &Scrape| s.value("process_resident_memory_bytes", &[]);
     let live = |s: &Scrape| s.value("kadvisor_rows", &[("state", "live")]);
-    // Warm up the scrape path's buffers before taking the baseline.
+    // A first round of churn grows the scrape buffers and the allocator's heap to
+    // their working size; the baseline is taken after it, so the second round shows
+    // whether anything accumulates per cgroup.
+    churn(&kadvisor, "warmup");
+    std::thread::sleep(Duration::from_secs(GRACE.max(10) + 3));
     for _ in 0..3 {
         kadvisor.scrape();
     }
     let start = kadvisor.scrape();
-    let mut ids = Vec::new();
-    let mut peak_entries = 0.0_f64;
-    for i in 0..500 {
-        let mut cg = TestCgroup::new(&format!("churn-{i}"));
-        cg.spawn(std::process::Command::new("sleep").arg("1000"));
-        ids.push(cg.id().to_owned());
-        drop(cg);
-        if i % 100 == 99 {
-            peak_entries = peak_entries.max(entries(&kadvisor.scrape()));
-        }
-    }
+    let (ids, peak_entries) = churn(&kadvisor, "churn");
     let churned = Instant::now();
     // The grace period, plus the 10 s after which ids that the tree never saw (a
     // cgroup gone before its mkdir event was handled) are reclaimed.
@@ -197,4 +191,23 @@ fn recreated_path_starts_from_zero_like_the_kernel() {
         parent.cpu_stat_usage_seconds(),
         0.02,
     );
+}
+
+/// 500 cgroups, each loaded with a process, then removed; scrapes in between.
+/// Returns their ids and the largest map entry count seen.
+fn churn(kadvisor: &Kadvisor, name: &str) -> (Vec<String>, f64) {
+    let mut ids = Vec::new();
+    let mut peak_entries = 0.0_f64;
+    for i in 0..500 {
+        let mut cg = TestCgroup::new(&format!("{name}-{i}"));
+        cg.spawn(std::process::Command::new("sleep").arg("1000"));
+        ids.push(cg.id().to_owned());
+        drop(cg);
+        if i % 100 == 99 {
+            let scrape = kadvisor.scrape();
+            peak_entries =
+                peak_entries.max(scrape.value("kadvisor_map_entries", &[("map", "CGROUP_CPU")]));
+        }
+    }
+    (ids, peak_entries)
 }
