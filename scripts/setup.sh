@@ -20,6 +20,9 @@ DEB_PACKAGES=(prometheus linux-perf stress-ng busybox-static iproute2 qemu-syste
 DEB_PACKAGES+=(python3)
 # iperf3: network load for scripts/measure-net-hooks.sh.
 DEB_PACKAGES+=(iperf3)
+# containerd + runc: the real runtime of the container end-to-end tests (started by the
+# test with a private config). protobuf-compiler: protoc for the CRI API bindings.
+DEB_PACKAGES+=(containerd runc protobuf-compiler)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

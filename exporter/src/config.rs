@@ -45,6 +45,42 @@ pub struct Config {
     /// destination="node". Addresses in no configured CIDR are destination="external".
     #[arg(long = "node_cidr", value_name = "CIDR")]
     pub node_cidr: Vec<Cidr>,
+    /// CRI sockets asked for container metadata (comma-separated). Sockets that do
+    /// not exist are skipped; the defaults find containerd, CRI-O and cri-dockerd.
+    #[arg(
+        long = "cri_endpoints",
+        value_delimiter = ',',
+        default_value = "/run/containerd/containerd.sock,/var/run/crio/crio.sock,/run/cri-dockerd.sock"
+    )]
+    pub cri_endpoints: Vec<PathBuf>,
+
+    /// Timeout of each call to a runtime, in milliseconds. Lookups run in the
+    /// background; a scrape never waits for a runtime.
+    #[arg(long = "runtime_timeout_ms", default_value_t = 2000)]
+    pub runtime_timeout_ms: u64,
+
+    /// How long a removed cgroup's final values stay exported, in seconds (the
+    /// default covers two 30 s scrapes). Its kernel map entries are reclaimed after.
+    #[arg(long = "deleted_grace_seconds", default_value_t = 70.0)]
+    pub deleted_grace_seconds: f64,
+
+    /// Full walk of the cgroup tree every this many seconds, to repair anything the
+    /// mkdir/rmdir events missed.
+    #[arg(long = "reconcile_seconds", default_value_t = 60)]
+    pub reconcile_seconds: u64,
+
+    /// Export only the kubelet's rows: the root, the kubepods tree and
+    /// --kubelet_extra_cgroups (default: every cgroup, like standalone cAdvisor).
+    #[arg(long = "kubelet_rows")]
+    pub kubelet_rows: bool,
+
+    /// The runtime's and kubelet's own cgroups exported with --kubelet_rows.
+    #[arg(
+        long = "kubelet_extra_cgroups",
+        value_delimiter = ',',
+        default_value = "/system.slice/kubelet.service,/system.slice/containerd.service,/system.slice/crio.service,/system.slice/docker.service"
+    )]
+    pub kubelet_extra_cgroups: Vec<String>,
 
     /// Log filter (tracing's env-filter syntax), e.g. `info` or `kadvisor=debug`.
     #[arg(long = "log_level", default_value = "info")]

@@ -6,10 +6,11 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use kadvisor::{
     bpf::{self, KernelPrograms},
-    cgroup::{CgroupTree, Hierarchies},
-    collect::{Collector, cpu},
+    cgroup::{CgroupTree, Hierarchies, discovery::Discovery},
+    collect::{Collector, Retention, RowFilter, cpu},
     config::Config,
     http::{self, Admin},
+    runtime::Metadata,
 };
 
 fn main() -> ExitCode {
@@ -59,12 +60,43 @@ fn run(config: Config) -> anyhow::Result<()> {
     let cpu_baselines = cpu::read_start_baselines(&tree, &hierarchies)?;
     let mut kernel = KernelPrograms::load(&config.btf_path, config.max_cgroups, tree.root())?;
     kernel.set_destinations(&config.destinations())?;
+    let metadata = Arc::new(Metadata::new(
+        config.cri_endpoints.clone(),
+        std::time::Duration::from_millis(config.runtime_timeout_ms.max(1)),
+    )?);
+    let lookups = Arc::clone(&metadata);
+    let discovery = Arc::new(Discovery::with_on_new(Box::new(move |path| {
+        lookups.want_path(path);
+    })));
+    discovery
+        .spawn_watcher(
+            tree.clone(),
+            std::time::Duration::from_secs(config.reconcile_seconds.max(1)),
+        )
+        .context("watching the cgroup tree")?;
+    let grace = std::time::Duration::try_from_secs_f64(config.deleted_grace_seconds)
+        .context("--deleted_grace_seconds")?;
+    let filter = if config.kubelet_rows {
+        RowFilter::Kubelet {
+            extra: config.kubelet_extra_cgroups.clone(),
+        }
+    } else {
+        RowFilter::All
+    };
     let collector = Arc::new(
-        Collector::new(Box::new(kernel), tree, hierarchies)?.with_cpu_baselines(cpu_baselines),
+        Collector::new(Box::new(kernel), tree, hierarchies)?
+            .with_cpu_baselines(cpu_baselines)
+            .with_discovery(discovery)
+            .with_metadata(Arc::clone(&metadata))?
+            .with_filter(filter)
+            .with_retention(Retention {
+                grace,
+                ..Retention::default()
+            }),
     );
     // The first walk proves the tree is readable before we report ready.
     collector.scrape().context("first collection")?;
-    let admin = Arc::new(Admin::new(collector));
+    let admin = Arc::new(Admin::new(Arc::clone(&collector)));
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -77,6 +109,18 @@ fn run(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {address}"))?;
         let bound = listener.local_addr().context("listener address")?;
+        // Runtime lookups and the grace-period sweep run beside the server.
+        tokio::spawn(async move { metadata.run().await });
+        let sweeper = Arc::clone(&collector);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let sweeper = Arc::clone(&sweeper);
+                let _ignored = tokio::task::spawn_blocking(move || sweeper.sweep()).await;
+            }
+        });
         admin.set_ready();
         tracing::info!(address = %bound, "serving /metrics");
         http::serve(listener, admin, shutdown_signal()).await;

@@ -7,6 +7,7 @@
 #![expect(clippy::missing_panics_doc, reason = "test helpers panic by design")]
 
 pub mod cgroup;
+pub mod containerd;
 pub mod kadvisor;
 pub mod netns;
 pub mod scrape;

@@ -3,6 +3,7 @@
 mod batch;
 mod btf;
 mod programs;
+mod raw;
 
 use std::{collections::HashMap, path::PathBuf};
 
@@ -72,6 +73,12 @@ pub enum BpfError {
     },
     #[error("eBPF object has no map {name}")]
     MissingMap { name: &'static str },
+    #[error("map {name}: bpf syscall failed")]
+    Raw {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot read map {name}")]
     Map {
         name: &'static str,
@@ -107,6 +114,10 @@ pub struct KernelPrograms {
     cgroup_net: PerCpuHashMap<MapData, u64, CgroupNet>,
     destinations: LpmTrie<MapData, DestinationAddr, u32>,
     cgroup_oom: PerCpuHashMap<MapData, u64, u64>,
+    /// Every map keyed by cgroup id (duplicated fds), so removed cgroups can be
+    /// forgotten in all of them at once. Add new per-cgroup maps to
+    /// `PER_CGROUP_MAPS`.
+    per_cgroup: Vec<(&'static str, std::os::fd::OwnedFd)>,
     /// Names of the programs that attached.
     attached: Vec<&'static str>,
 }
@@ -172,6 +183,10 @@ impl KernelPrograms {
                 Err(e) => return Err(e),
             }
         }
+        let per_cgroup = PER_CGROUP_MAPS
+            .iter()
+            .map(|&name| Ok((name, map_fd(&ebpf, name)?)))
+            .collect::<Result<Vec<_>, BpfError>>()?;
         let cgroup_cpu = take_map(&mut ebpf, "CGROUP_CPU")?;
         let cgroup_crashes = take_map(&mut ebpf, "CGROUP_CRASHES")?;
         let errors = take_map(&mut ebpf, "ERRORS")?;
@@ -186,6 +201,7 @@ impl KernelPrograms {
             cgroup_net,
             destinations,
             cgroup_oom,
+            per_cgroup,
             attached,
         })
     }
@@ -221,6 +237,71 @@ impl KernelPrograms {
             },
         )?;
         Ok(out)
+    }
+
+    /// Deletes `id` from every per-cgroup map (a retired cgroup). A missing entry is
+    /// not an error.
+    pub fn forget(&self, id: u64) -> Result<(), BpfError> {
+        for (name, fd) in &self.per_cgroup {
+            raw::delete_u64_key(fd, id).map_err(|source| BpfError::Raw { name, source })?;
+        }
+        Ok(())
+    }
+
+    /// Entries in each per-cgroup map.
+    pub fn map_entries(&self) -> Result<Vec<(&'static str, usize)>, BpfError> {
+        self.per_cgroup
+            .iter()
+            .map(|(name, fd)| {
+                let keys = raw::u64_keys(fd).map_err(|source| BpfError::Raw { name, source })?;
+                Ok((*name, keys.len()))
+            })
+            .collect()
+    }
+
+    /// Every cgroup id present in any per-cgroup map.
+    pub fn tracked_ids(&self) -> Result<std::collections::HashSet<u64>, BpfError> {
+        let mut ids = std::collections::HashSet::new();
+        for (name, fd) in &self.per_cgroup {
+            ids.extend(raw::u64_keys(fd).map_err(|source| BpfError::Raw { name, source })?);
+        }
+        Ok(ids)
+    }
+
+    /// The final values of one cgroup's hierarchical counters, by counter name, to
+    /// fold into its parent when it is retired. Families with per-cgroup counters
+    /// that roll up add theirs here.
+    pub fn counters_of(&self, id: u64) -> Result<Vec<(&'static str, u64)>, BpfError> {
+        let cpu = match self.cgroup_cpu.get(&id, 0) {
+            Ok(per_cpu) => per_cpu.iter().fold(CgroupCpu::default(), |a, v| CgroupCpu {
+                runtime_ns: a.runtime_ns + v.runtime_ns,
+                runqueue_ns: a.runqueue_ns + v.runqueue_ns,
+                run_periods: a.run_periods + v.run_periods,
+            }),
+            Err(aya::maps::MapError::KeyNotFound) => CgroupCpu::default(),
+            Err(source) => {
+                return Err(BpfError::Map {
+                    name: "CGROUP_CPU",
+                    source,
+                });
+            }
+        };
+        let crashes = match self.cgroup_crashes.get(&id, 0) {
+            Ok(per_cpu) => per_cpu.iter().fold(CgroupCrashes::default(), |mut a, v| {
+                for (sum, n) in a.by_signal.iter_mut().zip(v.by_signal) {
+                    *sum += n;
+                }
+                a
+            }),
+            Err(aya::maps::MapError::KeyNotFound) => CgroupCrashes::default(),
+            Err(source) => {
+                return Err(BpfError::Map {
+                    name: "CGROUP_CRASHES",
+                    source,
+                });
+            }
+        };
+        Ok(crate::collect::retired_counters(&cpu, &crashes))
     }
 
     /// CPU, run-queue and run-period counters per cgroup id, summed over CPUs.
@@ -365,6 +446,24 @@ pub fn add_net(total: &mut CgroupNet, v: &CgroupNet) {
     for (t, x) in total.tx_packets.iter_mut().zip(v.tx_packets) {
         *t = t.wrapping_add(x);
     }
+}
+
+/// Maps keyed by cgroup v2 id: their entries of a retired cgroup are deleted.
+const PER_CGROUP_MAPS: &[&str] = &["CGROUP_CPU", "CGROUP_CRASHES"];
+
+fn map_fd(ebpf: &Ebpf, name: &'static str) -> Result<std::os::fd::OwnedFd, BpfError> {
+    use std::os::fd::AsFd as _;
+    let data = match ebpf.map(name).ok_or(BpfError::MissingMap { name })? {
+        aya::maps::Map::HashMap(d)
+        | aya::maps::Map::PerCpuHashMap(d)
+        | aya::maps::Map::LruHashMap(d)
+        | aya::maps::Map::PerCpuLruHashMap(d) => d,
+        _ => return Err(BpfError::MissingMap { name }),
+    };
+    data.fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| BpfError::Raw { name, source })
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, BpfError>

@@ -2,6 +2,7 @@
 //! of the cgroup's directory, as `bpf_get_current_cgroup_id()` returns it) belongs
 //! to which path; which hierarchy holds each controller's files (`hierarchy`); and
 //! parsers for those files (`files`).
+pub mod discovery;
 pub mod files;
 pub mod hierarchy;
 
@@ -21,6 +22,12 @@ pub enum CgroupError {
     NoCgroup2,
     #[error("{path} is not a cgroup2 mount")]
     NotCgroup2 { path: PathBuf },
+    #[error("cannot watch cgroup tree {path}")]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot read cgroup directory {path}")]
     Read {
         path: PathBuf,
@@ -212,20 +219,14 @@ impl PathMemory {
         self.superseded.contains(&id)
     }
 
-    /// Ids whose paths `update` keeps besides those of its `in_maps`: a collector
-    /// whose kernel map outlives cgroups calls this before the scrape's `update`.
-    pub fn hold(&mut self, ids: impl IntoIterator<Item = u64>) {
-        self.held = ids.into_iter().collect();
+    /// Records one cgroup (live, or removed and inside its grace period).
+    pub fn insert(&mut self, id: u64, path: &str) {
+        self.paths.insert(id, path.to_owned());
     }
 
-    /// Remembered cgroups that are not in the live tree `live` (removed since a
-    /// walk saw them, their counters still in a kernel map).
-    pub fn removed<'a>(&'a self, live: &[Cgroup]) -> impl Iterator<Item = (u64, &'a str)> {
-        let live_ids: std::collections::HashSet<u64> = live.iter().map(|c| c.id).collect();
-        self.paths
-            .iter()
-            .filter(move |(id, _)| !live_ids.contains(id))
-            .map(|(&id, path)| (id, path.as_str()))
+    /// Forgets a retired cgroup.
+    pub fn remove(&mut self, id: u64) {
+        self.paths.remove(&id);
     }
 
     pub fn path(&self, id: u64) -> Option<&str> {
@@ -238,6 +239,68 @@ impl PathMemory {
 
     pub fn is_empty(&self) -> bool {
         self.paths.is_empty()
+    }
+}
+
+/// The parent of a cgroup path (`/` for a top-level cgroup and for the root).
+pub fn parent(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+/// Counters of cgroups retired after their grace period, folded into the nearest
+/// ancestor path, by counter name. The kernel's own hierarchical counters of a parent
+/// keep its dead children's share; so do ours, without keeping the children's map
+/// entries. Bounded by the number of distinct parent paths.
+#[derive(Debug, Default)]
+pub struct RetiredTotals {
+    by_path: HashMap<String, HashMap<&'static str, u64>>,
+}
+
+impl RetiredTotals {
+    /// Retires the cgroup at `path`: its final `counters` and whatever its own removed
+    /// descendants had folded into it move to its parent.
+    pub fn retire(&mut self, path: &str, counters: &[(&'static str, u64)]) {
+        let mut moved = if path == "/" {
+            HashMap::new()
+        } else {
+            self.by_path.remove(path).unwrap_or_default()
+        };
+        for (name, value) in counters {
+            *moved.entry(name).or_default() += value;
+        }
+        if moved.values().all(|v| *v == 0) {
+            return;
+        }
+        let into = self.by_path.entry(parent(path).to_owned()).or_default();
+        for (name, value) in moved {
+            *into.entry(name).or_default() += value;
+        }
+    }
+
+    /// Credits counters of a cgroup whose path was never known to `path` itself.
+    pub fn credit(&mut self, path: &str, counters: &[(&'static str, u64)]) {
+        let into = self.by_path.entry(path.to_owned()).or_default();
+        for (name, value) in counters {
+            *into.entry(name).or_default() += value;
+        }
+    }
+
+    /// (path, value) of one counter.
+    pub fn of<'a>(&'a self, counter: &'a str) -> impl Iterator<Item = (&'a str, u64)> + 'a {
+        self.by_path
+            .iter()
+            .filter_map(move |(path, values)| Some((path.as_str(), *values.get(counter)?)))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_path.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_path.is_empty()
     }
 }
 
@@ -316,6 +379,20 @@ mod tests {
             choose_v2_mount([m("cgroup", "/sys/fs/cgroup/memory")]),
             None
         );
+    }
+
+    #[test]
+    fn retiring_moves_counters_up_and_keeps_them() {
+        let mut retired = RetiredTotals::default();
+        retired.retire("/p/c1", &[("cpu_ns", 10)]);
+        retired.retire("/p/c2", &[("cpu_ns", 5)]);
+        assert_eq!(retired.of("cpu_ns").collect::<Vec<_>>(), [("/p", 15)]);
+        // The parent goes too: its own counter and its children's move up together.
+        retired.retire("/p", &[("cpu_ns", 1)]);
+        assert_eq!(retired.of("cpu_ns").collect::<Vec<_>>(), [("/", 16)]);
+        assert_eq!(retired.len(), 1);
+        assert_eq!(parent("/a"), "/");
+        assert_eq!(parent("/a/b"), "/a");
     }
 
     #[test]

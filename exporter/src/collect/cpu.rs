@@ -16,7 +16,7 @@ use super::{
     exposition::{Exposition, MetricType},
 };
 use crate::cgroup::{
-    Cgroup, CgroupError, CgroupTree, Controller, ControllerDir, Hierarchies, PathMemory, ancestors,
+    CgroupError, CgroupTree, Controller, ControllerDir, Hierarchies, PathMemory, ancestors,
     files::{keyed_value, read_optional, read_value},
 };
 
@@ -64,26 +64,26 @@ pub const USAGE: &str = "container_cpu_usage_seconds_total";
 pub const SCHEDSTAT_RUN: &str = "container_cpu_schedstat_run_seconds_total";
 pub const SCHEDSTAT_RUNQUEUE: &str = "container_cpu_schedstat_runqueue_seconds_total";
 pub const SCHEDSTAT_RUN_PERIODS: &str = "container_cpu_schedstat_run_periods_total";
+/// Names of the CPU counters in the retired-totals store.
+pub const COUNTER: &str = "cpu_ns";
+pub const RUNQUEUE_COUNTER: &str = "runqueue_ns";
+pub const PERIODS_COUNTER: &str = "run_periods";
 
-/// Writes the CPU families. `memory` learns this scrape's live cgroups so that
-/// removed cgroups' counters keep rolling up into their parents.
-pub fn collect(
-    ctx: &ScrapeContext<'_>,
-    live: &[Cgroup],
-    memory: &mut PathMemory,
-    out: &mut Exposition,
-) {
+/// Writes the CPU families.
+pub fn collect(ctx: &ScrapeContext<'_>, out: &mut Exposition) {
     match ctx.kernel.cgroup_cpu() {
         Ok(cpu) => {
-            memory.update(live, |id| cpu.contains_key(&id));
             let field = |f: fn(&CgroupCpu) -> u64| -> HashMap<u64, u64> {
                 cpu.iter().map(|(&id, v)| (id, f(v))).collect()
             };
-            let runtime = hierarchical_totals(&field(|c| c.runtime_ns), memory);
+            let totals = |f: fn(&CgroupCpu) -> u64, counter: &'static str| {
+                hierarchical_totals(&field(f), ctx.paths, ctx.retired.of(counter))
+            };
+            let runtime = totals(|c| c.runtime_ns, COUNTER);
             write_usage(out, ctx.rows, &runtime, ctx.cpu_baselines);
             if ctx.kernel.family_attached("schedstat") {
-                let runqueue = hierarchical_totals(&field(|c| c.runqueue_ns), memory);
-                let periods = hierarchical_totals(&field(|c| c.run_periods), memory);
+                let runqueue = totals(|c| c.runqueue_ns, RUNQUEUE_COUNTER);
+                let periods = totals(|c| c.run_periods, PERIODS_COUNTER);
                 write_schedstat(
                     out,
                     ctx.rows,
@@ -150,13 +150,21 @@ pub fn write_schedstat(
 }
 
 /// Hierarchical totals: each path gets its own counter plus every descendant's,
-/// including descendants removed since (their paths live on in `memory`). A counter
-/// whose cgroup path was never seen is credited to the root only.
+/// including removed descendants: those inside their grace period (their paths live
+/// on in `memory`) and those retired since (`retired`: counters already folded into
+/// an ancestor's path). A counter whose cgroup path was never seen is credited to the
+/// root only.
 pub fn hierarchical_totals<'a>(
     per_cgroup: &HashMap<u64, u64>,
     memory: &'a PathMemory,
+    retired: impl Iterator<Item = (&'a str, u64)>,
 ) -> HashMap<&'a str, u64> {
     let mut totals: HashMap<&str, u64> = HashMap::new();
+    for (path, value) in retired {
+        for ancestor in ancestors(path) {
+            *totals.entry(ancestor).or_default() += value;
+        }
+    }
     for (&id, &value) in per_cgroup {
         match memory.path(id) {
             Some(path) => {
@@ -231,6 +239,8 @@ mod tests {
         assert_eq!(baselines[&id("b")], 777);
     }
 
+    use crate::cgroup::{Cgroup, RetiredTotals};
+
     fn cg(id: u64, path: &str) -> Cgroup {
         Cgroup {
             id,
@@ -241,29 +251,31 @@ mod tests {
     #[test]
     fn parents_include_children_and_removed_children() {
         let mut memory = PathMemory::default();
-        memory.update(
-            &[
-                cg(1, "/"),
-                cg(2, "/pod"),
-                cg(3, "/pod/a"),
-                cg(4, "/pod/b"),
-                cg(5, "/other"),
-            ],
-            |_| true,
-        );
-        // /pod/b was removed but its counter remains in the map.
-        memory.update(
-            &[cg(1, "/"), cg(2, "/pod"), cg(3, "/pod/a"), cg(5, "/other")],
-            |id| id == 4,
-        );
+        // /pod/b was removed but is inside its grace period: still in the memory.
+        for (id, path) in [
+            (1, "/"),
+            (2, "/pod"),
+            (3, "/pod/a"),
+            (4, "/pod/b"),
+            (5, "/other"),
+        ] {
+            memory.insert(id, path);
+        }
+        // /pod/c was retired: its 20 ns were folded into /pod.
+        let mut retired = RetiredTotals::default();
+        retired.retire("/pod/c", &[(COUNTER, 20)]);
         let per_cgroup = HashMap::from([(1, 5), (2, 10), (3, 100), (4, 1000), (5, 7), (99, 3)]);
 
-        let totals = hierarchical_totals(&per_cgroup, &memory);
+        let totals = hierarchical_totals(&per_cgroup, &memory, retired.of(COUNTER));
 
         assert_eq!(totals["/pod/a"], 100);
-        assert_eq!(totals["/pod"], 1110, "own + live child + removed child");
+        assert_eq!(totals["/pod/b"], 1000);
+        assert_eq!(
+            totals["/pod"], 1130,
+            "own + live child + removed + retired child"
+        );
         assert_eq!(totals["/other"], 7);
-        assert_eq!(totals["/"], 1125, "root holds everything, unknown ids too");
+        assert_eq!(totals["/"], 1145, "root holds everything, unknown ids too");
     }
 
     #[test]
@@ -274,7 +286,7 @@ mod tests {
         memory.update(&[cg(1, "/"), cg(2, "/svc"), cg(4, "/svc/app")], |_| true);
         let per_cgroup = HashMap::from([(3, 500), (4, 20)]);
 
-        let totals = hierarchical_totals(&per_cgroup, &memory);
+        let totals = hierarchical_totals(&per_cgroup, &memory, std::iter::empty());
 
         assert_eq!(
             totals["/svc/app"], 20,
@@ -336,17 +348,21 @@ mod tests {
         let hierarchies = crate::cgroup::Hierarchies::default();
         let rows = vec![Row::new(1, "/")];
         let baselines = StartBaselines::from([(1, 1_000_000_000)]);
+        let mut memory = PathMemory::default();
+        memory.insert(1, "/");
+        let retired = RetiredTotals::default();
         let ctx = ScrapeContext {
             rows: &rows,
             hierarchies: &hierarchies,
             kernel,
             cpu_baselines: &baselines,
+            paths: &memory,
+            retired: &retired,
             errors: &errors,
             failures: std::cell::Cell::new(0),
         };
-        let mut memory = PathMemory::default();
         let mut out = Exposition::default();
-        collect(&ctx, &[cg(1, "/")], &mut memory, &mut out);
+        collect(&ctx, &mut out);
         out.into_string()
     }
 

@@ -13,7 +13,7 @@ use super::{
     cpu::hierarchical_totals,
     exposition::{Exposition, MetricType},
 };
-use crate::cgroup::PathMemory;
+use crate::cgroup::{PathMemory, RetiredTotals};
 
 pub const CRASHES: &str = "container_crashes_total";
 
@@ -22,7 +22,7 @@ pub fn collect(ctx: &ScrapeContext<'_>, memory: &PathMemory, out: &mut Expositio
         return;
     }
     match ctx.kernel.cgroup_crashes() {
-        Ok(crashes) => write(out, ctx.rows, &crashes, memory),
+        Ok(crashes) => write(out, ctx.rows, &crashes, memory, ctx.retired),
         Err(e) => ctx.failed("crashes", &e),
     }
 }
@@ -32,6 +32,7 @@ pub fn write(
     rows: &[Row],
     crashes: &HashMap<u64, CgroupCrashes>,
     memory: &PathMemory,
+    retired: &RetiredTotals,
 ) {
     out.family(
         CRASHES,
@@ -40,11 +41,13 @@ pub fn write(
     );
     let per_signal: Vec<HashMap<&str, u64>> = (0..CRASH_SIGNALS.len())
         .map(|i| {
+            let signal = CRASH_SIGNALS[i].1;
             let counts: HashMap<u64, u64> = crashes
                 .iter()
                 .map(|(&id, c)| (id, c.by_signal[i]))
                 .collect();
-            hierarchical_totals(&counts, memory)
+            // Retired cgroups' counts live on under the signal's name.
+            hierarchical_totals(&counts, memory, retired.of(signal))
         })
         .collect();
     for row in rows {
@@ -74,7 +77,13 @@ mod tests {
         let crashes = HashMap::from([(3, segv)]);
         let rows: Vec<Row> = live.iter().map(|c| Row::new(c.id, &c.path)).collect();
         let mut out = Exposition::default();
-        write(&mut out, &rows, &crashes, &memory);
+        write(
+            &mut out,
+            &rows,
+            &crashes,
+            &memory,
+            &RetiredTotals::default(),
+        );
         let text = out.into_string();
         let value = |id: &str, signal: &str| {
             let prefix = format!(

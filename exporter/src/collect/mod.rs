@@ -15,14 +15,22 @@ pub mod oom;
 pub mod pressure;
 pub mod process;
 
-use std::{cell::Cell, collections::HashMap, sync::Mutex, time::Instant};
+use std::{
+    cell::Cell,
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use kadvisor_common::{CgroupCpu, CgroupCrashes, CgroupNet, KernelError};
 use prometheus::{Encoder as _, TextEncoder};
 
 use crate::{
     bpf::{BpfError, KernelPrograms, ProgramStats},
-    cgroup::{CgroupError, CgroupTree, Hierarchies, PathMemory},
+    cgroup::{
+        CgroupError, CgroupTree, Hierarchies, PathMemory, RetiredTotals, discovery::Discovery,
+    },
+    runtime::{Metadata, paths},
 };
 use exposition::{Exposition, MetricType};
 use labels::ContainerLabels;
@@ -59,6 +67,28 @@ pub trait KernelSource: Send + Sync {
     }
     /// OOM kills per cgroup id (also of removed cgroups).
     fn cgroup_oom_kills(&self) -> Result<HashMap<u64, u64>, BpfError>;
+
+    /// Every cgroup id present in a per-cgroup map.
+    fn tracked_ids(&self) -> Result<HashSet<u64>, BpfError> {
+        let mut ids: HashSet<u64> = self.cgroup_cpu()?.into_keys().collect();
+        ids.extend(self.cgroup_crashes()?.into_keys());
+        Ok(ids)
+    }
+    /// Final hierarchical counter values of one cgroup, by counter name (what a
+    /// retired cgroup leaves to its parent).
+    fn counters_of(&self, id: u64) -> Result<Vec<(&'static str, u64)>, BpfError> {
+        let cpu = self.cgroup_cpu()?.get(&id).copied().unwrap_or_default();
+        let crashes = self.cgroup_crashes()?.get(&id).copied().unwrap_or_default();
+        Ok(retired_counters(&cpu, &crashes))
+    }
+    /// Deletes a retired cgroup from every per-cgroup map.
+    fn forget(&self, _id: u64) -> Result<(), BpfError> {
+        Ok(())
+    }
+    /// Entries per per-cgroup map.
+    fn map_entries(&self) -> Result<Vec<(&'static str, usize)>, BpfError> {
+        Ok(Vec::new())
+    }
 }
 
 impl KernelSource for KernelPrograms {
@@ -86,6 +116,18 @@ impl KernelSource for KernelPrograms {
     fn cgroup_oom_kills(&self) -> Result<HashMap<u64, u64>, BpfError> {
         Self::cgroup_oom_kills(self)
     }
+    fn tracked_ids(&self) -> Result<HashSet<u64>, BpfError> {
+        Self::tracked_ids(self)
+    }
+    fn counters_of(&self, id: u64) -> Result<Vec<(&'static str, u64)>, BpfError> {
+        Self::counters_of(self, id)
+    }
+    fn forget(&self, id: u64) -> Result<(), BpfError> {
+        Self::forget(self, id)
+    }
+    fn map_entries(&self) -> Result<Vec<(&'static str, usize)>, BpfError> {
+        Self::map_entries(self)
+    }
 }
 
 /// One exported cgroup row and its rendered label set.
@@ -98,11 +140,65 @@ pub struct Row {
 }
 
 impl Row {
+    /// A row known only by its path (no runtime labels).
     pub fn new(id: u64, path: &str) -> Self {
+        Self::with_labels(id, path, &ContainerLabels::for_path(path))
+    }
+
+    /// A row with the runtime's labels.
+    pub fn with_labels(id: u64, path: &str, labels: &ContainerLabels) -> Self {
         Self {
             id,
             path: path.to_owned(),
-            labels: ContainerLabels::for_path(path).render(),
+            labels: labels.render(),
+        }
+    }
+}
+
+/// Which cgroups get rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RowFilter {
+    /// Every cgroup, as standalone cAdvisor exports.
+    #[default]
+    All,
+    /// The kubelet's set: the root, the kubepods tree, and these extra paths (the
+    /// runtime's and the kubelet's own cgroups) with their descendants.
+    Kubelet { extra: Vec<String> },
+}
+
+impl RowFilter {
+    pub fn keeps(&self, path: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Kubelet { extra } => {
+                paths::in_kubepods(path)
+                    || extra.iter().any(|e| {
+                        path == e
+                            || path
+                                .strip_prefix(e.as_str())
+                                .is_some_and(|rest| rest.starts_with('/'))
+                    })
+            }
+        }
+    }
+}
+
+/// How removed cgroups are kept and reclaimed.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// How long a removed cgroup's row (with its final values) stays exported.
+    pub grace: Duration,
+    /// How long an id present in the kernel maps but unknown to the tree (a cgroup
+    /// created and removed between two events we saw) is kept before its counters are
+    /// credited to the root and its entries deleted.
+    pub unknown_grace: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(70),
+            unknown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -117,6 +213,11 @@ pub struct ScrapeContext<'a> {
     pub kernel: &'a dyn KernelSource,
     /// CPU used before the programs attached (see `cpu::StartBaselines`).
     pub cpu_baselines: &'a cpu::StartBaselines,
+    /// id → path of every live and not-yet-retired removed cgroup: for summing
+    /// per-cgroup kernel counters up the tree (`cpu::hierarchical_totals`).
+    pub paths: &'a PathMemory,
+    /// Counters of retired cgroups, folded into their ancestors' paths.
+    pub retired: &'a RetiredTotals,
     errors: &'a prometheus::IntCounterVec,
     /// Sources that failed so far this scrape (`container_scrape_error`).
     failures: Cell<u32>,
@@ -145,8 +246,14 @@ pub struct Collector {
     cpu_baselines: cpu::StartBaselines,
     /// Where /proc, /sys and /etc are read for the machine families.
     host: machine::HostPaths,
-    /// Serialises scrapes: the path memory is updated by each one.
-    memory: Mutex<PathMemory>,
+    discovery: Arc<Discovery>,
+    /// Whether a watcher thread keeps `discovery` current; otherwise each scrape walks.
+    watched: bool,
+    metadata: Option<Arc<Metadata>>,
+    filter: RowFilter,
+    retention: Retention,
+    /// Serialises scrapes and sweeps.
+    reclaim: Mutex<Reclaim>,
     registry: prometheus::Registry,
     scrape_errors: prometheus::IntCounterVec,
     scrape_duration: prometheus::Histogram,
@@ -194,7 +301,12 @@ impl Collector {
             hierarchies,
             cpu_baselines: cpu::StartBaselines::new(),
             host: machine::HostPaths::default(),
-            memory: Mutex::new(PathMemory::default()),
+            discovery: Arc::new(Discovery::default()),
+            watched: false,
+            metadata: None,
+            filter: RowFilter::All,
+            retention: Retention::default(),
+            reclaim: Mutex::new(Reclaim::default()),
             registry,
             scrape_errors,
             scrape_duration,
@@ -216,54 +328,198 @@ impl Collector {
         self
     }
 
+    /// Uses `discovery` (kept current by its watcher thread) instead of walking the
+    /// tree at each scrape. Without it, each scrape reconciles with a full walk.
+    pub fn with_discovery(mut self, discovery: Arc<Discovery>) -> Self {
+        self.discovery = discovery;
+        self.watched = true;
+        self
+    }
+
+    /// Joins runtime metadata into the rows' labels.
+    pub fn with_metadata(mut self, metadata: Arc<Metadata>) -> Result<Self, CollectError> {
+        self.registry.register(Box::new(metadata.error_metric()))?;
+        self.metadata = Some(metadata);
+        Ok(self)
+    }
+
+    pub fn with_filter(mut self, filter: RowFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// The tree this collector reads.
+    pub fn discovery(&self) -> &Arc<Discovery> {
+        &self.discovery
+    }
+
+    /// Retires removed cgroups whose grace period is over: their final counters are
+    /// folded into their parent's retired totals, their entries deleted from every
+    /// per-cgroup kernel map, their cached metadata dropped. Also reclaims map entries
+    /// of ids the tree never knew. Called before each scrape and by a timer.
+    pub fn sweep(&self) {
+        let mut reclaim = self
+            .reclaim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.sweep_locked(&mut reclaim, Instant::now());
+    }
+
+    fn sweep_locked(&self, reclaim: &mut Reclaim, now: Instant) {
+        let expired = self
+            .discovery
+            .state()
+            .take_expired(self.retention.grace, now);
+        for cgroup in expired {
+            match self.kernel.counters_of(cgroup.id) {
+                Ok(counters) => reclaim.retired.retire(&cgroup.path, &counters),
+                Err(e) => {
+                    // Keep the entry (and the path): retried at the next sweep.
+                    self.scrape_errors.with_label_values(&["retire"]).inc();
+                    tracing::warn!(error = %error_chain(&e), path = cgroup.path, "cannot read a removed cgroup's counters");
+                    continue;
+                }
+            }
+            if let Err(e) = self.kernel.forget(cgroup.id) {
+                self.scrape_errors.with_label_values(&["retire"]).inc();
+                tracing::warn!(error = %error_chain(&e), "cannot delete a retired cgroup's map entries");
+            }
+            if let Some(metadata) = &self.metadata {
+                // A shadowed path carries `\0<id>` (see discovery::TreeState::add).
+                metadata.forget(cgroup.path.split('\0').next().unwrap_or_default());
+            }
+            reclaim.retired_count += 1;
+        }
+        // Ids in the maps that the tree never knew. Listing every map key costs a
+        // syscall per entry: done a few times per `unknown_grace`, not every second.
+        if reclaim.last_unknown_scan.is_some_and(|last| {
+            now.saturating_duration_since(last) < self.retention.unknown_grace / 4
+        }) {
+            return;
+        }
+        reclaim.last_unknown_scan = Some(now);
+        let tracked = match self.kernel.tracked_ids() {
+            Ok(ids) => ids,
+            Err(e) => {
+                self.scrape_errors.with_label_values(&["retire"]).inc();
+                tracing::warn!(error = %error_chain(&e), "cannot list map keys");
+                return;
+            }
+        };
+        let unknown: Vec<u64> = {
+            let state = self.discovery.state();
+            tracked
+                .into_iter()
+                .filter(|id| state.paths.path(*id).is_none())
+                .collect()
+        };
+        let unknown_set: HashSet<u64> = unknown.iter().copied().collect();
+        reclaim.unknown.retain(|id, _| unknown_set.contains(id));
+        for id in unknown {
+            let first = *reclaim.unknown.entry(id).or_insert(now);
+            if now.saturating_duration_since(first) < self.retention.unknown_grace {
+                continue;
+            }
+            if let Ok(counters) = self.kernel.counters_of(id) {
+                reclaim.retired.credit("/", &counters);
+                if self.kernel.forget(id).is_ok() {
+                    reclaim.unknown.remove(&id);
+                    reclaim.unknown_count += 1;
+                }
+            }
+        }
+    }
+
     /// One scrape: container families, then kadvisor's own metrics. A failing source
     /// is counted in `kadvisor_scrape_errors_total` and logged; the families of the
     /// other sources are still served.
     pub fn scrape(&self) -> Result<String, CollectError> {
         let start = Instant::now();
-        let mut memory = self
-            .memory
+        let mut reclaim = self
+            .reclaim
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = Exposition::with_capacity(64 * 1024);
 
-        let cgroups = self.tree.walk().inspect_err(|e| {
-            self.scrape_errors.with_label_values(&["cgroup"]).inc();
-            tracing::warn!(error = %error_chain(e), "cgroup walk failed");
-        })?;
-        let rows: Vec<Row> = cgroups.iter().map(|c| Row::new(c.id, &c.path)).collect();
+        // Events queued by mkdirs that returned before this scrape began.
+        self.discovery.sync();
+        if !self.watched {
+            // No watcher maintains the tree: reconcile now.
+            self.discovery.reconcile(&self.tree).inspect_err(|e| {
+                self.scrape_errors.with_label_values(&["cgroup"]).inc();
+                tracing::warn!(error = %error_chain(e), "cgroup walk failed");
+            })?;
+        }
+        self.sweep_locked(&mut reclaim, start);
+
+        let state = self.discovery.state();
+        // Live rows, then removed ones inside their grace period (unless a live
+        // cgroup took their path: two rows would carry the same labels).
+        let mut cgroups: Vec<(u64, &str)> = state
+            .live
+            .iter()
+            .filter(|(path, _)| self.filter.keeps(path))
+            .map(|(path, id)| (*id, path.as_str()))
+            .collect();
+        let live_count = cgroups.len();
+        let mut removed: Vec<(u64, &str)> = state
+            .removed
+            .values()
+            .filter(|r| {
+                !r.cgroup.path.contains('\0')
+                    && !state.live.contains_key(&r.cgroup.path)
+                    && self.filter.keeps(&r.cgroup.path)
+            })
+            .map(|r| (r.cgroup.id, r.cgroup.path.as_str()))
+            .collect();
+        removed.sort_by_key(|(_, path)| *path);
+        cgroups.extend(removed);
+        let rows: Vec<Row> = match &self.metadata {
+            Some(metadata) => {
+                let paths: Vec<&str> = cgroups.iter().map(|(_, p)| *p).collect();
+                metadata
+                    .labels(&paths)
+                    .iter()
+                    .zip(&cgroups)
+                    .map(|(labels, (id, path))| Row::with_labels(*id, path, labels))
+                    .collect()
+            }
+            None => cgroups
+                .iter()
+                .map(|(id, path)| Row::new(*id, path))
+                .collect(),
+        };
         let ctx = ScrapeContext {
             rows: &rows,
             hierarchies: &self.hierarchies,
             kernel: self.kernel.as_ref(),
             cpu_baselines: &self.cpu_baselines,
+            paths: &state.paths,
+            retired: &reclaim.retired,
             errors: &self.scrape_errors,
             failures: Cell::new(0),
         };
 
         let host = machine::Machine::read(&self.host);
         let oom_kills = oom::read(&ctx);
-        if let Some(kills) = &oom_kills {
-            memory.hold(kills.keys().copied());
-        }
-        cpu::collect(&ctx, &cgroups, &mut memory, &mut out);
+        cpu::collect(&ctx, &mut out);
         cpu_stat::collect(&ctx, &mut out);
-        crashes::collect(&ctx, &memory, &mut out);
+        crashes::collect(&ctx, &state.paths, &mut out);
         process::collect(&ctx, &mut out);
         pressure::collect(&ctx, &mut out);
         lifetime::collect(&ctx, &mut out);
-        net::collect(&ctx, &memory, &mut out);
+        net::collect(&ctx, &state.paths, &mut out);
         blkio::collect(&ctx, &mut out);
         let root_swap = host.as_ref().ok().map(|m| m.meminfo.swap_used());
         memory::collect(&ctx, root_swap, &mut out);
         if let Some(kills) = &oom_kills {
-            // Rows of removed cgroups, for the families that still have their data.
-            let removed: Vec<Row> = memory
-                .removed(&cgroups)
-                .filter(|(id, _)| kills.contains_key(id))
-                .map(|(id, path)| Row::new(id, path))
-                .collect();
-            oom::write(&mut out, ctx.rows, &removed, kills, &memory);
+            // Removed cgroups inside their grace period are rows already.
+            oom::write(&mut out, ctx.rows, kills, &state.paths);
         }
         if let Err(e) = &host {
             self.scrape_errors.with_label_values(&["machine"]).inc();
@@ -275,14 +531,107 @@ impl Collector {
             ctx.any_failed(),
             host.is_err(),
         );
-        self.write_kernel_self_metrics(&ctx, &mut out, memory.len());
-        drop(memory);
+        self.write_kernel_self_metrics(&ctx, &mut out, state.paths.len());
+        self.write_discovery_self_metrics(
+            &ctx,
+            &mut out,
+            &state,
+            live_count,
+            rows.len() - live_count,
+            &reclaim,
+        );
+        drop(state);
+        drop(reclaim);
 
         self.scrape_duration.observe(start.elapsed().as_secs_f64());
         let mut encoded = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut encoded)?;
         out.append_encoded(&String::from_utf8_lossy(&encoded));
         Ok(out.into_string())
+    }
+
+    fn write_discovery_self_metrics(
+        &self,
+        ctx: &ScrapeContext<'_>,
+        out: &mut Exposition,
+        state: &crate::cgroup::discovery::TreeState,
+        live_rows: usize,
+        removed_rows: usize,
+        reclaim: &Reclaim,
+    ) {
+        let rows = "kadvisor_rows";
+        out.family(
+            rows,
+            "Exported cgroup rows: live, and removed but inside the grace period (--deleted_grace_seconds).",
+            MetricType::Gauge,
+        );
+        out.sample(rows, "", &[("state", "live")], live_rows as f64);
+        out.sample(rows, "", &[("state", "removed")], removed_rows as f64);
+        let walks = "kadvisor_cgroup_walks_total";
+        out.family(
+            walks,
+            "Full walks of the cgroup tree (startup and slow reconciliation; new cgroups are found by events).",
+            MetricType::Counter,
+        );
+        out.sample(walks, "", &[], state.walks as f64);
+        let events = "kadvisor_cgroup_events_total";
+        out.family(
+            events,
+            "cgroup mkdir/rmdir events applied.",
+            MetricType::Counter,
+        );
+        out.sample(events, "", &[], state.events as f64);
+        let retired = "kadvisor_retired_cgroups_total";
+        out.family(
+            retired,
+            "Removed cgroups whose map entries were reclaimed: known=true after their grace period (counters folded into the parent); known=false for ids never seen in the tree (created and removed between two events; counters folded into the root).",
+            MetricType::Counter,
+        );
+        out.sample(
+            retired,
+            "",
+            &[("known", "true")],
+            reclaim.retired_count as f64,
+        );
+        out.sample(
+            retired,
+            "",
+            &[("known", "false")],
+            reclaim.unknown_count as f64,
+        );
+        let retired_paths = "kadvisor_retired_paths";
+        out.family(
+            retired_paths,
+            "Paths holding counters of retired descendants.",
+            MetricType::Gauge,
+        );
+        out.sample(retired_paths, "", &[], reclaim.retired.len() as f64);
+        match self.kernel.map_entries() {
+            Ok(entries) => {
+                let name = "kadvisor_map_entries";
+                out.family(
+                    name,
+                    "Entries in each per-cgroup kernel map (live and grace-period cgroups).",
+                    MetricType::Gauge,
+                );
+                for (map, count) in entries {
+                    out.sample(name, "", &[("map", map)], count as f64);
+                }
+            }
+            Err(e) => ctx.failed("map_entries", &e),
+        }
+        if let Some(metadata) = &self.metadata {
+            let (containers, pods, misses) = metadata.cached();
+            let name = "kadvisor_runtime_cache_entries";
+            out.family(
+                name,
+                "Runtime metadata cached, by kind (misses: ids the runtimes did not know, retried with backoff).",
+                MetricType::Gauge,
+            );
+            out.sample(name, "", &[("kind", "container")], containers as f64);
+            out.sample(name, "", &[("kind", "pod")], pods as f64);
+            out.sample(name, "", &[("kind", "miss")], misses as f64);
+        }
     }
 
     fn write_kernel_self_metrics(
@@ -352,6 +701,35 @@ impl Collector {
         );
         out.sample(tracked, "", &[], tracked_cgroups as f64);
     }
+}
+
+/// A retired cgroup's final hierarchical counters, by name in the retired-totals
+/// store: CPU (usage, run-queue time, run periods) and crashes per signal.
+pub fn retired_counters(
+    cpu: &kadvisor_common::CgroupCpu,
+    crashes: &kadvisor_common::CgroupCrashes,
+) -> Vec<(&'static str, u64)> {
+    let mut out = vec![
+        (cpu::COUNTER, cpu.runtime_ns),
+        (cpu::RUNQUEUE_COUNTER, cpu.runqueue_ns),
+        (cpu::PERIODS_COUNTER, cpu.run_periods),
+    ];
+    for ((_, signal), count) in kadvisor_common::CRASH_SIGNALS.iter().zip(crashes.by_signal) {
+        out.push((*signal, count));
+    }
+    out
+}
+
+/// What the sweeps keep between scrapes.
+#[derive(Debug, Default)]
+struct Reclaim {
+    retired: RetiredTotals,
+    retired_count: u64,
+    /// Map ids reclaimed without ever having a known path.
+    unknown_count: u64,
+    /// Ids in the kernel maps unknown to the tree, and since when.
+    unknown: HashMap<u64, Instant>,
+    last_unknown_scan: Option<Instant>,
 }
 
 /// An error and its causes on one line: `a: b: c`.
@@ -433,5 +811,31 @@ mod tests {
             !text.contains("container_oom_events_total"),
             "no OOM hook attached: the family is left out\n{text}"
         );
+    }
+
+    #[test]
+    fn kubelet_filter_keeps_root_kubepods_and_the_runtime() {
+        let filter = RowFilter::Kubelet {
+            extra: vec!["/system.slice/containerd.service".to_owned()],
+        };
+        for keep in [
+            "/",
+            "/kubepods",
+            "/kubepods/burstable/pod0d5c1b2a-3e4f-4a5b-8c6d-7e8f9a0b1c2d",
+            "/kubepods.slice/kubepods-besteffort.slice",
+            "/system.slice/containerd.service",
+            "/system.slice/containerd.service/shim",
+        ] {
+            assert!(filter.keeps(keep), "{keep}");
+        }
+        for drop in [
+            "/system.slice",
+            "/system.slice/containerd.service2",
+            "/user.slice",
+            "/machine.slice/libpod-x.scope",
+        ] {
+            assert!(!filter.keeps(drop), "{drop}");
+        }
+        assert!(RowFilter::All.keeps("/user.slice"));
     }
 }

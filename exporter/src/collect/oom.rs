@@ -4,20 +4,16 @@
 //! in-memory container list, loses those: cadvisor#3015).
 //!
 //! Counts are hierarchical, like every other kadvisor counter and like v2's
-//! `memory.events oom_kill`: a pod row counts the kills of its containers, and the
-//! count of a removed cgroup still rolls up into its ancestors (`PathMemory` keeps its
-//! path while the kernel map holds its id).
+//! `memory.events oom_kill`: a pod row counts the kills of its containers.
 //!
-//! A removed cgroup's own row is emitted too, from the `removed` rows the collector
-//! passes in (paths of ids that `PathMemory` still holds but the live tree no longer
-//! has), as long as its kills are in the map — so a kill followed at once by the
-//! container's removal is still visible under the container's own `id`. Only this
-//! family carries such rows for now; how long removed rows stay is the runtime
-//! issue's grace period (the kernel map keeps the entry until then).
-//!
-//! A cgroup created, OOM-killed and removed entirely between two scrapes was never
-//! seen by a walk, so its path is unknown: its kills are credited to the root row.
-use std::collections::{HashMap, HashSet};
+//! A removed cgroup stays a row for the grace period (`cgroup::discovery`), so a kill
+//! followed at once by the container's removal is still visible under the
+//! container's own `id`. After the grace period its path is forgotten and its kills
+//! count on the root row: the OOM map is not yet part of the retirement that moves
+//! CPU and crash counters into the parent. A cgroup whose creation kadvisor never saw
+//! (created, killed and removed before its inotify event was read) also counts on the
+//! root row.
+use std::collections::HashMap;
 
 use super::{
     Row, ScrapeContext,
@@ -51,15 +47,13 @@ pub fn read(ctx: &ScrapeContext<'_>) -> Option<HashMap<u64, u64>> {
     }
 }
 
-/// Writes the family for the live rows and for removed rows that still have kills.
+/// Writes the family for every row. Removed cgroups inside their grace period are
+/// rows too (see `cgroup::discovery`), so a kill followed at once by the container's
+/// removal is still shown under the container's own `id` until the grace period
+/// ends. After that the cgroup's path is forgotten and its kills count on the root
+/// row (the OOM map is not part of the retirement of per-cgroup counters yet).
 #[expect(clippy::cast_precision_loss, reason = "kill counts are far below 2^53")]
-pub fn write(
-    out: &mut Exposition,
-    rows: &[Row],
-    removed: &[Row],
-    kills: &HashMap<u64, u64>,
-    memory: &PathMemory,
-) {
+pub fn write(out: &mut Exposition, rows: &[Row], kills: &HashMap<u64, u64>, memory: &PathMemory) {
     let mut totals: HashMap<&str, u64> = HashMap::new();
     for (&id, &count) in kills {
         let path = memory.path(id).unwrap_or("/");
@@ -72,90 +66,55 @@ pub fn write(
         "Count of out of memory events observed for the container (kills of its tasks, including its descendants').",
         MetricType::Counter,
     );
-    let live: HashSet<&str> = rows.iter().map(|r| r.path.as_str()).collect();
     for row in rows {
         let count = totals.get(row.path.as_str()).copied().unwrap_or(0);
         out.sample(OOM_EVENTS, &row.labels, &[], count as f64);
-    }
-    let mut emitted = HashSet::new();
-    for row in removed {
-        // A removed cgroup whose path is live again (recreated) is already counted in
-        // that row; one series per label set.
-        if kills.get(&row.id).is_some_and(|&c| c > 0)
-            && !live.contains(row.path.as_str())
-            && emitted.insert(row.path.as_str())
-        {
-            let count = totals.get(row.path.as_str()).copied().unwrap_or(0);
-            out.sample(OOM_EVENTS, &row.labels, &[], count as f64);
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cgroup::Cgroup;
 
-    fn cg(id: u64, path: &str) -> Cgroup {
-        Cgroup {
-            id,
-            path: path.to_owned(),
-        }
+    fn line(id: &str, v: u64) -> String {
+        format!(
+            "{OOM_EVENTS}{{container=\"\",id=\"{id}\",image=\"\",name=\"\",namespace=\"\",pod=\"\"}} {v}\n"
+        )
     }
 
     #[test]
-    fn kills_of_a_removed_cgroup_show_on_its_row_and_its_parents() {
+    fn kills_count_on_the_row_and_its_ancestors() {
         let mut memory = PathMemory::default();
-        let before = [cg(1, "/"), cg(2, "/pod"), cg(3, "/pod/a"), cg(4, "/pod/b")];
-        memory.update(&before, |_| true);
-        let kills = HashMap::from([(4, 1), (3, 2), (99, 1)]);
-        // /pod/b is removed; its kill count keeps its path.
-        let live = [cg(1, "/"), cg(2, "/pod"), cg(3, "/pod/a")];
-        memory.hold(kills.keys().copied());
-        memory.update(&live, |_| false);
-        let rows: Vec<Row> = live.iter().map(|c| Row::new(c.id, &c.path)).collect();
-        let removed: Vec<Row> = memory
-            .removed(&live)
-            .map(|(id, path)| Row::new(id, path))
+        for (id, path) in [(1, "/"), (2, "/pod"), (3, "/pod/a"), (4, "/pod/b")] {
+            memory.insert(id, path);
+        }
+        // /pod/b was removed but is inside its grace period: still a row.
+        let rows: Vec<Row> = [(1, "/"), (2, "/pod"), (3, "/pod/a"), (4, "/pod/b")]
+            .iter()
+            .map(|(id, path)| Row::new(*id, path))
             .collect();
+        let kills = HashMap::from([(4, 1), (3, 2)]);
 
         let mut out = Exposition::default();
-        write(&mut out, &rows, &removed, &kills, &memory);
+        write(&mut out, &rows, &kills, &memory);
         let text = out.into_string();
 
-        let line = |id: &str, v: u64| {
-            format!(
-                "{OOM_EVENTS}{{container=\"\",id=\"{id}\",image=\"\",name=\"\",namespace=\"\",pod=\"\"}} {v}\n"
-            )
-        };
-        for (id, v) in [("/pod/b", 1), ("/pod/a", 2), ("/pod", 3), ("/", 4)] {
+        for (id, v) in [("/pod/b", 1), ("/pod/a", 2), ("/pod", 3), ("/", 3)] {
             assert!(
                 text.contains(&line(id, v)),
                 "{id} {v} missing from:\n{text}"
             );
         }
-        assert_eq!(text.matches("id=\"/pod/b\"").count(), 1, "{text}");
     }
 
     #[test]
-    fn recreated_path_gets_one_series() {
+    fn kills_of_a_forgotten_cgroup_count_on_the_root() {
         let mut memory = PathMemory::default();
-        memory.update(&[cg(1, "/"), cg(5, "/c")], |_| true);
-        let kills = HashMap::from([(5, 1)]);
-        memory.hold([5]);
-        // /c was removed and made again with a new id.
-        let live = [cg(1, "/"), cg(6, "/c")];
-        memory.update(&live, |_| false);
-        let rows: Vec<Row> = live.iter().map(|c| Row::new(c.id, &c.path)).collect();
-        let removed: Vec<Row> = memory
-            .removed(&live)
-            .map(|(id, path)| Row::new(id, path))
-            .collect();
-        assert_eq!(removed.len(), 1);
+        memory.insert(1, "/");
+        let rows = vec![Row::new(1, "/")];
+        let kills = HashMap::from([(99, 2)]);
         let mut out = Exposition::default();
-        write(&mut out, &rows, &removed, &kills, &memory);
-        let text = out.into_string();
-        assert_eq!(text.matches("id=\"/c\"").count(), 1, "{text}");
-        assert!(text.contains("id=\"/c\",image=\"\",name=\"\",namespace=\"\",pod=\"\"} 1\n"));
+        write(&mut out, &rows, &kills, &memory);
+        assert!(out.into_string().contains(&line("/", 2)));
     }
 }

@@ -1,0 +1,226 @@
+//! A CRI v1 client over a unix socket (containerd's CRI plugin, CRI-O, cri-dockerd):
+//! one call lists every pod sandbox and container with what the kubelet's labels need.
+use std::{collections::HashMap, path::Path, time::Duration};
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::{
+    ContainerStatusRequest, ListContainersRequest, ListPodSandboxRequest, PodSandboxStatusRequest,
+    VersionRequest, runtime_service_client::RuntimeServiceClient,
+};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use super::{ContainerMeta, PodMeta, RuntimeError};
+
+/// How a runtime names its sandbox rows (compat section 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// containerd: `name` = id, sandbox `container=""`.
+    Containerd,
+    /// CRI-O and cri-dockerd: docker-style `k8s_…` names, sandbox `container="POD"`.
+    DockerStyle,
+}
+
+impl Flavor {
+    fn from_runtime_name(name: &str) -> Self {
+        match name {
+            "cri-o" | "docker" => Self::DockerStyle,
+            _ => Self::Containerd,
+        }
+    }
+}
+
+/// One runtime's view: containers (sandboxes included) by id, pods by UID.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub containers: HashMap<String, ContainerMeta>,
+    pub pods: HashMap<String, PodMeta>,
+}
+
+/// A gRPC channel over the unix socket `socket`, every call bounded by `timeout`.
+pub async fn connect_channel(socket: &Path, timeout: Duration) -> Result<Channel, RuntimeError> {
+    let path = socket.to_owned();
+    // The URI is required by tonic but unused: the connector dials the socket.
+    Endpoint::from_static("http://[::1]:50051")
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }))
+        .await
+        .map_err(|source| RuntimeError::Connect {
+            endpoint: socket.display().to_string(),
+            source,
+        })
+}
+
+pub struct CriClient {
+    client: RuntimeServiceClient<Channel>,
+    endpoint: String,
+}
+
+impl CriClient {
+    /// Connects to the CRI socket at `socket`; every call is bounded by `timeout`.
+    pub async fn connect(socket: &Path, timeout: Duration) -> Result<Self, RuntimeError> {
+        Ok(Self {
+            client: RuntimeServiceClient::new(connect_channel(socket, timeout).await?),
+            endpoint: socket.display().to_string(),
+        })
+    }
+
+    fn call_err(&self, op: &'static str) -> impl FnOnce(tonic::Status) -> RuntimeError + '_ {
+        move |source| RuntimeError::Call {
+            endpoint: self.endpoint.clone(),
+            op,
+            source: Box::new(source),
+        }
+    }
+
+    /// Lists sandboxes and containers. `known` says which container ids already have
+    /// metadata: only new ones cost a status call (for the image name).
+    pub async fn list(
+        &mut self,
+        known: &std::collections::HashSet<String>,
+    ) -> Result<Listing, RuntimeError> {
+        let version = self
+            .client
+            .version(VersionRequest {
+                version: "v1".to_owned(),
+            })
+            .await
+            .map_err(self.call_err("version"))?
+            .into_inner();
+        let flavor = Flavor::from_runtime_name(&version.runtime_name);
+        let sandboxes = self
+            .client
+            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+            .await
+            .map_err(self.call_err("list_pod_sandbox"))?
+            .into_inner()
+            .items;
+        let containers = self
+            .client
+            .list_containers(ListContainersRequest { filter: None })
+            .await
+            .map_err(self.call_err("list_containers"))?
+            .into_inner()
+            .containers;
+
+        let mut listing = Listing::default();
+        let mut pod_of_sandbox: HashMap<String, (PodMeta, String, u32)> = HashMap::new();
+        for sandbox in sandboxes {
+            let Some(md) = sandbox.metadata else {
+                return Err(RuntimeError::Garbage {
+                    endpoint: self.endpoint.clone(),
+                    what: "pod sandbox without metadata",
+                });
+            };
+            let pod = PodMeta {
+                pod: md.name.clone(),
+                namespace: md.namespace.clone(),
+            };
+            listing.pods.insert(md.uid.clone(), pod.clone());
+            pod_of_sandbox.insert(
+                sandbox.id.clone(),
+                (pod.clone(), md.uid.clone(), md.attempt),
+            );
+            if known.contains(&sandbox.id) {
+                continue;
+            }
+            let image = self.sandbox_image(&sandbox.id).await?;
+            let (name, container) = match flavor {
+                Flavor::Containerd => (sandbox.id.clone(), String::new()),
+                Flavor::DockerStyle => (
+                    format!(
+                        "k8s_POD_{}_{}_{}_{}",
+                        md.name, md.namespace, md.uid, md.attempt
+                    ),
+                    "POD".to_owned(),
+                ),
+            };
+            listing.containers.insert(
+                sandbox.id,
+                ContainerMeta {
+                    name,
+                    image,
+                    container,
+                    pod: pod.pod,
+                    namespace: pod.namespace,
+                },
+            );
+        }
+        for c in containers {
+            if known.contains(&c.id) {
+                continue;
+            }
+            let Some(md) = c.metadata else {
+                return Err(RuntimeError::Garbage {
+                    endpoint: self.endpoint.clone(),
+                    what: "container without metadata",
+                });
+            };
+            let status = self
+                .client
+                .container_status(ContainerStatusRequest {
+                    container_id: c.id.clone(),
+                    verbose: false,
+                })
+                .await
+                .map_err(self.call_err("container_status"))?
+                .into_inner();
+            // The status carries the image's repo tag (what the user wrote); the
+            // listing may only have the image id.
+            let image = status
+                .status
+                .and_then(|s| s.image)
+                .or(c.image)
+                .map(|i| i.image)
+                .unwrap_or_default();
+            let (pod, uid, _) = pod_of_sandbox
+                .get(&c.pod_sandbox_id)
+                .cloned()
+                .unwrap_or_default();
+            let name = match flavor {
+                Flavor::Containerd => c.id.clone(),
+                Flavor::DockerStyle => format!(
+                    "k8s_{}_{}_{}_{}_{}",
+                    md.name, pod.pod, pod.namespace, uid, md.attempt
+                ),
+            };
+            listing.containers.insert(
+                c.id,
+                ContainerMeta {
+                    name,
+                    image,
+                    container: md.name,
+                    pod: pod.pod,
+                    namespace: pod.namespace,
+                },
+            );
+        }
+        Ok(listing)
+    }
+
+    /// The sandbox's (pause) image: containerd and CRI-O put it in the verbose
+    /// status's `info` JSON as `image`; `""` when the runtime does not say.
+    async fn sandbox_image(&mut self, id: &str) -> Result<String, RuntimeError> {
+        let response = self
+            .client
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_owned(),
+                verbose: true,
+            })
+            .await
+            .map_err(self.call_err("pod_sandbox_status"))?
+            .into_inner();
+        Ok(response
+            .info
+            .get("info")
+            .and_then(|info| serde_json::from_str::<serde_json::Value>(info).ok())
+            .and_then(|v| v.get("image")?.as_str().map(str::to_owned))
+            .unwrap_or_default())
+    }
+}

@@ -1,0 +1,315 @@
+//! End to end with a real runtime: containerd + runc started by the test, a pod
+//! sandbox with Kubernetes labels and containers made through CRI. The rows must carry
+//! exactly the kubelet's labels, and a short-lived container's CPU must survive its
+//! removal for the grace period.
+use std::time::{Duration, Instant};
+
+use kadvisor_tests::{
+    assert_close,
+    cgroup::v2_root,
+    containerd::{self, BUSYBOX_IMAGE, Containerd, Cri, PAUSE_IMAGE},
+    exclusive_cpu,
+    kadvisor::Kadvisor,
+    scrape::Scrape,
+};
+
+const USAGE: &str = "container_cpu_usage_seconds_total";
+const GRACE_SECONDS: u64 = 15;
+
+fn labels_of(scrape: &Scrape, id: &str) -> Vec<(String, String)> {
+    let samples = scrape.find(USAGE, &[("id", id)]);
+    assert_eq!(samples.len(), 1, "one row for {id}:\n{}", scrape.text);
+    samples[0]
+        .labels
+        .iter()
+        .filter(|(k, _)| k.as_str() != "cpu")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn expect(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// Scrapes until `ready` holds (labels are joined in the background), at most 10 s.
+fn scrape_until(kadvisor: &Kadvisor, what: &str, ready: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let scrape = kadvisor.scrape();
+        if ready(&scrape) {
+            return scrape;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not within 10 s:\n{}",
+            scrape.text
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn cpu_stat_seconds(id: &str) -> f64 {
+    let text = std::fs::read_to_string(v2_root().join(id.trim_start_matches('/')).join("cpu.stat"))
+        .expect("read cpu.stat");
+    let usec: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .expect("usage_usec")
+        .trim()
+        .parse()
+        .expect("number");
+    usec / 1e6
+}
+
+#[test]
+fn pod_rows_carry_kubelet_labels_and_removed_containers_keep_their_cpu() {
+    let _cpu = exclusive_cpu();
+    let containerd = Containerd::start();
+    let socket = containerd.socket();
+    let grace = GRACE_SECONDS.to_string();
+    let kadvisor = Kadvisor::start(&[
+        "--cri_endpoints",
+        socket.to_str().unwrap(),
+        "--deleted_grace_seconds",
+        &grace,
+    ]);
+    let mut cri = Cri::connect(&socket);
+    let pod = cri.run_pod("web-0", "kadvisor-test", &containerd.log_dir());
+    let cleanup = Cleanup { pod: &pod };
+    let busy = cri.run_container(&pod, "busy", &["sh", "-c", "while :; do :; done"]);
+    let idle = cri.run_container(&pod, "idle", &["sleep", "3600"]);
+
+    let pod_id = pod.cgroup();
+    let sandbox_id = format!("{pod_id}/{}", pod.id);
+    let busy_id = format!("{pod_id}/{busy}");
+    let idle_id = format!("{pod_id}/{idle}");
+    let scrape = scrape_until(&kadvisor, "runtime labels", |s| {
+        [&pod_id, &sandbox_id, &busy_id, &idle_id].iter().all(|id| {
+            s.find(USAGE, &[("id", id), ("namespace", "kadvisor-test")])
+                .len()
+                == 1
+        }) && s
+            .find(USAGE, &[("id", &sandbox_id), ("image", PAUSE_IMAGE)])
+            .len()
+            == 1
+    });
+    assert_eq!(
+        labels_of(&scrape, &pod_id),
+        expect(&[
+            ("container", ""),
+            ("id", &pod_id),
+            ("image", ""),
+            ("name", ""),
+            ("namespace", "kadvisor-test"),
+            ("pod", "web-0"),
+        ]),
+        "pod row"
+    );
+    assert_eq!(
+        labels_of(&scrape, &sandbox_id),
+        expect(&[
+            ("container", ""),
+            ("id", &sandbox_id),
+            ("image", PAUSE_IMAGE),
+            ("name", &pod.id),
+            ("namespace", "kadvisor-test"),
+            ("pod", "web-0"),
+        ]),
+        "sandbox row (containerd: container=\"\", name=<id>, pause image)"
+    );
+    for (name, id, cid) in [("busy", &busy_id, &busy), ("idle", &idle_id, &idle)] {
+        assert_eq!(
+            labels_of(&scrape, id),
+            expect(&[
+                ("container", name),
+                ("id", id),
+                ("image", BUSYBOX_IMAGE),
+                ("name", cid),
+                ("namespace", "kadvisor-test"),
+                ("pod", "web-0"),
+            ]),
+            "app row {name}"
+        );
+    }
+
+    // The busy container's CPU, against its own cgroup's cpu.stat.
+    let before = (
+        scrape.value(USAGE, &[("id", &busy_id)]),
+        cpu_stat_seconds(&busy_id),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let after_scrape = kadvisor.scrape();
+    let after = (
+        after_scrape.value(USAGE, &[("id", &busy_id)]),
+        cpu_stat_seconds(&busy_id),
+    );
+    let (ours, kernel) = (after.0 - before.0, after.1 - before.1);
+    // Other work on this shared machine may take most of the CPU: only require
+    // that the loop ran at all, and compare with the kernel over the same interval.
+    assert!(kernel > 0.1, "the busy container ran {kernel} s in 2 s");
+    eprintln!("busy container over 2 s: kadvisor {ours:.6} s, cpu.stat {kernel:.6} s");
+    assert_close("busy container CPU vs its cpu.stat", ours, kernel, 0.02);
+
+    // A short-lived container: ~0.5 s of shell loop, then it prints its own CPU
+    // time (schedstat of the shell, ns) and exits; then it is removed.
+    let short = cri.run_container(
+        &pod,
+        "short",
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 500000 ]; do i=$((i+1)); done; cat /proc/$$/schedstat",
+        ],
+    );
+    let short_id = format!("{pod_id}/{short}");
+    assert_eq!(cri.wait_exited(&short, Duration::from_secs(60)), 0);
+    let own_ns: f64 = containerd::container_stdout(&containerd.log_dir(), &pod, "short")
+        .first()
+        .and_then(|l| l.split(' ').next()?.parse().ok())
+        .expect("the short container printed its schedstat");
+    let own = own_ns / 1e9;
+    cri.remove_container(&short);
+    let removed_at = Instant::now();
+    assert!(
+        !v2_root().join(short_id.trim_start_matches('/')).exists(),
+        "runc removed the cgroup"
+    );
+    let scrape = kadvisor.scrape();
+    let exported = scrape.value(USAGE, &[("id", &short_id)]);
+    assert_eq!(
+        labels_of(&scrape, &short_id),
+        expect(&[
+            ("container", "short"),
+            ("id", &short_id),
+            ("image", BUSYBOX_IMAGE),
+            ("name", &short),
+            ("namespace", "kadvisor-test"),
+            ("pod", "web-0"),
+        ]),
+        "removed container keeps its labels"
+    );
+    eprintln!(
+        "short container: measured itself {own:.6} s, exported after removal {exported:.6} s"
+    );
+    assert!(own > 0.2, "the short container's loop ran {own} s");
+    assert_close(
+        "removed container's CPU vs what it measured for itself",
+        exported,
+        own,
+        0.05,
+    );
+    let pod_before = scrape.value(USAGE, &[("id", &pod_id)]);
+
+    // Still there just before the grace period ends, gone after; the pod keeps it.
+    let until = removed_at + Duration::from_secs(GRACE_SECONDS) - Duration::from_secs(3);
+    std::thread::sleep(until.saturating_duration_since(Instant::now()));
+    let late = kadvisor.scrape();
+    assert_eq!(late.value(USAGE, &[("id", &short_id)]), exported);
+    let gone_by = removed_at + Duration::from_secs(GRACE_SECONDS + 3);
+    std::thread::sleep(gone_by.saturating_duration_since(Instant::now()));
+    let after = kadvisor.scrape();
+    assert!(
+        after.find(USAGE, &[("id", &short_id)]).is_empty(),
+        "the removed container's row outlived the grace period"
+    );
+    assert!(
+        after.value(USAGE, &[("id", &pod_id)]) >= pod_before,
+        "the pod row keeps the retired container's CPU"
+    );
+    assert_close(
+        "pod row vs its cpu.stat after retirement",
+        after.value(USAGE, &[("id", &pod_id)]),
+        cpu_stat_seconds(&pod_id),
+        0.02,
+    );
+    let runtime_errors: f64 = after
+        .find("kadvisor_runtime_errors_total", &[])
+        .iter()
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(runtime_errors, 0.0, "runtime errors:\n{}", after.text);
+
+    cri.remove_pod(&pod);
+    drop(cleanup);
+    drop(containerd);
+}
+
+/// Removes the pod's cgroups even when an assertion failed.
+struct Cleanup<'a> {
+    pod: &'a containerd::Pod,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        containerd::remove_pod_cgroups(self.pod);
+    }
+}
+
+#[test]
+fn runtime_down_costs_labels_not_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("dead.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let kadvisor = Kadvisor::start(&["--cri_endpoints", socket.to_str().unwrap()]);
+    let uid = containerd::random_uid();
+    // A cgroup that looks like a pod's container, with no runtime to answer.
+    let pod_dir = v2_root().join(format!("kadvisor-test-kubepods-{}", std::process::id()));
+    let pod = pod_dir.join(format!("pod{uid}"));
+    let container = pod.join("e".repeat(64));
+    std::fs::create_dir_all(&container).unwrap();
+    let rel = format!(
+        "/kadvisor-test-kubepods-{}/pod{uid}/{}",
+        std::process::id(),
+        "e".repeat(64)
+    );
+    let scrape = scrape_until(&kadvisor, "the row and a runtime error", |s| {
+        s.find(USAGE, &[("id", &rel)]).len() == 1
+            && s.find("kadvisor_runtime_errors_total", &[("op", "connect")])
+                .iter()
+                .any(|e| e.value >= 1.0)
+    });
+    assert_eq!(
+        labels_of(&scrape, &rel),
+        expect(&[
+            ("container", ""),
+            ("id", &rel),
+            ("image", ""),
+            ("name", ""),
+            ("namespace", ""),
+            ("pod", ""),
+        ])
+    );
+    let _ = std::fs::remove_dir(&container);
+    let _ = std::fs::remove_dir(&pod);
+    let _ = std::fs::remove_dir(&pod_dir);
+}
+
+#[test]
+fn plain_containerd_container_gets_name_and_image_from_containerds_own_api() {
+    let containerd = Containerd::start();
+    let socket = containerd.socket();
+    let kadvisor = Kadvisor::start(&["--cri_endpoints", socket.to_str().unwrap()]);
+    let id = containerd.ctr_run(&["sleep", "3600"]);
+    let row = format!("/default/{id}");
+    let scrape = scrape_until(&kadvisor, "containerd labels", |s| {
+        s.find(USAGE, &[("id", &row), ("image", BUSYBOX_IMAGE)])
+            .len()
+            == 1
+    });
+    let labels = labels_of(&scrape, &row);
+    containerd.ctr_remove(&id);
+    assert_eq!(
+        labels,
+        expect(&[
+            ("container", ""),
+            ("id", &row),
+            ("image", BUSYBOX_IMAGE),
+            ("name", &id),
+            ("namespace", ""),
+            ("pod", ""),
+        ])
+    );
+}
