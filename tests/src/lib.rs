@@ -9,6 +9,7 @@
 pub mod cgroup;
 pub mod kadvisor;
 pub mod netns;
+pub mod prometheus;
 pub mod scrape;
 
 use std::sync::{Mutex, MutexGuard};
