@@ -23,6 +23,8 @@ DEB_PACKAGES+=(iperf3)
 # containerd + runc: the real runtime of the container end-to-end tests (started by the
 # test with a private config). protobuf-compiler: protoc for the CRI API bindings.
 DEB_PACKAGES+=(containerd runc protobuf-compiler)
+# python3-venv: the venv of the deploy/ and dashboards/ validators (below).
+DEB_PACKAGES+=(python3-venv)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -56,6 +58,38 @@ if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
   LLVM_PREFIX="$prefix" RUSTFLAGS="-C link-arg=-Wl,-rpath,$sysroot/lib" \
     cargo install --locked bpf-linker --version "$BPF_LINKER_VERSION" \
       --no-default-features --features "llvm-$llvm_major"
+fi
+
+# --- Validators for deploy/ and dashboards/ (tests/tests/kube_prometheus.rs) ------
+# Pinned, in a project-local directory outside git. Python: kubernetes-validate
+# (Kubernetes OpenAPI schemas, offline), gojsonnet (compiles the jsonnet addon),
+# jsonpatch (applies the kustomize component's JSON patch). npm: the
+# prometheus-operator CRD models (ServiceMonitor schema), Grafana's foundation SDK
+# (dashboard types), ts-json-schema-generator + ajv (turn those TypeScript types
+# into strict JSON schemas and check against them), yaml.
+TOOLS="${KADVISOR_TOOLS:-$HOME/.cache/kadvisor/tools}"
+PY_PACKAGES=(kubernetes-validate==1.33.0 gojsonnet==0.21.0 jsonpatch==1.33)
+NPM_PACKAGES=(@kubernetes-models/prometheus-operator@6.0.0 @grafana/grafana-foundation-sdk@0.0.21
+  ts-json-schema-generator@2.4.0 ajv@8.17.1 yaml@2.8.1)
+if [[ "$(cat "$TOOLS/venv/.kadvisor-packages" 2>/dev/null)" != "${PY_PACKAGES[*]}" ]]; then
+  log "installing Python validators into $TOOLS/venv: ${PY_PACKAGES[*]}"
+  mkdir -p "$TOOLS"
+  /usr/bin/python3 -m venv "$TOOLS/venv"
+  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
+  echo "${PY_PACKAGES[*]}" >"$TOOLS/venv/.kadvisor-packages"
+fi
+if ! command -v npm >/dev/null; then
+  log "installing nodejs and npm"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if [[ "$(cat "$TOOLS/node/.kadvisor-packages" 2>/dev/null)" != "${NPM_PACKAGES[*]}" ]]; then
+  log "installing npm validators into $TOOLS/node: ${NPM_PACKAGES[*]}"
+  mkdir -p "$TOOLS/node"
+  echo '{"private": true}' >"$TOOLS/node/package.json"
+  npm install --prefix "$TOOLS/node" --no-audit --no-fund --save-exact --loglevel=error "${NPM_PACKAGES[@]}"
+  echo "${NPM_PACKAGES[*]}" >"$TOOLS/node/.kadvisor-packages"
 fi
 
 # --- Filesystems the loader needs ----------------------------------------------

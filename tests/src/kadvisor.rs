@@ -131,8 +131,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A minimal HTTP/1.0 GET: enough for our own server, no client dependency.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
+/// A minimal HTTP/1.0 GET: enough for our own server and Prometheus' API, no client
+/// dependency. `path` must already be percent-encoded.
+pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))

@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod containerd;
 pub mod kadvisor;
 pub mod netns;
+pub mod prometheus;
 pub mod scrape;
 
 use std::sync::{Mutex, MutexGuard};

@@ -1,0 +1,300 @@
+"""Offline checks of deploy/kube-prometheus/ for tests/tests/kube_prometheus.rs.
+
+Run with the Python of scripts/setup.sh's venv (kubernetes-validate, gojsonnet,
+jsonpatch). Each subcommand prints what it checked and exits non-zero on the
+first failure, with the reason.
+
+  manifests             every Kubernetes object under deploy/ against the
+                        Kubernetes OpenAPI schema (strict: unknown fields fail);
+                        every kustomization's files exist
+  jsonnet OUT_DIR       compile the jsonnet addon against a stand-in of
+                        kube-prometheus in both modes, check what it patches,
+                        validate its objects, write its ServiceMonitors and
+                        dashboards to OUT_DIR for the npm schema checks
+  patch                 apply the kustomize component's JSON patch to
+                        kube-prometheus' kubelet ServiceMonitor
+  scrape-config SM      print (JSON) the Prometheus scrape config a
+                        ServiceMonitor's first endpoint becomes
+  rules                 print (YAML) the test copy of kube-prometheus' rules
+                        and alerts that read cAdvisor data
+"""
+import copy
+import json
+import pathlib
+import sys
+
+import yaml
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy" / "kube-prometheus"
+FIXTURES = REPO / "tests" / "fixtures" / "kube-prometheus"
+K8S_VERSION = "1.33"
+# Kinds kubernetes-validate has no schema for; checked elsewhere.
+NOT_BUILT_IN = {"ServiceMonitor", "Kustomization", "Component"}
+
+
+def fail(msg):
+    print(f"FAIL: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def validate_object(obj, where):
+    import kubernetes_validate
+
+    if obj.get("kind") in NOT_BUILT_IN:
+        return False
+    try:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    except Exception as e:  # noqa: BLE001 - any validation failure fails the test
+        fail(f"{where}: {obj.get('kind')}/{obj.get('metadata', {}).get('name')}: {e}")
+    return True
+
+
+def yaml_files():
+    return sorted(p for p in DEPLOY.rglob("*.yaml"))
+
+
+def cmd_manifests():
+    checked = 0
+    for path in yaml_files():
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        for doc in docs:
+            if isinstance(doc, list):  # a JSON patch
+                continue
+            if doc.get("kind") in ("Kustomization", "Component"):
+                for entry in doc.get("resources", []) + [p["path"] for p in doc.get("patches", [])]:
+                    if not (path.parent / entry).exists():
+                        fail(f"{path}: {entry} does not exist")
+                continue
+            if validate_object(doc, path.relative_to(REPO)):
+                checked += 1
+                print(f"ok {path.relative_to(REPO)}: {doc['kind']}/{doc['metadata']['name']}")
+    if checked < 7:
+        fail(f"only {checked} Kubernetes objects found under {DEPLOY}")
+    print(f"{checked} objects valid against Kubernetes {K8S_VERSION}")
+
+
+STAND_IN = """
+// A minimal stand-in of the kube-prometheus object the addon patches: the
+// fields it reads and writes, with kube-prometheus' names and defaults.
+local kubeletServiceMonitor = std.parseYaml(importstr '%(fixture)s');
+local kp = {
+  values:: {
+    common: { namespace: 'default' },
+    grafana: { dashboards: { 'k8s-resources-pod.json': { title: 'mixin dashboard' } } },
+    kubernetesControlPlane: {
+      mixin: { _config: { cadvisorSelector: 'job="kubelet", metrics_path="/metrics/cadvisor"', kubeletSelector: 'job="kubelet", metrics_path="/metrics"' } },
+    },
+  },
+  kubernetesControlPlane: { serviceMonitorKubelet: kubeletServiceMonitor },
+  grafana: { dashboardDefinitions: [{ name: n, dashboard: $.values.grafana.dashboards[n] } for n in std.objectFields($.values.grafana.dashboards)] },
+} + (import '%(addon)s') + {
+  values+:: { common+: { namespace: 'monitoring-test' }, kadvisor+: %(kadvisor_values)s },
+};
+{
+  kadvisor: kp.kadvisor,
+  kubelet: kp.kubernetesControlPlane.serviceMonitorKubelet,
+  mixinConfig: kp.values.kubernetesControlPlane.mixin._config,
+  dashboards: kp.grafana.dashboardDefinitions,
+}
+"""
+
+
+def compile_addon(mode):
+    import _gojsonnet
+
+    values = "{}" if mode is None else json.dumps({"mode": mode})
+    src = STAND_IN % {
+        "fixture": FIXTURES / "kubelet-servicemonitor.yaml",
+        "addon": DEPLOY / "jsonnet" / "kadvisor.libsonnet",
+        "kadvisor_values": values,
+    }
+    try:
+        return json.loads(_gojsonnet.evaluate_snippet("stand-in.jsonnet", src))
+    except RuntimeError as e:
+        fail(f"jsonnet addon does not compile (mode {mode}): {e}")
+
+
+def cmd_jsonnet(out_dir):
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base_objects = {}
+    for path in (DEPLOY / "base").glob("*.yaml"):
+        doc = yaml.safe_load(path.read_text())
+        if doc.get("kind") != "Kustomization":
+            base_objects[(doc["kind"], doc["metadata"]["name"])] = doc
+    kubelet_in = yaml.safe_load((FIXTURES / "kubelet-servicemonitor.yaml").read_text())
+    for mode, want_job, sm_file in [
+        (None, "kubelet", "dropin"),
+        ("dropin", "kubelet", "dropin"),
+        ("ownJob", "kadvisor", "own-job"),
+    ]:
+        name = mode or "default"
+        got = compile_addon(mode)
+        # The kubelet ServiceMonitor lost exactly its cadvisor endpoint.
+        paths_in = [e.get("path", "/metrics") for e in kubelet_in["spec"]["endpoints"]]
+        paths_out = [e.get("path", "/metrics") for e in got["kubelet"]["spec"]["endpoints"]]
+        if paths_out != [p for p in paths_in if p != "/metrics/cadvisor"]:
+            fail(f"{name}: kubelet endpoints after the addon: {paths_out}")
+        if got["kubelet"]["spec"]["endpoints"][0] != kubelet_in["spec"]["endpoints"][0]:
+            fail(f"{name}: the addon changed the kubelet's /metrics endpoint")
+        # The mixin selects kadvisor's job.
+        selector = got["mixinConfig"]["cadvisorSelector"]
+        if selector != f'job="{want_job}", metrics_path="/metrics/cadvisor"':
+            fail(f"{name}: cadvisorSelector is {selector}")
+        # The objects are the plain YAML's, in the configured namespace.
+        objects = got["kadvisor"]
+        for key, obj in objects.items():
+            validate_object(obj, f"jsonnet {name} {key}")
+            if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding") and obj["metadata"]["namespace"] != "monitoring-test":
+                fail(f"{name}: {key} not in values.common.namespace")
+            ref = base_objects.get((obj["kind"], obj["metadata"]["name"]))
+            if ref is not None and obj["kind"] not in ("ClusterRoleBinding",):
+                expect = copy.deepcopy(ref)
+                if "namespace" in expect["metadata"]:
+                    expect["metadata"]["namespace"] = "monitoring-test"
+                if expect != obj:
+                    fail(f"{name}: {key} differs from deploy/kube-prometheus/base")
+        if objects["clusterRoleBinding"]["subjects"][0]["namespace"] != "monitoring-test":
+            fail(f"{name}: ClusterRoleBinding subject not in values.common.namespace")
+        sm_yaml = yaml.safe_load((DEPLOY / sm_file / "serviceMonitor.yaml").read_text())
+        sm_yaml["metadata"]["namespace"] = "monitoring-test"
+        if objects["serviceMonitor"] != sm_yaml:
+            fail(f"{name}: ServiceMonitor is not {sm_file}/serviceMonitor.yaml")
+        # kadvisor's dashboards join the mixin's, with the mode's selector.
+        dashboards = {d["name"]: d["dashboard"] for d in got["dashboards"]}
+        for want in ["k8s-resources-pod.json", "kadvisor-containers.json", "kadvisor-cost.json"]:
+            if want not in dashboards:
+                fail(f"{name}: dashboard {want} missing: {sorted(dashboards)}")
+        for dname in ["kadvisor-containers.json", "kadvisor-cost.json"]:
+            text = json.dumps(dashboards[dname])
+            if selector.replace('"', '\\"') not in text:
+                fail(f"{name}: {dname} does not use {selector}")
+            if want_job != "kubelet" and 'job=\\"kubelet\\"' in text:
+                fail(f"{name}: {dname} still selects job=kubelet")
+            ref = json.loads((REPO / "dashboards" / dname).read_text())
+            if want_job == "kubelet" and dashboards[dname] != ref:
+                fail(f"{name}: {dname} differs from dashboards/{dname}")
+            (out / f"{name}-{dname}").write_text(json.dumps(dashboards[dname]))
+        (out / f"{name}-serviceMonitor.json").write_text(json.dumps(objects["serviceMonitor"]))
+        print(f"ok jsonnet mode {name}: {len(objects)} objects, kubelet endpoints {paths_out}, {selector}")
+
+
+def cmd_patch():
+    import jsonpatch
+
+    patch = yaml.safe_load((DEPLOY / "remove-kubelet-cadvisor" / "kubelet-servicemonitor-patch.yaml").read_text())
+    kubelet = yaml.safe_load((FIXTURES / "kubelet-servicemonitor.yaml").read_text())
+    patched = jsonpatch.apply_patch(kubelet, patch)
+    paths = [e.get("path", "/metrics") for e in patched["spec"]["endpoints"]]
+    if paths != ["/metrics", "/metrics/probes", "/metrics/slis"]:
+        fail(f"patched kubelet ServiceMonitor has endpoints {paths}")
+    reordered = copy.deepcopy(kubelet)
+    reordered["spec"]["endpoints"].reverse()
+    try:
+        jsonpatch.apply_patch(reordered, patch)
+    except jsonpatch.JsonPatchTestFailed:
+        pass
+    else:
+        fail("the patch removed an endpoint of a reordered kubelet ServiceMonitor")
+    print(f"ok patch: kubelet endpoints {paths}; a reordered ServiceMonitor is refused")
+
+
+def relabel(r):
+    """One ServiceMonitor RelabelConfig as a Prometheus relabel_config."""
+    names = {"sourceLabels": "source_labels", "targetLabel": "target_label", "regex": "regex",
+             "replacement": "replacement", "action": "action", "separator": "separator", "modulus": "modulus"}
+    out = {}
+    for k, v in r.items():
+        if k not in names:
+            fail(f"relabeling field {k} not translated")
+        out[names[k]] = v.lower() if k == "action" else v
+    return out
+
+
+def cmd_scrape_config(sm_path):
+    """The scrape config Prometheus gets from the ServiceMonitor, for a static
+    target: the operator's own discovery relabelings are replaced by a static
+    `__meta_kubernetes_pod_node_name`; the endpoint's relabelings, drops and
+    honor_* flags are taken verbatim."""
+    sm = yaml.safe_load(pathlib.Path(sm_path).read_text())
+    ep = sm["spec"]["endpoints"][0]
+    job = {
+        "job_name": f"serviceMonitor/{sm['metadata']['namespace']}/{sm['metadata']['name']}/0",
+        "honor_labels": ep.get("honorLabels", False),
+        "honor_timestamps": ep.get("honorTimestamps", True),
+        "metrics_path": ep.get("path", "/metrics"),
+        "scrape_interval": ep.get("interval", "30s"),
+        # The operator sets job from the Service (jobLabel) before the
+        # endpoint's relabelings; a static target has no Service.
+        "relabel_configs": [{"target_label": "job", "replacement": sm["metadata"]["name"]}]
+        + [relabel(r) for r in ep.get("relabelings", [])],
+        "metric_relabel_configs": [relabel(r) for r in ep.get("metricRelabelings", [])],
+    }
+    print(json.dumps(job))
+
+
+# Rules and alerts of kube-prometheus that read cAdvisor series
+# (shared contract: cadvisor-compat.md section 3).
+CADVISOR_RECORDS = [
+    "node_namespace_pod_container:container_cpu_usage_seconds_total:sum_rate5m",
+    "node_namespace_pod_container:container_cpu_usage_seconds_total:sum_irate",
+    "node_namespace_pod_container:container_memory_working_set_bytes",
+    "node_namespace_pod_container:container_memory_rss",
+    "node_namespace_pod_container:container_memory_cache",
+    "node_namespace_pod_container:container_memory_swap",
+]
+CADVISOR_ALERTS = ["CPUThrottlingHigh"]
+
+
+def cmd_rules():
+    """The test copy: exactly these rules' text from kube-prometheus' compiled
+    kubernetes-mixin, with two changes so a test need not run for 20 minutes:
+    every `[5m]` range becomes `[20s]` (rate() divides by the whole range, so a
+    5m rate of a series younger than 5m reads low), and CPUThrottlingHigh's
+    `for: 15m` becomes `for: 0s`. Selectors, joins and thresholds are untouched."""
+    source = yaml.safe_load((FIXTURES / "kubernetes-rules.yml").read_text())
+    groups = []
+    found = set()
+    for group in source["groups"]:
+        rules = []
+        for rule in group["rules"]:
+            name = rule.get("record") or rule.get("alert")
+            if name in CADVISOR_RECORDS or name in CADVISOR_ALERTS:
+                rule = copy.deepcopy(rule)
+                rule["expr"] = rule["expr"].replace("[5m]", "[20s]")
+                if rule.get("alert") == "CPUThrottlingHigh":
+                    rule["for"] = "0s"
+                rules.append(rule)
+                found.add(name)
+        if rules:
+            groups.append({"name": group["name"], "rules": rules})
+    missing = set(CADVISOR_RECORDS + CADVISOR_ALERTS) - found
+    if missing:
+        fail(f"rules not in the fixture: {sorted(missing)}")
+    print("# TEST COPY generated by tests/kube-prometheus/validate.py rules from")
+    print("# tests/fixtures/kube-prometheus/kubernetes-rules.yml (kube-prometheus v0.18):")
+    print("# the rules reading cAdvisor data, verbatim except [5m] -> [20s] and")
+    print("# CPUThrottlingHigh for: 15m -> 0s.")
+    print(yaml.safe_dump({"groups": groups}, sort_keys=False, width=1000))
+
+
+def main():
+    cmd, *args = sys.argv[1:] or ["help"]
+    if cmd == "manifests":
+        cmd_manifests()
+    elif cmd == "jsonnet":
+        cmd_jsonnet(*args)
+    elif cmd == "patch":
+        cmd_patch()
+    elif cmd == "scrape-config":
+        cmd_scrape_config(*args)
+    elif cmd == "rules":
+        cmd_rules()
+    else:
+        print(__doc__)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
