@@ -20,6 +20,8 @@ DEB_PACKAGES=(prometheus linux-perf stress-ng busybox-static iproute2 qemu-syste
 DEB_PACKAGES+=(python3)
 # iperf3: network load for scripts/measure-net-hooks.sh.
 DEB_PACKAGES+=(iperf3)
+# jq, e2fsprogs, xz-utils: kernel matrix (test binary list, NVMe disk, xz modules).
+DEB_PACKAGES+=(jq e2fsprogs xz-utils)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
