@@ -33,7 +33,9 @@ EXCLUDE=(
   "cpu::two_busy_processes_gain_twice_wall_time|compares kadvisor with /proc/<pid>/schedstat while two busy loops run, read one after the other, within 2%; under TCG the gap is hundreds of ms (measured on 6.12: 6.16 s vs 5.79 s, and 6.19 vs 6.32 with -icount). Running-task accuracy after the loops stop is checked in the VM by busy_loop_matches_cpu_stat, parent_gains_the_sum_of_its_children and removed_cgroup_time_stays_in_its_parent; this test runs on the host"
   "cpu_stat::throttling_under_a_20_percent_quota_equals_cpu_stat|KNOWN FAILURE on pure cgroup v2, found by this matrix: the test sets the quota through the v1 files cpu.cfs_period_us/cpu.cfs_quota_us, which a v2 cgroup does not have (write: Permission denied); it needs a v2 branch (cpu.max). Runs on the hybrid host"
   "cpu_stat::user_bound_and_syscall_bound_split_like_cpu_stat|KNOWN FAILURE on pure cgroup v2, found by this matrix: the test also compares with the v1 cpuacct.stat, which pure v2 lacks (read: No such file or directory); it needs to skip that third source on v2 (cpu.stat user_usec/system_usec are compared already). Runs on the hybrid host"
-  "6.12:schedstat::run_queue_delay_grows_when_three_share_two_cpus|KNOWN FAILURE on 6.12 only (passes on 6.1 and the host): 3 loops run-queue delay 2.35 s vs /proc schedstat 2.53 s (±5%). Not yet known whether TCG timing or 6.12's scheduler (EEVDF delayed dequeue changes which wakeups fire sched_wakeup) causes it; to investigate"
+  "schedstat::run_queue_delay_grows_when_three_share_two_cpus|compares run-queue delay of three busy loops on two CPUs with /proc/<pid>/schedstat within 5%, read while they run; under TCG it is off in both directions (6.12: 2.35 s vs 2.53 s, 6.1: 2.36 s vs 2.19 s; passed once on 6.1), i.e. the emulator's timing, like the two CPU tests above. Runs on the host"
+  "blkio::root_row_has_usage_of_each_block_filesystem|in the VM / is the initramfs (rootfs, device 0:2), not a block device, so the root row has no block filesystem to compare; the NVMe filesystem at /tmp is covered by direct_and_buffered_writes_match_the_kernels_cgroup_io_stats. Runs on the host"
+  "network::veth_traffic_per_container_by_destination_and_per_namespace|KNOWN FAILURE in the VM, not yet diagnosed: the python3 receiver in the test's network namespace never shows a listener in /proc/<pid>/net/tcp6 within the test's 10 s. Runs on the host"
 )
 
 # Programs the tests exec that busybox does not provide (sh, sleep, cat, ... come from
@@ -41,7 +43,8 @@ EXCLUDE=(
 # execs one; a missing tool fails that test in the VM.
 # Each lands at its host path (tests exec /usr/bin/python3 by absolute path); python3
 # brings its standard library (without tests, tkinter, idle).
-TOOLS=(/usr/bin/promtool /usr/bin/setpriv /usr/bin/python3)
+# ip: iproute2's (network namespaces), busybox's has no `ip netns`.
+TOOLS=(/usr/bin/promtool /usr/bin/setpriv /usr/bin/python3 /usr/bin/ip)
 
 # Kernel modules loaded in the guest (with their dependencies): the cloud kernels build
 # NVMe, ext4, cgroups and BPF in, but veth (network namespace tests) is a module.
@@ -142,6 +145,8 @@ build_initramfs() {
     [[ -e "$root/bin/$applet" ]] || ln -s busybox "$root/bin/$applet"
   done
   ln -s bin "$root/sbin"
+  # /var/tmp like /tmp: on the NVMe disk (tests write files "on a block device" there).
+  mkdir -p "$root/var" && ln -s ../run "$root/var/run" && ln -s ../tmp "$root/var/tmp"
   copy_with_libs "$kadvisor_bin" /bin/kadvisor "$root"
   for entry in "${test_bins[@]}"; do
     name=${entry%% *}
