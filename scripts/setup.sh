@@ -25,6 +25,8 @@ DEB_PACKAGES+=(iperf3)
 DEB_PACKAGES+=(containerd runc protobuf-compiler)
 # python3-venv: the venv of the deploy/ and dashboards/ validators (below).
 DEB_PACKAGES+=(python3-venv)
+# jq, e2fsprogs, xz-utils: kernel matrix (test binary list, NVMe disk, xz modules).
+DEB_PACKAGES+=(jq e2fsprogs xz-utils)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -23,3 +23,6 @@ RUSTC_BOOTSTRAP=1 cargo clippy --package kadvisor-ebpf --target bpfel-unknown-no
 
 step "tests: unit and privileged integration"
 cargo test --workspace --locked
+
+step "kernel matrix: privileged tests on Debian 6.1 and 6.12 under qemu (pure cgroup v2)"
+scripts/kernel-matrix.sh

@@ -15,7 +15,7 @@ use kadvisor_common::{CgroupCpu, CgroupCrashes, CgroupNet, DestinationAddr, Kern
 
 use crate::config::Cidr;
 
-pub use programs::{PROGRAMS, ProgramKind, ProgramSpec, Requirement};
+pub use programs::{KernelVersion, MinKernel, PROGRAMS, ProgramKind, ProgramSpec, Requirement};
 
 /// The object file built from `kernel/` by build.rs.
 static KERNEL_OBJECT: &[u8] =
@@ -161,6 +161,7 @@ impl KernelPrograms {
             .load(KERNEL_OBJECT)
             .map_err(BpfError::Load)?;
         let mut attached = Vec::new();
+        let kernel = KernelVersion::running();
         for spec in PROGRAMS {
             if spec
                 .unless_attached
@@ -174,12 +175,22 @@ impl KernelPrograms {
                     tracing::info!(program = spec.name, hook = spec.hook, "attached");
                     attached.push(spec.name);
                 }
-                Err(e) if !spec.required => tracing::warn!(
-                    program = spec.name,
-                    family = spec.family,
-                    error = %crate::collect::error_chain(&e),
-                    "hook unavailable on this kernel; leaving its family out"
-                ),
+                Err(e) if !spec.required => match (kernel, spec.min_kernel) {
+                    (Some(running), Some(min)) if !spec.expected_on(running) => tracing::info!(
+                        program = spec.name,
+                        family = spec.family,
+                        kernel = %running,
+                        needs = %min.version,
+                        source = min.source,
+                        "hook not in this kernel; leaving its family out"
+                    ),
+                    _ => tracing::warn!(
+                        program = spec.name,
+                        family = spec.family,
+                        error = %crate::collect::error_chain(&e),
+                        "program rejected on a kernel that should have its hook; leaving its family out"
+                    ),
+                },
                 Err(e) => return Err(e),
             }
         }

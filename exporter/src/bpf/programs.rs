@@ -4,6 +4,11 @@
 //! A `required` program that fails to load or attach stops kadvisor (it is the
 //! product's core). Any other program that fails is left out with one warning and
 //! `kadvisor_bpf_program_attached{program} 0`; only its family goes missing.
+//!
+//! `min_kernel` says on which kernels a program is *expected* to attach: the kernel
+//! matrix (scripts/kernel-matrix.sh) and the host tests fail when a program that the
+//! table expects on the running kernel did not attach, so a verifier rejection is a test
+//! failure, not a silently missing family.
 use std::path::Path;
 
 use aya::{
@@ -59,6 +64,53 @@ pub struct ProgramSpec {
     /// Attach only when this other program (an alternative for the same data,
     /// earlier in the table) did not attach, so an event is counted once.
     pub unless_attached: Option<&'static str>,
+    /// The first kernel with the hook, when it is newer than the oldest kernel kadvisor
+    /// supports (5.8 with BTF); `None`: expected to attach on every supported kernel.
+    pub min_kernel: Option<MinKernel>,
+}
+
+/// The first kernel release that has a program's hook, and where that is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinKernel {
+    pub version: KernelVersion,
+    /// Link to the kernel commit or source that added the hook.
+    pub source: &'static str,
+}
+
+/// A kernel release's major and minor number, e.g. 6.12 for "6.12.117+deb12-cloud-amd64".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KernelVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl KernelVersion {
+    /// Parses the leading "major.minor" of a release string (`uname -r`).
+    pub fn parse(release: &str) -> Option<Self> {
+        let mut parts = release.split(|c: char| !c.is_ascii_digit());
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        Some(Self { major, minor })
+    }
+
+    /// The running kernel's version (`uname -r`).
+    pub fn running() -> Option<Self> {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+        Self::parse(release.trim())
+    }
+}
+
+impl std::fmt::Display for KernelVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+impl ProgramSpec {
+    /// Whether this program's hook exists on `kernel`, so it must attach there.
+    pub fn expected_on(&self, kernel: KernelVersion) -> bool {
+        self.min_kernel.is_none_or(|min| kernel >= min.version)
+    }
 }
 
 /// Every program kadvisor attaches.
@@ -73,6 +125,7 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         required: true,
         requires: Requirement::None,
         unless_attached: None,
+        min_kernel: None,
     },
     // Run-queue delay and run periods (see kernel/src/sched.rs): a task's wait starts
     // at wakeup or preemption and ends when sched_switch picks it. Needs all three;
@@ -85,6 +138,7 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         required: false,
         requires: Requirement::None,
         unless_attached: None,
+        min_kernel: None,
     },
     ProgramSpec {
         name: "sched_wakeup_new",
@@ -94,6 +148,7 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         required: false,
         requires: Requirement::None,
         unless_attached: None,
+        min_kernel: None,
     },
     ProgramSpec {
         name: "sched_switch",
@@ -103,6 +158,15 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         required: false,
         requires: Requirement::None,
         unless_attached: None,
+        // prev_state became the tracepoint's fourth argument in 5.18 ("sched/tracing: Don't
+        // re-read p->state when emitting sched_switch event").
+        min_kernel: Some(MinKernel {
+            version: KernelVersion {
+                major: 5,
+                minor: 18,
+            },
+            source: "https://elixir.bootlin.com/linux/v5.18/source/include/trace/events/sched.h",
+        }),
     },
     // Crashes: fatal signals delivered with the default action (kernel/src/signal.rs).
     ProgramSpec {
@@ -113,6 +177,7 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         required: false,
         requires: Requirement::None,
         unless_attached: None,
+        min_kernel: None,
     },
     // Socket traffic per cgroup and egress destination classes (kernel/src/net.rs).
     ProgramSpec {
@@ -123,6 +188,7 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         required: false,
         requires: Requirement::None,
         unless_attached: None,
+        min_kernel: None,
     },
     ProgramSpec {
         name: "socket_egress",
@@ -132,6 +198,7 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         required: false,
         requires: Requirement::None,
         unless_attached: None,
+        min_kernel: None,
     },
     // OOM kills per cgroup (see kernel/src/oom.rs). The `oom:mark_victim` tracepoint
     // passes the killed task since a 2024 change (backported to stable: Debian's
@@ -147,6 +214,7 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         required: false,
         requires: Requirement::PointerArg { index: 0 },
         unless_attached: None,
+        min_kernel: None,
     },
     ProgramSpec {
         name: "mark_oom_victim",
@@ -156,6 +224,7 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         required: false,
         requires: Requirement::None,
         unless_attached: Some("mark_victim"),
+        min_kernel: None,
     },
 ];
 
@@ -220,4 +289,44 @@ pub(super) fn attach(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_debian_and_upstream_releases() {
+        let v = |major, minor| Some(KernelVersion { major, minor });
+        assert_eq!(KernelVersion::parse("6.1.0-56-cloud-amd64"), v(6, 1));
+        assert_eq!(KernelVersion::parse("6.12.117+deb12-cloud-amd64"), v(6, 12));
+        assert_eq!(KernelVersion::parse("6.18.0"), v(6, 18));
+        assert_eq!(KernelVersion::parse("5.15"), v(5, 15));
+        assert_eq!(KernelVersion::parse("garbage"), None);
+    }
+
+    #[test]
+    fn min_kernel_decides_what_is_expected() {
+        let mut spec = PROGRAMS[0];
+        let v = |major, minor| KernelVersion { major, minor };
+        assert!(spec.expected_on(v(6, 1)));
+        spec.min_kernel = Some(MinKernel {
+            version: v(6, 12),
+            source: "test",
+        });
+        assert!(!spec.expected_on(v(6, 1)));
+        assert!(spec.expected_on(v(6, 12)));
+        assert!(spec.expected_on(v(7, 0)));
+    }
+
+    #[test]
+    fn program_names_are_unique() {
+        for (i, a) in PROGRAMS.iter().enumerate() {
+            assert!(
+                PROGRAMS[i + 1..].iter().all(|b| b.name != a.name),
+                "{} twice",
+                a.name
+            );
+        }
+    }
 }
