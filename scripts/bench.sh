@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 scripts/setup.sh
-cargo build --release --package kadvisor --bin kadvisor --package kadvisor-bench
+cargo build --release --package kadvisor --package kadvisor-bench
 KADVISOR_BIN="$PWD/target/release/kadvisor" exec target/release/kadvisor-bench "$@"
