@@ -140,9 +140,12 @@ fn churn_of_500_cgroups_leaves_maps_and_memory_where_they_were() {
         .sum();
     assert!(retired >= 500.0, "only {retired} cgroups retired");
     // Every remaining entry belongs to a cgroup kadvisor still exports (none leaked).
+    // The other tests of this binary run in parallel in the same cgroup tree: a cgroup
+    // of theirs gone before its event was read is an unknown id until it is reclaimed
+    // (10 s), so allow a handful, as below; a leak of the churn would be hundreds.
     let rows = live(&end) + end.value("kadvisor_rows", &[("state", "removed")]);
     assert!(
-        entries(&end) <= rows,
+        entries(&end) <= rows + 5.0,
         "{} map entries for {rows} known cgroups",
         entries(&end)
     );
