@@ -109,6 +109,15 @@ pub fn parse_pids(text: &str) -> impl Iterator<Item = u32> + '_ {
     text.lines().filter_map(|line| line.trim().parse().ok())
 }
 
+/// Test fixture: creates `dir` and writes each `(file name, contents)` into it.
+#[cfg(test)]
+pub(crate) fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    fs::create_dir_all(dir).unwrap();
+    for (name, text) in files {
+        fs::write(dir.join(name), text).unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -219,12 +219,7 @@ mod tests {
 
     use super::*;
 
-    fn write_files(dir: &Path, files: &[(&str, &str)]) {
-        fs::create_dir_all(dir).unwrap();
-        for (name, text) in files {
-            fs::write(dir.join(name), text).unwrap();
-        }
-    }
+    use crate::cgroup::files::write_files;
 
     /// A hybrid host: cgroup2 without controllers at `unified`, v1 cpu and cpuacct.
     fn hybrid(root: &Path) -> Hierarchies {

@@ -318,12 +318,7 @@ mod tests {
     use super::*;
     use crate::cgroup::Hierarchies;
 
-    fn write_files(dir: &Path, files: &[(&str, &str)]) {
-        fs::create_dir_all(dir).unwrap();
-        for (name, text) in files {
-            fs::write(dir.join(name), text).unwrap();
-        }
-    }
+    use crate::cgroup::files::write_files;
 
     const V2_STAT: &str = "anon 1000\nfile 5000\nkernel 300\nkernel_stack 16\nshmem 0\n\
         file_mapped 700\nactive_anon 900\ninactive_anon 100\nactive_file 3000\n\
