@@ -72,16 +72,44 @@ fn main() {
         std::env::var_os("KADVISOR_BIN").is_some(),
         "set KADVISOR_BIN to a release build (scripts/bench.sh does)"
     );
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(count) = option(&args, "--hold") {
+        hold(count);
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let scrape_only = args.iter().any(|a| a == "--scrape-only");
     let mut report = Report::default();
     machine(&mut report);
-    ns_per_event(&mut report, quick);
-    slowdown(&mut report, if quick { 2 } else { 5 });
+    if !scrape_only {
+        ns_per_event(&mut report, quick);
+        slowdown(&mut report, if quick { 2 } else { 5 });
+    }
     for count in [100, 1000] {
         scrape_cost(&mut report, count, if quick { 20 } else { 100 });
     }
-    idle_cpu(&mut report, if quick { 10 } else { 60 });
+    if !scrape_only {
+        idle_cpu(&mut report, if quick { 10 } else { 60 });
+    }
     report.print();
+}
+
+/// The value of `--name N` in `args`.
+fn option(args: &[String], name: &str) -> Option<usize> {
+    let at = args.iter().position(|a| a == name)?;
+    args.get(at + 1)?.parse().ok()
+}
+
+/// `--hold N`: N live cgroups and a kadvisor, kept until stdin closes or a line is
+/// read, for profiling the scrape path by hand (perf record -p, strace -p).
+fn hold(count: usize) {
+    let population = cgroups::Population::create("kadvisor-bench-hold", count);
+    let kadvisor = Kadvisor::start(&["--log_level", "warn"]);
+    println!("kadvisor pid {} port {}", kadvisor.pid(), kadvisor.port());
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    drop(kadvisor);
+    drop(population);
 }
 
 fn machine(report: &mut Report) {

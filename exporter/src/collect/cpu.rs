@@ -360,6 +360,7 @@ mod tests {
             retired: &retired,
             errors: &errors,
             failures: std::cell::Cell::new(0),
+            row_pids: std::cell::OnceCell::new(),
         };
         let mut out = Exposition::default();
         collect(&ctx, &mut out);

@@ -19,7 +19,10 @@ use super::{
 };
 use crate::cgroup::{
     CgroupError, Controller, ControllerDir, Hierarchies,
-    files::{Value, keyed_value, parse_cpu_max, read_optional, read_value, weight_to_shares},
+    files::{
+        Value, keyed_value, parse_cpu_max, read_optional, read_spec, read_spec_value,
+        weight_to_shares,
+    },
 };
 
 /// What the cpu and cpuacct files say about one cgroup; `None` where a file is absent.
@@ -91,7 +94,7 @@ fn read_user_system(
 }
 
 fn read_cpu_v2(dir: &Path, files: &mut CpuFiles) -> Result<(), CgroupError> {
-    if let Some((quota, period)) = read_optional(&dir.join("cpu.max"))?
+    if let Some((quota, period)) = read_spec(&dir.join("cpu.max"))?
         .as_deref()
         .and_then(parse_cpu_max)
     {
@@ -101,10 +104,14 @@ fn read_cpu_v2(dir: &Path, files: &mut CpuFiles) -> Result<(), CgroupError> {
             Value::Max => None,
         };
     }
-    files.shares = match read_value(&dir.join("cpu.weight"))? {
+    files.shares = match read_spec_value(&dir.join("cpu.weight"))? {
         Some(Value::Number(weight)) => Some(weight_to_shares(weight)),
         _ => None,
     };
+    if files.quota_us.is_none() {
+        // Throttling is only exported with a quota (see `read`): skip the read.
+        return Ok(());
+    }
     files.throttling = read_optional(&dir.join("cpu.stat"))?.and_then(|text| {
         Some(Throttling {
             periods: keyed_value(&text, "nr_periods")?,
@@ -116,18 +123,22 @@ fn read_cpu_v2(dir: &Path, files: &mut CpuFiles) -> Result<(), CgroupError> {
 }
 
 fn read_cpu_v1(dir: &Path, files: &mut CpuFiles) -> Result<(), CgroupError> {
-    files.period_us = match read_value(&dir.join("cpu.cfs_period_us"))? {
+    files.period_us = match read_spec_value(&dir.join("cpu.cfs_period_us"))? {
         Some(Value::Number(p)) => Some(p),
         _ => None,
     };
-    files.quota_us = match read_value(&dir.join("cpu.cfs_quota_us"))? {
+    files.quota_us = match read_spec_value(&dir.join("cpu.cfs_quota_us"))? {
         Some(Value::Number(q)) => Some(q),
         _ => None,
     };
-    files.shares = match read_value(&dir.join("cpu.shares"))? {
+    files.shares = match read_spec_value(&dir.join("cpu.shares"))? {
         Some(Value::Number(s)) => Some(s),
         _ => None,
     };
+    if files.quota_us.is_none() {
+        // Throttling is only exported with a quota (see `read`): skip the read.
+        return Ok(());
+    }
     files.throttling = read_optional(&dir.join("cpu.stat"))?.and_then(|text| {
         Some(Throttling {
             periods: keyed_value(&text, "nr_periods")?,

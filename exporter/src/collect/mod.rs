@@ -221,6 +221,8 @@ pub struct ScrapeContext<'a> {
     errors: &'a prometheus::IntCounterVec,
     /// Sources that failed so far this scrape (`container_scrape_error`).
     failures: Cell<u32>,
+    /// Each row's `cgroup.procs`, read once per scrape for every family that needs it.
+    row_pids: std::cell::OnceCell<Vec<Option<Vec<u32>>>>,
 }
 
 impl ScrapeContext<'_> {
@@ -230,6 +232,26 @@ impl ScrapeContext<'_> {
         self.errors.with_label_values(&[source]).inc();
         self.failures.set(self.failures.get() + 1);
         tracing::warn!(source, error = %error_chain(error), "collection failed");
+    }
+
+    /// The pids in each row's own `cgroup.procs` (v2 directory), in row order; `None`
+    /// where that file is absent or unreadable. Read at the first call, then shared.
+    pub fn row_pids(&self) -> &[Option<Vec<u32>>] {
+        self.row_pids.get_or_init(|| {
+            self.rows
+                .iter()
+                .map(|row| {
+                    let dir = self.hierarchies.v2_dir(&row.path)?;
+                    match crate::cgroup::files::read_optional(&dir.join("cgroup.procs")) {
+                        Ok(procs) => procs.map(|p| crate::cgroup::files::parse_pids(&p).collect()),
+                        Err(e) => {
+                            self.failed("cgroup.procs", &e);
+                            None
+                        }
+                    }
+                })
+                .collect()
+        })
     }
 
     /// Whether any source failed so far in this scrape.
@@ -503,6 +525,7 @@ impl Collector {
             retired: &reclaim.retired,
             errors: &self.scrape_errors,
             failures: Cell::new(0),
+            row_pids: std::cell::OnceCell::new(),
         };
 
         let host = machine::Machine::read(&self.host);

@@ -232,23 +232,9 @@ fn start_time(proc_root: &Path, pid: u32) -> Option<u64> {
 
 fn candidates(ctx: &ScrapeContext<'_>, proc_root: &Path, host_netns: u64) -> Vec<NetnsCandidate> {
     let mut out = Vec::new();
+    let row_pids = ctx.row_pids();
     for (index, row) in ctx.rows.iter().enumerate().skip(1) {
-        let Some(dir) = ctx.hierarchies.v2_dir(&row.path) else {
-            continue;
-        };
-        let procs = match read_optional(&dir.join("cgroup.procs")) {
-            Ok(Some(procs)) => procs,
-            Ok(None) => continue,
-            Err(e) => {
-                ctx.failed("network", &e);
-                continue;
-            }
-        };
-        let Some(pid) = procs
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse::<u32>().ok())
-        else {
+        let Some(&pid) = row_pids[index].as_ref().and_then(|pids| pids.first()) else {
             continue;
         };
         let Some(netns) = netns_inode(proc_root, &pid.to_string()) else {

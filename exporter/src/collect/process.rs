@@ -8,11 +8,15 @@
 //! | `container_ulimits_soft{ulimit="max_open_files"}` | soft "Max open files" of the first process's `/proc/<pid>/limits` (absent when unlimited) |
 //!
 //! A process that exits during the walk is skipped, not an error.
-use std::path::Path;
+use std::{
+    ffi::{CStr, CString},
+    os::unix::ffi::OsStringExt as _,
+    path::Path,
+};
 
 use procfs::{
     ProcError,
-    process::{FDTarget, LimitValue, Process},
+    process::{LimitValue, Process},
 };
 
 use super::{
@@ -21,7 +25,7 @@ use super::{
 };
 use crate::cgroup::{
     CgroupError, Controller, Hierarchies,
-    files::{parse_pids, read_optional, read_value},
+    files::{parse_pids, read_optional, read_spec_value, read_value},
 };
 
 /// Counts for one cgroup; `None` where the source is absent.
@@ -41,54 +45,135 @@ pub fn read(
     proc_root: &Path,
     path: &str,
 ) -> Result<ProcessCounts, CgroupError> {
+    let pids = match hierarchies.v2_dir(path) {
+        Some(dir) => read_optional(&dir.join("cgroup.procs"))?
+            .map(|procs| parse_pids(&procs).collect::<Vec<u32>>()),
+        None => None,
+    };
+    count(hierarchies, proc_root, path, pids.as_deref())
+}
+
+/// One cgroup's counts, given the pids of its `cgroup.procs` (`None`: no such file).
+pub fn count(
+    hierarchies: &Hierarchies,
+    proc_root: &Path,
+    path: &str,
+    pids: Option<&[u32]>,
+) -> Result<ProcessCounts, CgroupError> {
     let mut counts = ProcessCounts::default();
     if let Some(dir) = hierarchies.controller_dir(Controller::Pids, path) {
         counts.threads = read_value(&dir.join("pids.current"))?.map(|v| v.or(0));
-        counts.threads_max = read_value(&dir.join("pids.max"))?.map(|v| v.or(0));
+        counts.threads_max = read_spec_value(&dir.join("pids.max"))?.map(|v| v.or(0));
     }
-    let Some(dir) = hierarchies.v2_dir(path) else {
+    let Some(pids) = pids else {
         return Ok(counts);
     };
-    let Some(procs) = read_optional(&dir.join("cgroup.procs"))? else {
-        return Ok(counts);
-    };
-    let pids: Vec<u32> = parse_pids(&procs).collect();
     counts.processes = Some(pids.len() as u64);
     let (mut fds, mut sockets) = (0, 0);
-    for &pid in &pids {
-        let Ok(process) = Process::new_with_root(proc_root.join(pid.to_string())) else {
-            continue; // exited
-        };
-        let Ok(entries) = process.fd() else {
-            continue;
-        };
-        for fd in entries.flatten() {
-            fds += 1;
-            if matches!(fd.target, FDTarget::Socket(_)) {
-                sockets += 1;
-            }
+    for &pid in pids {
+        // A process that exited since the listing counts nothing.
+        if let Some((f, s)) = fd_counts(proc_root, pid) {
+            fds += f;
+            sockets += s;
         }
     }
     counts.file_descriptors = Some(fds);
     counts.sockets = Some(sockets);
-    counts.max_open_files = pids.first().and_then(|&pid| {
-        let limits = Process::new_with_root(proc_root.join(pid.to_string()))
-            .and_then(|p| p.limits())
-            .map_err(|e: ProcError| tracing::debug!(pid, error = %e, "no limits"))
-            .ok()?;
-        match limits.max_open_files.soft_limit {
-            LimitValue::Value(n) => Some(n),
-            // cAdvisor parses the number and drops the series when it is "unlimited".
-            LimitValue::Unlimited => None,
-        }
-    });
+    counts.max_open_files = pids.first().and_then(|&pid| max_open_files(proc_root, pid));
     Ok(counts)
 }
 
+/// Open fds and sockets of one process: one `getdents` pass over `/proc/<pid>/fd` and
+/// one `readlinkat` per fd relative to it (cAdvisor's count: entries, and entries whose
+/// link reads `socket:[...]`). The procfs crate spends about five syscalls per fd.
+fn fd_counts(proc_root: &Path, pid: u32) -> Option<(u64, u64)> {
+    let dir = proc_root.join(pid.to_string()).join("fd");
+    let dir = CString::new(dir.into_os_string().into_vec()).ok()?;
+    // SAFETY: `dir` is a NUL-terminated path; the flags are valid for open(2).
+    let fd = unsafe {
+        libc::open(
+            dir.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` is an open directory we own; on success the stream owns it.
+    let stream = unsafe { libc::fdopendir(fd) };
+    if stream.is_null() {
+        // SAFETY: `fd` is still ours when fdopendir fails.
+        unsafe { libc::close(fd) };
+        return None;
+    }
+    let (mut fds, mut sockets) = (0, 0);
+    let mut link = [0u8; 8];
+    loop {
+        // SAFETY: `stream` is a valid DIR* until closedir below.
+        let entry = unsafe { libc::readdir64(stream) };
+        if entry.is_null() {
+            break;
+        }
+        // SAFETY: readdir returned a valid dirent whose d_name is NUL-terminated; it
+        // stays valid until the next readdir on `stream`.
+        let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
+        if name.to_bytes().starts_with(b".") {
+            continue;
+        }
+        fds += 1;
+        // SAFETY: `fd` is the open directory, `name` a NUL-terminated entry of it,
+        // and `link` is writable for `link.len()` bytes.
+        let len =
+            unsafe { libc::readlinkat(fd, name.as_ptr(), link.as_mut_ptr().cast(), link.len()) };
+        if usize::try_from(len).is_ok_and(|len| link[..len.min(link.len())].starts_with(b"socket:"))
+        {
+            sockets += 1;
+        }
+    }
+    // SAFETY: `stream` is valid and closed once; this also closes `fd`.
+    unsafe { libc::closedir(stream) };
+    Some((fds, sockets))
+}
+
+/// The soft "Max open files" of `pid`, `None` when unlimited (cAdvisor parses the
+/// number from `/proc/<pid>/limits` and drops the series for "unlimited"). On the
+/// real /proc, one prlimit(2) call instead of formatting and parsing that file.
+fn max_open_files(proc_root: &Path, pid: u32) -> Option<u64> {
+    if proc_root == Path::new("/proc") {
+        let mut limit = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: a null new limit only reads; `limit` is a valid out-pointer.
+        let rc = unsafe {
+            libc::prlimit64(
+                libc::pid_t::try_from(pid).ok()?,
+                libc::RLIMIT_NOFILE,
+                std::ptr::null(),
+                &raw mut limit,
+            )
+        };
+        if rc == 0 {
+            return (limit.rlim_cur != libc::RLIM64_INFINITY).then_some(limit.rlim_cur);
+        }
+        // EPERM (no CAP_SYS_RESOURCE) or exited: fall back to the file.
+    }
+    let limits = Process::new_with_root(proc_root.join(pid.to_string()))
+        .and_then(|p| p.limits())
+        .map_err(|e: ProcError| tracing::debug!(pid, error = %e, "no limits"))
+        .ok()?;
+    match limits.max_open_files.soft_limit {
+        LimitValue::Value(n) => Some(n),
+        LimitValue::Unlimited => None,
+    }
+}
+
 pub fn collect(ctx: &ScrapeContext<'_>, out: &mut Exposition) {
+    let proc_root = Path::new("/proc");
+    let pids = ctx.row_pids();
     let mut rows = Vec::with_capacity(ctx.rows.len());
-    for row in ctx.rows {
-        match read(ctx.hierarchies, Path::new("/proc"), &row.path) {
+    for (row, pids) in ctx.rows.iter().zip(pids) {
+        match count(ctx.hierarchies, proc_root, &row.path, pids.as_deref()) {
             Ok(counts) => rows.push((row, counts)),
             Err(e) => ctx.failed("process", &e),
         }
@@ -243,6 +328,28 @@ Max realtime timeout      unlimited            unlimited            us        \n
         assert_eq!(counts.threads_max, Some(512));
         assert_eq!(counts.file_descriptors, Some(0));
         assert_eq!(counts.max_open_files, None, "unlimited: no series");
+    }
+
+    #[test]
+    fn own_fds_sockets_and_open_files_limit_from_the_real_proc() {
+        let _socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let pid = std::process::id();
+        let (fds, sockets) = fd_counts(Path::new("/proc"), pid).unwrap();
+        // stdin/out/err and the socket at least (parallel tests open more).
+        assert!(fds >= 4, "{fds}");
+        assert!(sockets >= 1, "the UDP socket");
+        let soft = fs::read_to_string("/proc/self/limits")
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+            .unwrap();
+        assert_eq!(
+            max_open_files(Path::new("/proc"), pid),
+            soft.parse().ok(),
+            "prlimit agrees with /proc/self/limits ({soft})"
+        );
+        assert_eq!(fd_counts(Path::new("/proc"), u32::MAX), None);
     }
 
     #[test]
