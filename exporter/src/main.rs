@@ -52,6 +52,8 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
+    tune_malloc();
+    raise_open_files_limit();
     bpf::preflight(&config.btf_path)?;
     let tree = CgroupTree::new(config.cgroup_root.as_deref())?;
     let hierarchies = Hierarchies::detect(Some(tree.root()))?;
@@ -142,4 +144,40 @@ async fn shutdown_signal() {
         _ = int.recv() => {},
     }
     tracing::info!("shutting down");
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard one: a scrape keeps each cgroup
+/// directory open while it reads its files (`cgroup::files::DirScope`), several per
+/// cgroup, and falls back to slower full-path opens beyond a share of the soft limit.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid out-pointer, then a valid in-pointer.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) == 0
+        }
+    };
+    if !raised {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot raise the open files limit");
+    }
+}
+
+/// Keeps RSS near what is in use. A scrape builds a multi-megabyte body (and its gzip)
+/// on whichever blocking-pool thread runs it. glibc's default raises the mmap
+/// threshold to the largest block freed so far, so after the first scrape those
+/// buffers come from the heap and stay resident after free, once per thread arena.
+/// A fixed threshold returns them to the kernel at free; two arenas bound the rest.
+fn tune_malloc() {
+    // SAFETY: mallopt only changes allocator parameters; called before other threads.
+    let ok = unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024) == 1
+            && libc::mallopt(libc::M_ARENA_MAX, 2) == 1
+    };
+    if !ok {
+        tracing::warn!("cannot tune malloc");
+    }
 }

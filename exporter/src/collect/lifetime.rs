@@ -9,7 +9,9 @@
 //! `container_last_seen` is the scrape's wall-clock time in whole seconds, as
 //! cAdvisor reports it.
 use std::{
+    collections::HashMap,
     path::Path,
+    sync::{LazyLock, Mutex},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -20,8 +22,25 @@ use super::{
 use crate::cgroup::{Controller, ControllerDir};
 
 fn mtime_seconds(dir: &Path) -> Option<f64> {
-    let modified = std::fs::metadata(dir).ok()?.modified().ok()?;
-    Some(modified.duration_since(UNIX_EPOCH).ok()?.as_secs_f64())
+    // Through the scrape's open parent directory (one lookup, not a path walk).
+    let stamp = crate::cgroup::files::stat_file(dir).ok()?;
+    Some(stamp.mtime_sec as f64 + stamp.mtime_nsec as f64 / 1e9)
+}
+
+/// Start time by cgroup id, of the rows of the last scrape.
+static START_TIMES: LazyLock<Mutex<HashMap<u64, f64>>> = LazyLock::new(Mutex::default);
+
+fn start_time(ctx: &ScrapeContext<'_>, path: &str) -> Option<f64> {
+    let v2 = ctx.hierarchies.v2_dir(path);
+    let v1 = match ctx.hierarchies.controller_dir(Controller::Cpu, path) {
+        Some(ControllerDir::V1(dir)) => Some(dir),
+        _ => None,
+    };
+    [v2, v1]
+        .iter()
+        .flatten()
+        .filter_map(|dir| mtime_seconds(dir))
+        .reduce(f64::min)
 }
 
 pub fn collect(ctx: &ScrapeContext<'_>, out: &mut Exposition) {
@@ -31,21 +50,24 @@ pub fn collect(ctx: &ScrapeContext<'_>, out: &mut Exposition) {
         "Start time of the container since unix epoch in seconds.",
         MetricType::Gauge,
     );
+    // A cgroup's start time does not change (and its directory's mtime moves when
+    // children are created): read once per cgroup id, as cAdvisor does at discovery.
+    let mut known = START_TIMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut seen = HashMap::with_capacity(ctx.rows.len());
     for row in ctx.rows {
-        let v2 = ctx.hierarchies.v2_dir(&row.path);
-        let v1 = match ctx.hierarchies.controller_dir(Controller::Cpu, &row.path) {
-            Some(ControllerDir::V1(dir)) => Some(dir),
-            _ => None,
+        let start = match known.get(&row.id) {
+            Some(&start) => Some(start),
+            None => start_time(ctx, &row.path),
         };
-        let start = [v2, v1]
-            .iter()
-            .flatten()
-            .filter_map(|dir| mtime_seconds(dir))
-            .reduce(f64::min);
         if let Some(start) = start {
+            seen.insert(row.id, start);
             out.sample(name, &row.labels, &[], start.floor());
         }
     }
+    *known = seen;
+    drop(known);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -279,6 +279,8 @@ pub struct Collector {
     registry: prometheus::Registry,
     scrape_errors: prometheus::IntCounterVec,
     scrape_duration: prometheus::Histogram,
+    /// Size of the last body, to size the next one.
+    last_body: std::sync::atomic::AtomicUsize,
 }
 
 impl Collector {
@@ -332,6 +334,7 @@ impl Collector {
             registry,
             scrape_errors,
             scrape_duration,
+            last_body: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -466,7 +469,11 @@ impl Collector {
             .reclaim
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut out = Exposition::with_capacity(64 * 1024);
+        // Sized from the previous body: no doubling copies of a multi-MiB buffer.
+        let last = self.last_body.load(std::sync::atomic::Ordering::Relaxed);
+        let mut out = Exposition::with_capacity((last + last / 16).max(64 * 1024));
+        // Every cgroup file of this scrape is opened relative to its directory.
+        let _dirs = crate::cgroup::files::DirScope::enter();
 
         // Events queued by mkdirs that returned before this scrape began.
         self.discovery.sync();
@@ -570,7 +577,10 @@ impl Collector {
         let mut encoded = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut encoded)?;
         out.append_encoded(&String::from_utf8_lossy(&encoded));
-        Ok(out.into_string())
+        let body = out.into_string();
+        self.last_body
+            .store(body.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(body)
     }
 
     fn write_discovery_self_metrics(

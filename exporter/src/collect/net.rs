@@ -230,16 +230,31 @@ fn start_time(proc_root: &Path, pid: u32) -> Option<u64> {
     after_comm.split(' ').nth(19)?.parse().ok()
 }
 
+/// Network namespace inode by pid, of the first processes seen at the last scrape.
+static NETNS_BY_PID: std::sync::LazyLock<std::sync::Mutex<HashMap<u32, u64>>> =
+    std::sync::LazyLock::new(std::sync::Mutex::default);
+
 fn candidates(ctx: &ScrapeContext<'_>, proc_root: &Path, host_netns: u64) -> Vec<NetnsCandidate> {
     let mut out = Vec::new();
     let row_pids = ctx.row_pids();
+    let mut known = NETNS_BY_PID
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut seen = HashMap::with_capacity(known.len());
     for (index, row) in ctx.rows.iter().enumerate().skip(1) {
         let Some(&pid) = row_pids[index].as_ref().and_then(|pids| pids.first()) else {
             continue;
         };
-        let Some(netns) = netns_inode(proc_root, &pid.to_string()) else {
+        // A process keeps its namespace (a pause process, a container's init): one
+        // stat per new first process, not per scrape.
+        let netns = match known.get(&pid) {
+            Some(&netns) => Some(netns),
+            None => netns_inode(proc_root, &pid.to_string()),
+        };
+        let Some(netns) = netns else {
             continue;
         };
+        seen.insert(pid, netns);
         if netns == host_netns {
             continue;
         }
@@ -252,6 +267,7 @@ fn candidates(ctx: &ScrapeContext<'_>, proc_root: &Path, host_netns: u64) -> Vec
             sandbox: None,
         });
     }
+    *known = seen;
     out
 }
 

@@ -10,7 +10,10 @@
 //! A process that exits during the walk is skipped, not an error.
 use std::{
     ffi::{CStr, CString},
-    os::unix::ffi::OsStringExt as _,
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStringExt as _,
+    },
     path::Path,
 };
 
@@ -99,40 +102,71 @@ fn fd_counts(proc_root: &Path, pid: u32) -> Option<(u64, u64)> {
     if fd < 0 {
         return None;
     }
-    // SAFETY: `fd` is an open directory we own; on success the stream owns it.
-    let stream = unsafe { libc::fdopendir(fd) };
-    if stream.is_null() {
-        // SAFETY: `fd` is still ours when fdopendir fails.
-        unsafe { libc::close(fd) };
-        return None;
-    }
+    // SAFETY: a non-negative return is a new fd that nothing else owns.
+    let dir = unsafe { OwnedFd::from_raw_fd(fd) };
     let (mut fds, mut sockets) = (0, 0);
     let mut link = [0u8; 8];
+    // getdents64 straight into a buffer: readdir(3) would add an fstat and an fcntl.
+    let mut buf = [0u64; 1024];
     loop {
-        // SAFETY: `stream` is a valid DIR* until closedir below.
-        let entry = unsafe { libc::readdir64(stream) };
-        if entry.is_null() {
+        // SAFETY: `dir` is an open directory and `buf` is writable for its size.
+        let len = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir.as_raw_fd(),
+                buf.as_mut_ptr(),
+                std::mem::size_of_val(&buf),
+            )
+        };
+        let Ok(len) = usize::try_from(len) else {
+            // The process exited while we listed it: count what we saw.
+            break;
+        };
+        if len == 0 {
             break;
         }
-        // SAFETY: readdir returned a valid dirent whose d_name is NUL-terminated; it
-        // stays valid until the next readdir on `stream`.
-        let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
-        if name.to_bytes().starts_with(b".") {
-            continue;
-        }
-        fds += 1;
-        // SAFETY: `fd` is the open directory, `name` a NUL-terminated entry of it,
-        // and `link` is writable for `link.len()` bytes.
-        let len =
-            unsafe { libc::readlinkat(fd, name.as_ptr(), link.as_mut_ptr().cast(), link.len()) };
-        if usize::try_from(len).is_ok_and(|len| link[..len.min(link.len())].starts_with(b"socket:"))
-        {
-            sockets += 1;
+        let bytes = &buf_bytes(&buf)[..len];
+        let mut offset = 0;
+        while offset + DIRENT_NAME <= len {
+            // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+            let reclen = usize::from(u16::from_ne_bytes([bytes[offset + 16], bytes[offset + 17]]));
+            if reclen == 0 || offset + reclen > len {
+                break;
+            }
+            let name = &bytes[offset + DIRENT_NAME..offset + reclen];
+            offset += reclen;
+            if name.first() == Some(&b'.') {
+                continue;
+            }
+            fds += 1;
+            // d_name is NUL-terminated inside its record.
+            let Ok(name) = CStr::from_bytes_until_nul(name) else {
+                continue;
+            };
+            // SAFETY: `dir` is the open directory, `name` a NUL-terminated entry of
+            // it, and `link` is writable for `link.len()` bytes.
+            let n = unsafe {
+                libc::readlinkat(
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    link.as_mut_ptr().cast(),
+                    link.len(),
+                )
+            };
+            if usize::try_from(n).is_ok_and(|n| link[..n.min(link.len())].starts_with(b"socket:")) {
+                sockets += 1;
+            }
         }
     }
-    // SAFETY: `stream` is valid and closed once; this also closes `fd`.
-    unsafe { libc::closedir(stream) };
     Some((fds, sockets))
+}
+
+/// Offset of `d_name` in `struct linux_dirent64`.
+const DIRENT_NAME: usize = 19;
+
+fn buf_bytes(buf: &[u64; 1024]) -> &[u8] {
+    // SAFETY: any initialised u64 array is readable as bytes of the same total size.
+    unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), std::mem::size_of_val(buf)) }
 }
 
 /// The soft "Max open files" of `pid`, `None` when unlimited (cAdvisor parses the
