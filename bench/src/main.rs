@@ -308,7 +308,9 @@ fn scrape_cost(report: &mut Report, count: usize, scrapes: usize) {
         / 1024.0;
     // Every cgroup on the host is a row, not only the population (other cgroups of a
     // shared machine add cost the baseline does not pay).
-    let rows = kadvisor.scrape().value("kadvisor_rows", &[("state", "live")]);
+    let rows = kadvisor
+        .scrape()
+        .value("kadvisor_rows", &[("state", "live")]);
     let p50 = percentile(&mut latencies, 0.5);
     let p99 = percentile(&mut latencies, 0.99);
 
