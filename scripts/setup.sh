@@ -27,6 +27,9 @@ DEB_PACKAGES+=(containerd runc protobuf-compiler)
 DEB_PACKAGES+=(python3-venv)
 # jq, e2fsprogs, xz-utils: kernel matrix (test binary list, NVMe disk, xz modules).
 DEB_PACKAGES+=(jq e2fsprogs xz-utils)
+# containernetworking-plugins: ptp/host-local/loopback CNI plugins for the test pod with its
+# own network namespace (tests/src/containerd.rs, Containerd::enable_pod_network).
+DEB_PACKAGES+=(containernetworking-plugins)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

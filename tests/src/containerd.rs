@@ -17,6 +17,9 @@ use std::{
 use k8s_cri::v1::{self as cri, runtime_service_client::RuntimeServiceClient};
 use tonic::transport::{Channel, Endpoint, Uri};
 
+/// Where Debian's containernetworking-plugins installs the CNI plugins.
+pub const CNI_PLUGINS: &str = "/usr/lib/cni";
+
 /// The app image every test container runs.
 pub const BUSYBOX_IMAGE: &str = "docker.io/kadvisor/busybox:test";
 /// The sandbox image.
@@ -248,6 +251,29 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         }
     }
 
+    /// Lets pods have their own network namespace (the kubelet's default): a CNI
+    /// config for this containerd only, the `ptp` plugin (a veth pair per pod, the
+    /// host end holding `gateway`, no bridge, no masquerading) with `host-local`
+    /// addresses from `subnet`, its state under this containerd's temp dir. Pods opt
+    /// in with [`pod_network`]; without it they keep host networking. containerd
+    /// picks the config up by watching its CNI conf dir.
+    pub fn enable_pod_network(&self, subnet: &str, gateway: &str) {
+        let d = self.dir.path();
+        for plugin in ["ptp", "host-local", "loopback"] {
+            let link = d.join("cni-bin").join(plugin);
+            if !link.exists() {
+                std::os::unix::fs::symlink(Path::new(CNI_PLUGINS).join(plugin), &link).expect(
+                    "link a CNI plugin (Debian containernetworking-plugins, scripts/setup.sh)",
+                );
+            }
+        }
+        let config = format!(
+            r#"{{"cniVersion":"0.4.0","name":"kadvisor-test","plugins":[{{"type":"ptp","ipMasq":false,"ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"{subnet}","gateway":"{gateway}"}}]]}}}}]}}"#,
+            d.join("cni-ipam").display()
+        );
+        fs::write(d.join("cni-conf/10-kadvisor-test.conflist"), config).expect("write CNI config");
+    }
+
     /// Shim processes this containerd started (from its state dir).
     fn shim_pids(&self) -> Vec<i32> {
         let mut pids = Vec::new();
@@ -377,6 +403,18 @@ impl Cri {
     /// Runs a pod sandbox the way the kubelet does (its labels, cgroup parent, host
     /// network).
     pub fn run_pod(&mut self, name: &str, namespace: &str, log_dir: &Path) -> Pod {
+        self.run_pod_with(name, namespace, log_dir, |_| {})
+    }
+
+    /// [`Cri::run_pod`] with the sandbox config changed by `configure` before
+    /// RunPodSandbox, e.g. [`pod_network`] for a pod with its own network namespace.
+    pub fn run_pod_with(
+        &mut self,
+        name: &str,
+        namespace: &str,
+        log_dir: &Path,
+        configure: impl FnOnce(&mut cri::PodSandboxConfig),
+    ) -> Pod {
         let uid = random_uid();
         let labels = HashMap::from([
             ("io.kubernetes.pod.name".to_owned(), name.to_owned()),
@@ -389,7 +427,7 @@ impl Cri {
         ]);
         let pod_log_dir = log_dir.join(&uid);
         fs::create_dir_all(&pod_log_dir).expect("pod log dir");
-        let config = cri::PodSandboxConfig {
+        let mut config = cri::PodSandboxConfig {
             metadata: Some(cri::PodSandboxMetadata {
                 name: name.to_owned(),
                 uid: uid.clone(),
@@ -413,6 +451,7 @@ impl Cri {
             }),
             ..Default::default()
         };
+        configure(&mut config);
         let request = cri::RunPodSandboxRequest {
             config: Some(config.clone()),
             runtime_handler: String::new(),
@@ -434,6 +473,19 @@ impl Cri {
 
     /// Creates and starts a container running `command` from the busybox image.
     pub fn run_container(&mut self, pod: &Pod, name: &str, command: &[&str]) -> String {
+        self.run_container_with(pod, name, command, |_| {})
+    }
+
+    /// [`Cri::run_container`] with the kubelet's config changed by `configure` before
+    /// CreateContainer, e.g. CPU quota and memory limit in
+    /// `linux.resources` (what the kubelet derives from the pod spec's limits).
+    pub fn run_container_with(
+        &mut self,
+        pod: &Pod,
+        name: &str,
+        command: &[&str],
+        configure: impl FnOnce(&mut cri::ContainerConfig),
+    ) -> String {
         let labels = HashMap::from([
             ("io.kubernetes.container.name".to_owned(), name.to_owned()),
             ("io.kubernetes.pod.name".to_owned(), pod.name.clone()),
@@ -443,7 +495,7 @@ impl Cri {
             ),
             ("io.kubernetes.pod.uid".to_owned(), pod.uid.clone()),
         ]);
-        let config = cri::ContainerConfig {
+        let mut config = cri::ContainerConfig {
             metadata: Some(cri::ContainerMetadata {
                 name: name.to_owned(),
                 attempt: 0,
@@ -469,6 +521,7 @@ impl Cri {
             }),
             ..Default::default()
         };
+        configure(&mut config);
         let id = self
             .runtime
             .block_on(self.client.create_container(cri::CreateContainerRequest {
@@ -529,6 +582,13 @@ impl Cri {
             },
         ));
     }
+}
+
+/// Puts a pod sandbox (for [`Cri::run_pod_with`]) or a container (for
+/// [`Cri::run_container_with`]) in the pod's own network namespace, as the kubelet
+/// does for every pod without `hostNetwork` (needs [`Containerd::enable_pod_network`]).
+pub fn pod_network(options: &mut Option<cri::NamespaceOption>) {
+    options.get_or_insert_with(Default::default).network = cri::NamespaceMode::Pod as i32;
 }
 
 /// Lines a container wrote to stdout, from its CRI log (`<time> stdout F <line>`).
