@@ -17,6 +17,10 @@ first failure, with the reason.
                         ServiceMonitor's first endpoint becomes
   rules                 print (YAML) the test copy of kube-prometheus' rules
                         and alerts that read cAdvisor data
+  daemonset             the DaemonSet's pod is what kadvisor needs and no more:
+                        host PID and network namespaces, the listed capabilities
+                        only, read-only host mounts, kube-rbac-proxy in front of
+                        kadvisor's loopback port, Service/NetworkPolicy ports
 """
 import copy
 import json
@@ -279,6 +283,60 @@ def cmd_rules():
     print(yaml.safe_dump({"groups": groups}, sort_keys=False, width=1000))
 
 
+# Capabilities the kadvisor container keeps (README "How it is served" says why).
+CAPABILITIES = ["BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"]
+
+
+def cmd_daemonset():
+    base = DEPLOY / "base"
+    ds = yaml.safe_load((base / "daemonset.yaml").read_text())
+    svc = yaml.safe_load((base / "service.yaml").read_text())
+    netpol = yaml.safe_load((base / "networkPolicy.yaml").read_text())
+    pod = ds["spec"]["template"]["spec"]
+    checks = []
+
+    def check(what, ok):
+        checks.append(what)
+        if not ok:
+            fail(f"daemonset: {what}")
+
+    check("hostPID (/proc/<pid> of the node's containers)", pod.get("hostPID") is True)
+    check("hostNetwork (the root row's interfaces are kadvisor's namespace's)", pod.get("hostNetwork") is True)
+    containers = {c["name"]: c for c in pod["containers"]}
+    kadvisor, proxy = containers["kadvisor"], containers["kube-rbac-proxy"]
+    sc = kadvisor["securityContext"]
+    check("kadvisor not privileged", not sc.get("privileged", False))
+    check("kadvisor drops ALL capabilities", sc["capabilities"]["drop"] == ["ALL"])
+    check(f"kadvisor adds exactly {CAPABILITIES}", sorted(sc["capabilities"]["add"]) == sorted(CAPABILITIES))
+    check("no SYS_ADMIN", "SYS_ADMIN" not in sc["capabilities"]["add"])
+    check("kadvisor's root filesystem read-only", sc.get("readOnlyRootFilesystem") is True)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for mount in kadvisor["volumeMounts"]:
+        check(f"{mount['mountPath']} mounted read-only", mount.get("readOnly") is True)
+        vol = volumes[mount["name"]]
+        if "hostPath" in vol:
+            check(f"{mount['mountPath']} at its host path", vol["hostPath"]["path"] == mount["mountPath"])
+    paths = sorted(m["mountPath"] for m in kadvisor["volumeMounts"])
+    check(f"host mounts {paths}", paths == ["/run/containerd/containerd.sock", "/sys/fs/cgroup", "/sys/kernel/btf"])
+    args = dict(a.lstrip("-").split("=", 1) for a in kadvisor["args"])
+    check("kadvisor on loopback only", args["listen_ip"] == "127.0.0.1")
+    port = int(args["port"])
+    probe = kadvisor["readinessProbe"]["httpGet"]
+    check("readiness probe on kadvisor's /readyz", (probe["host"], probe["port"], probe["path"]) == ("127.0.0.1", port, "/readyz"))
+    pargs = dict(a.lstrip("-").split("=", 1) for a in proxy["args"])
+    check("kube-rbac-proxy upstream is kadvisor", pargs["upstream"] == f"http://127.0.0.1:{port}/")
+    proxy_port = int(pargs["secure-listen-address"].rsplit(":", 1)[1])
+    ports = {p["name"]: p for p in proxy["ports"]}
+    check("proxy port named https, hostPort = containerPort", ports["https"]["containerPort"] == proxy_port == ports["https"]["hostPort"])
+    check("Service targets https", svc["spec"]["ports"][0]["targetPort"] == "https" and svc["spec"]["ports"][0]["port"] == proxy_port)
+    check("NetworkPolicy opens the proxy port only", [p["port"] for r in netpol["spec"]["ingress"] for p in r["ports"]] == [proxy_port])
+    for c in (kadvisor, proxy):
+        res = c["resources"]
+        check(f"{c['name']} has requests and limits", set(res) == {"requests", "limits"})
+    for what in checks:
+        print(f"ok {what}")
+
+
 def main():
     cmd, *args = sys.argv[1:] or ["help"]
     if cmd == "manifests":
@@ -291,6 +349,8 @@ def main():
         cmd_scrape_config(*args)
     elif cmd == "rules":
         cmd_rules()
+    elif cmd == "daemonset":
+        cmd_daemonset()
     else:
         print(__doc__)
         sys.exit(2)

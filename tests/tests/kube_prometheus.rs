@@ -129,6 +129,23 @@ fn manifests_are_valid_kubernetes_objects() {
 }
 
 #[test]
+fn daemonset_asks_for_what_kadvisor_needs_and_no_more() {
+    let out = succeeded(
+        "DaemonSet checks",
+        &python().arg("daemonset").output().expect("run validate.py"),
+    );
+    for want in [
+        "ok hostPID",
+        "ok hostNetwork",
+        "ok kadvisor adds exactly",
+        "ok kube-rbac-proxy upstream is kadvisor",
+        "ok readiness probe",
+    ] {
+        assert!(out.contains(want), "{want} not checked:\n{out}");
+    }
+}
+
+#[test]
 fn service_monitors_match_the_prometheus_operator_crd() {
     let files = [
         deploy("dropin/serviceMonitor.yaml"),
