@@ -45,7 +45,8 @@ EXCLUDE=(
   "kube_prometheus::jsonnet_addon_compiles_against_kube_prometheus|validates manifests, dashboards and the kube-prometheus rules with tools from ~/.cache/kadvisor/tools (python venv, node) and a Prometheus server; nothing kernel-specific. Runs on the host"
   "kube_prometheus::dashboards_match_grafana_schema|validates manifests, dashboards and the kube-prometheus rules with tools from ~/.cache/kadvisor/tools (python venv, node) and a Prometheus server; nothing kernel-specific. Runs on the host"
   "kube_prometheus::recording_rules_fixture_is_kube_prometheus|validates manifests, dashboards and the kube-prometheus rules with tools from ~/.cache/kadvisor/tools (python venv, node) and a Prometheus server; nothing kernel-specific. Runs on the host"
-  "kube_prometheus::prometheus_runs_kube_prometheus_rules_against_kadvisor|validates manifests, dashboards and the kube-prometheus rules with tools from ~/.cache/kadvisor/tools (python venv, node) and a Prometheus server; nothing kernel-specific. Runs on the host"
+  "kube_prometheus::daemonset_asks_for_what_kadvisor_needs_and_no_more|validates manifests, dashboards and the kube-prometheus rules with tools from ~/.cache/kadvisor/tools (python venv, node) and a Prometheus server; nothing kernel-specific. Runs on the host"
+  "kube_prometheus::prometheus_runs_kube_prometheus_rules_against_kadvisor_and_a_real_pod|validates manifests, dashboards and the kube-prometheus rules with tools from ~/.cache/kadvisor/tools (python venv, node) and a Prometheus server; nothing kernel-specific. Runs on the host; also needs containerd, runc and the CNI plugins, which the initramfs lacks"
 )
 
 # Programs the tests exec that busybox does not provide (sh, sleep, cat, ... come from
