@@ -991,9 +991,7 @@ fn prometheus_runs_kube_prometheus_rules_against_kadvisor_and_a_real_pod() {
     assert_eq!(alert.labels["severity"], "info", "{alert:?}");
     assert!(
         prometheus
-            .query(&format!(
-                r#"ALERTS{{alertname="CPUThrottlingHigh", container="traffic"}}"#
-            ))
+            .query(r#"ALERTS{alertname="CPUThrottlingHigh", container="traffic"}"#)
             .is_empty(),
         "the unthrottled container must not alert"
     );
