@@ -274,6 +274,32 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         fs::write(d.join("cni-conf/10-kadvisor-test.conflist"), config).expect("write CNI config");
     }
 
+    /// Shim processes whose command line names this containerd's socket
+    /// (`containerd-shim-runc-v2 ... -address <socket>`).
+    fn shims_by_address(&self) -> Vec<i32> {
+        let address = self.socket().display().to_string();
+        let mut pids = Vec::new();
+        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
+                continue;
+            };
+            let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            if args
+                .first()
+                .is_some_and(|a| a.ends_with(b"containerd-shim-runc-v2"))
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == b"-address" && w[1] == address.as_bytes())
+            {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
     /// Shim processes this containerd started (from its state dir).
     fn shim_pids(&self) -> Vec<i32> {
         let mut pids = Vec::new();
@@ -300,6 +326,13 @@ impl Drop for Containerd {
         let _ = self.child.wait();
         for pid in shims {
             // SAFETY: kill() with a shim PID our containerd wrote into its own state dir.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        // Shims whose task was deleted are gone from the state dir but may still run
+        // (containerd did not get to shut them down): found by our socket address.
+        for pid in self.shims_by_address() {
+            // SAFETY: kill() with the PID of a shim started by this containerd (its
+            // command line carries our private socket address).
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         // Snapshot mounts under our root.
