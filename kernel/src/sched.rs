@@ -24,7 +24,7 @@
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, map},
-    maps::LruHashMap,
+    maps::{Array, LruHashMap},
     programs::BtfTracePointContext,
 };
 use kadvisor_common::SchedOffsets;
@@ -38,15 +38,39 @@ use crate::{
 #[unsafe(no_mangle)]
 static SCHED_OFFSETS: SchedOffsets = SchedOffsets { task_pid: 0 };
 
-/// When each runnable-but-not-running task started waiting (0: not waiting), keyed
-/// by its `task_struct` address (unique while the task lives; no field read needed).
+/// When a runnable-but-not-running task started waiting, in a direct-mapped table
+/// indexed by the task's pid: an array lookup is a bounds check and an add (inlined
+/// by the verifier), a hash lookup hashes the key and walks a bucket. `task` (the
+/// `task_struct` address) tags the slot; `since` is 0 when the slot is free.
+///
+/// A slot holds one waiting task. When it already holds another task that is still
+/// waiting (two waiting tasks whose pids collide modulo the table size), the newcomer
+/// goes to `ENQUEUED_AT` instead. So a task whose slot carries another tag has its
+/// latest mark in `ENQUEUED_AT`: a slot is only taken over when free or already
+/// tagged with the same task, so a pending mark is never overwritten.
+#[map(name = "WAITING")]
+static WAITING: Array<WaitSlot> = Array::with_max_entries(WAITING_SLOTS, 0);
+
+/// Entries of `WAITING` (a power of two; 256 KiB). Only tasks that wait at the same
+/// time compete for slots.
+const WAITING_SLOTS: u32 = 16_384;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct WaitSlot {
+    task: u64,
+    since: u64,
+}
+
+/// The overflow of `WAITING`: when each waiting task whose slot was taken started
+/// waiting (0: not waiting), keyed by its `task_struct` address (unique while the
+/// task lives).
 ///
 /// Entries are written in place and never deleted on the hot path: a map update or
-/// delete takes a bucket lock and costs several times a lookup, and `sched_switch`
-/// runs on every context switch. A task's entry is inserted at its first wakeup
-/// and reused after; exited tasks' addresses are recycled by the task slab, and LRU
-/// eviction bounds the rest (an evicted task is simply re-inserted at its next
-/// wakeup).
+/// delete takes a bucket lock and costs several times a lookup. A task's entry is
+/// inserted at its first overflow and reused after; exited tasks' addresses are
+/// recycled by the task slab, and LRU eviction bounds the rest (an evicted task is
+/// simply re-inserted at its next overflow).
 #[map(name = "ENQUEUED_AT")]
 static ENQUEUED_AT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65_536, 0);
 
@@ -91,12 +115,25 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> i32 {
 fn enqueued(task: *const u8) {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    mark_waiting(task as u64, now);
+    mark_waiting(task, task_pid(task), now);
 }
 
-/// Records that the task at `key` waits from `now`: in place when it has an entry.
+/// Records that `task` (pid `pid`) waits from `now`.
 #[inline(always)]
-fn mark_waiting(key: u64, now: u64) {
+fn mark_waiting(task: *const u8, pid: u32, now: u64) {
+    let key = task as u64;
+    if let Some(slot) = WAITING.get_ptr_mut(pid & (WAITING_SLOTS - 1)) {
+        // SAFETY: an array slot pointer from a successful lookup. Two CPUs marking
+        // colliding tasks in the same instant could interleave these stores; the cost
+        // is at most one lost wait, the same as an LRU eviction.
+        unsafe {
+            if (*slot).task == key || (*slot).since == 0 {
+                (*slot).task = key;
+                (*slot).since = now;
+                return;
+            }
+        }
+    }
     match ENQUEUED_AT.get_ptr_mut(key) {
         // SAFETY: a value pointer from a successful lookup; entries are not deleted.
         Some(since) => unsafe { *since = now },
@@ -105,6 +142,38 @@ fn mark_waiting(key: u64, now: u64) {
         None => {
             let _ignored = ENQUEUED_AT.insert(key, now, 0);
         }
+    }
+}
+
+/// How long `task` (pid `pid`) waited until `now` (0 when it was not marked), and
+/// clears its mark.
+#[inline(always)]
+fn take_waited(task: *const u8, pid: u32, now: u64) -> u64 {
+    let key = task as u64;
+    let since = match WAITING.get_ptr_mut(pid & (WAITING_SLOTS - 1)) {
+        // SAFETY: an array slot pointer from a successful lookup. Only this task's
+        // own wakeup/switch events write a slot tagged with it, and the scheduler
+        // serialises those.
+        Some(slot) if unsafe { (*slot).task } == key => unsafe {
+            let since = (*slot).since;
+            (*slot).since = 0;
+            since
+        },
+        _ => match ENQUEUED_AT.get_ptr_mut(key) {
+            // SAFETY: a value pointer from a successful lookup; entries are not
+            // deleted, and only this task's own events write it.
+            Some(since) => unsafe {
+                let value = *since;
+                *since = 0;
+                value
+            },
+            None => 0,
+        },
+    };
+    if since == 0 {
+        0
+    } else {
+        now.saturating_sub(since)
     }
 }
 
@@ -125,28 +194,19 @@ fn switched(preempt: bool, prev: *const u8, next: *const u8, prev_state: u32) {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     // TASK_RUNNING is 0: prev stays on the run queue (preempted or yielding) and
-    // waits from now on, as sched_info_depart() counts it. The idle task is skipped.
-    if (preempt || prev_state == 0) && !is_idle(prev) {
-        mark_waiting(prev as u64, now);
+    // waits from now on, as sched_info_depart() counts it. The idle task (pid 0) is
+    // skipped.
+    if preempt || prev_state == 0 {
+        let prev_pid = task_pid(prev);
+        if prev_pid != 0 {
+            mark_waiting(prev, prev_pid, now);
+        }
     }
-    if is_idle(next) {
+    let next_pid = task_pid(next);
+    if next_pid == 0 {
         return;
     }
-    let waited = match ENQUEUED_AT.get_ptr_mut(next as u64) {
-        // SAFETY: a value pointer from a successful lookup; entries are not deleted,
-        // and only this task's own wakeup/switch events write it, which the
-        // scheduler serialises.
-        Some(since) => unsafe {
-            let waited = if *since == 0 {
-                0
-            } else {
-                now.saturating_sub(*since)
-            };
-            *since = 0;
-            waited
-        },
-        None => 0,
-    };
+    let waited = take_waited(next, next_pid, now);
     let Some(cgroup_id) = task_cgroup_id(next) else {
         return;
     };
@@ -159,9 +219,9 @@ fn switched(preempt: bool, prev: *const u8, next: *const u8, prev_state: u32) {
     }
 }
 
-/// Whether `task` is a CPU's idle task (pid 0).
+/// `task->pid` (0 for a CPU's idle task).
 #[inline(always)]
-fn is_idle(task: *const u8) -> bool {
+fn task_pid(task: *const u8) -> u32 {
     // SAFETY: a plain read of a global; volatile so the compiler does not fold in the
     // zero initialiser that the loader replaces before load.
     let offsets = unsafe { core::ptr::read_volatile(&raw const SCHED_OFFSETS) };
@@ -171,5 +231,5 @@ fn is_idle(task: *const u8) -> bool {
     let pid = unsafe {
         core::ptr::read_volatile(task.wrapping_add(offsets.task_pid as usize).cast::<i32>())
     };
-    pid == 0
+    pid as u32
 }
