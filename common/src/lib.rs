@@ -103,6 +103,15 @@ pub struct CgroupCrashes {
 pub struct SchedOffsets {
     /// `offsetof(struct task_struct, pid)`: pid 0 is a CPU's idle task.
     pub task_pid: u32,
+    /// `offsetof(struct task_struct, se) + offsetof(struct sched_entity, cfs_rq)`, or 0
+    /// when this kernel has no `sched_entity.cfs_rq` (built without
+    /// `CONFIG_FAIR_GROUP_SCHED`): the scheduler programs then time waits with
+    /// `bpf_ktime_get_ns()` instead of the run queue's clock.
+    pub task_cfs_rq: u32,
+    /// `offsetof(struct cfs_rq, rq)`.
+    pub cfs_rq_rq: u32,
+    /// `offsetof(struct rq, clock)`.
+    pub rq_clock: u32,
 }
 
 /// Offsets the signal program needs, resolved from BTF by the loader.

@@ -31,13 +31,36 @@ pub(super) fn family_offsets(path: &Path) -> Result<(SchedOffsets, SignalOffsets
     let btf = parse(path)?;
     let offset = |structure, member| member_offset(&btf, path, structure, member);
     Ok((
-        SchedOffsets {
-            task_pid: offset("task_struct", "pid")?,
-        },
+        sched_offsets(&btf, path)?,
         SignalOffsets {
             k_sigaction_handler: offset("k_sigaction", "sa")? + offset("sigaction", "sa_handler")?,
         },
     ))
+}
+
+/// `task_struct.pid`, and the walk `task->se.cfs_rq->rq->clock` to the run queue's
+/// clock (zeros when the kernel lacks any of those members: the programs then use
+/// `bpf_ktime_get_ns()`).
+fn sched_offsets(btf: &Btf, path: &Path) -> Result<SchedOffsets, BpfError> {
+    let offset = |structure, member| member_offset(btf, path, structure, member);
+    let clock = || -> Result<(u32, u32, u32), BpfError> {
+        Ok((
+            offset("task_struct", "se")? + offset("sched_entity", "cfs_rq")?,
+            offset("cfs_rq", "rq")?,
+            offset("rq", "clock")?,
+        ))
+    };
+    let (task_cfs_rq, cfs_rq_rq, rq_clock) = match clock() {
+        Ok(offsets) => offsets,
+        Err(BpfError::BtfMember { .. }) => (0, 0, 0),
+        Err(e) => return Err(e),
+    };
+    Ok(SchedOffsets {
+        task_pid: offset("task_struct", "pid")?,
+        task_cfs_rq,
+        cfs_rq_rq,
+        rq_clock,
+    })
 }
 
 fn parse(path: &Path) -> Result<Btf, BpfError> {
