@@ -24,7 +24,7 @@
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, map},
-    maps::{Array, LruHashMap},
+    maps::{Array, LruHashMap, PerCpuArray},
     programs::BtfTracePointContext,
 };
 use kadvisor_common::SchedOffsets;
@@ -133,9 +133,79 @@ fn charge_runtime(task: *const u8, runtime_ns: u64) {
     let Some(cgroup_id) = task_cgroup_id(task) else {
         return;
     };
+    let (runqueue_ns, run_periods) = take_arrival(cgroup_id);
     if let Some(cpu) = per_cpu_entry(&CGROUP_CPU, cgroup_id) {
         // SAFETY: this CPU's value slot; tracepoints run with preemption disabled.
-        unsafe { (*cpu).runtime_ns += runtime_ns };
+        unsafe {
+            (*cpu).runtime_ns += runtime_ns;
+            (*cpu).runqueue_ns += runqueue_ns;
+            (*cpu).run_periods += run_periods;
+        }
+    }
+}
+
+/// The last switch-in on this CPU whose run-queue delay and run period are not yet
+/// in `CGROUP_CPU` (`cgroup_id` 0: none).
+///
+/// `sched_switch` does not look its `next` task's cgroup up in the hash: the task
+/// will be charged CPU time by `sched_stat_runtime` soon anyway, so the switch-in is
+/// parked here and added in that same hash lookup. `update_curr()` runs at every
+/// tick and when the task leaves the CPU, so the parked values reach the map within
+/// one tick of running, the same delay the CPU time itself has. If they were not
+/// taken when the next switch-in comes (no runtime event for that cgroup on this CPU
+/// in between: a zero-length run, or an RT task before 6.8), `sched_switch` charges
+/// them itself first. Both programs run on this CPU with preemption disabled and
+/// never nest, so the slot needs no locking.
+#[map(name = "ARRIVAL")]
+static ARRIVAL: PerCpuArray<Arrival> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Arrival {
+    cgroup_id: u64,
+    waited_ns: u64,
+}
+
+/// Takes this CPU's parked switch-in when it belongs to `cgroup_id`: (run-queue ns,
+/// run periods), or (0, 0).
+#[inline(always)]
+fn take_arrival(cgroup_id: u64) -> (u64, u64) {
+    match ARRIVAL.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU array; see `ARRIVAL`.
+        Some(arrival) if unsafe { (*arrival).cgroup_id } == cgroup_id => unsafe {
+            (*arrival).cgroup_id = 0;
+            ((*arrival).waited_ns, 1)
+        },
+        _ => (0, 0),
+    }
+}
+
+/// Parks the switch-in of a task of `cgroup_id` that waited `waited_ns` (see
+/// `ARRIVAL`), charging a still-parked earlier one first.
+#[inline(always)]
+fn park_arrival(cgroup_id: u64, waited_ns: u64) {
+    let Some(arrival) = ARRIVAL.get_ptr_mut(0) else {
+        charge_arrival(cgroup_id, waited_ns);
+        return;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array; see `ARRIVAL`.
+    unsafe {
+        if (*arrival).cgroup_id != 0 {
+            charge_arrival((*arrival).cgroup_id, (*arrival).waited_ns);
+        }
+        (*arrival).cgroup_id = cgroup_id;
+        (*arrival).waited_ns = waited_ns;
+    }
+}
+
+#[inline(always)]
+fn charge_arrival(cgroup_id: u64, waited_ns: u64) {
+    if let Some(cpu) = per_cpu_entry(&CGROUP_CPU, cgroup_id) {
+        // SAFETY: this CPU's value slot; tracepoints run with preemption disabled.
+        unsafe {
+            (*cpu).runqueue_ns += waited_ns;
+            (*cpu).run_periods += 1;
+        }
     }
 }
 
@@ -253,13 +323,7 @@ fn switched(preempt: bool, prev: *const u8, next: *const u8, prev_state: u32) {
     let Some(cgroup_id) = task_cgroup_id(next) else {
         return;
     };
-    if let Some(cpu) = per_cpu_entry(&CGROUP_CPU, cgroup_id) {
-        // SAFETY: this CPU's value slot; tracepoints run with preemption disabled.
-        unsafe {
-            (*cpu).runqueue_ns += waited;
-            (*cpu).run_periods += 1;
-        }
-    }
+    park_arrival(cgroup_id, waited);
 }
 
 /// `task->pid` (0 for a CPU's idle task).
