@@ -154,7 +154,7 @@ fn charge_runtime(task: *const u8, runtime_ns: u64) {
 /// one tick of running, the same delay the CPU time itself has. If they were not
 /// taken when the next switch-in comes (no runtime event for that cgroup on this CPU
 /// in between: a zero-length run, or an RT task before 6.8), `sched_switch` charges
-/// them itself first. Both programs run on this CPU with preemption disabled and
+/// them itself first, and it also charges them when the CPU goes idle. Both programs run on this CPU with preemption disabled and
 /// never nest, so the slot needs no locking.
 #[map(name = "ARRIVAL")]
 static ARRIVAL: PerCpuArray<Arrival> = PerCpuArray::with_max_entries(1, 0);
@@ -195,6 +195,20 @@ fn park_arrival(cgroup_id: u64, waited_ns: u64) {
         }
         (*arrival).cgroup_id = cgroup_id;
         (*arrival).waited_ns = waited_ns;
+    }
+}
+
+/// Charges this CPU's parked switch-in, if any (see `ARRIVAL`).
+#[inline(always)]
+fn flush_arrival() {
+    if let Some(arrival) = ARRIVAL.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU array; see `ARRIVAL`.
+        unsafe {
+            if (*arrival).cgroup_id != 0 {
+                charge_arrival((*arrival).cgroup_id, (*arrival).waited_ns);
+                (*arrival).cgroup_id = 0;
+            }
+        }
     }
 }
 
@@ -317,6 +331,9 @@ fn switched(preempt: bool, prev: *const u8, next: *const u8, prev_state: u32) {
     }
     let next_pid = task_pid(next);
     if next_pid == 0 {
+        // The CPU goes idle: nothing may stay parked while it sleeps. Normally
+        // prev's switch-out update_curr() has taken it already.
+        flush_arrival();
         return;
     }
     let waited = take_waited(next, next_pid, now);

@@ -245,6 +245,44 @@ impl TestCgroup {
             .collect()
     }
 
+    /// Stops (SIGSTOP) every process this cgroup started and waits until each one is
+    /// off its CPU, so that counters read next, kadvisor's and the kernel's, describe
+    /// the same instant however long the reads take. `thaw_started` resumes them.
+    pub fn freeze_started(&self) {
+        for pid in self.started_pids() {
+            // SAFETY: kill(2) on a child this cgroup started and has not reaped.
+            let stopped = unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+            assert_eq!(stopped, 0, "SIGSTOP {pid}");
+        }
+        for pid in self.started_pids() {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+                // The state follows the parenthesised command name.
+                let state = stat.rsplit_once(") ").map(|(_, rest)| rest.as_bytes()[0]);
+                if state == Some(b'T') {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{pid} did not stop: {stat}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        // 'T' is set just before the task calls schedule(); let it leave the CPU.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    /// Resumes (SIGCONT) the processes `freeze_started` stopped.
+    pub fn thaw_started(&self) {
+        for pid in self.started_pids() {
+            // SAFETY: kill(2) on a child this cgroup started and has not reaped.
+            let resumed = unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) };
+            assert_eq!(resumed, 0, "SIGCONT {pid}");
+        }
+    }
+
     /// PIDs of the processes this cgroup started (and has not reaped).
     pub fn started_pids(&self) -> Vec<u32> {
         self.children.iter().map(Child::id).collect()

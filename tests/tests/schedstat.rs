@@ -16,19 +16,23 @@ fn ours(scrape: &Scrape, cg: &TestCgroup) -> (f64, f64, f64) {
 }
 
 /// Runs `n` busy loops in a new cgroup for 2 s; returns (kadvisor's gain, the
-/// processes' own schedstat gain) as (run s, run-queue s, periods), measured while
-/// they run.
+/// processes' own schedstat gain) as (run s, run-queue s, periods). Both sides are
+/// read while the loops are stopped (SIGSTOP), so they describe the same interval
+/// however long a scrape takes on a loaded machine.
 fn busy(kadvisor: &Kadvisor, n: usize) -> ((f64, f64, f64), (f64, f64, f64)) {
     let mut cg = TestCgroup::new(&format!("busy-{n}"));
     for _ in 0..n {
         cg.spawn_busy();
     }
     std::thread::sleep(Duration::from_millis(200));
+    cg.freeze_started();
     let (k0, s0) = (
         ours(&kadvisor.scrape(), &cg),
         cg.started_processes_schedstat(),
     );
+    cg.thaw_started();
     std::thread::sleep(Duration::from_secs(2));
+    cg.freeze_started();
     let (k1, s1) = (
         ours(&kadvisor.scrape(), &cg),
         cg.started_processes_schedstat(),
@@ -69,8 +73,8 @@ fn run_queue_delay_grows_when_three_share_two_cpus() {
         one.1,
         three.1
     );
-    // Same numbers as the kernel's per-task schedstat (the two reads are a few
-    // hundred µs apart while the loops run).
+    // Same numbers as the kernel's per-task schedstat (both read while the loops
+    // are stopped).
     assert_close(
         "3 loops: run-queue vs schedstat",
         three.1,
