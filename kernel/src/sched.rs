@@ -115,8 +115,12 @@ struct WaitSlot {
 /// inserted at its first overflow and reused after; exited tasks' addresses are
 /// recycled by the task slab, and LRU eviction bounds the rest (an evicted task is
 /// simply re-inserted at its next overflow).
+///
+/// Only colliding waiting tasks land here, so it is small: an LRU hash is
+/// preallocated, and at 65536 entries (before `WAITING`) it was 5 MiB of kernel
+/// memory, most of kadvisor's maps on a small node.
 #[map(name = "ENQUEUED_AT")]
-static ENQUEUED_AT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65_536, 0);
+static ENQUEUED_AT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(8_192, 0);
 
 /// `TP_PROTO(struct task_struct *tsk, u64 runtime)` (6.8+; older kernels add a third
 /// `vruntime` argument, which is not read).
