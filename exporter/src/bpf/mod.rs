@@ -312,7 +312,32 @@ impl KernelPrograms {
                 });
             }
         };
-        Ok(crate::collect::retired_counters(&cpu, &crashes))
+        let net = match self.cgroup_net.get(&id, 0) {
+            Ok(per_cpu) => per_cpu.iter().fold(CgroupNet::default(), |mut a, v| {
+                add_net(&mut a, v);
+                a
+            }),
+            Err(aya::maps::MapError::KeyNotFound) => CgroupNet::default(),
+            Err(source) => {
+                return Err(BpfError::Map {
+                    name: "CGROUP_NET",
+                    source,
+                });
+            }
+        };
+        let oom_kills = match self.cgroup_oom.get(&id, 0) {
+            Ok(per_cpu) => per_cpu.iter().sum(),
+            Err(aya::maps::MapError::KeyNotFound) => 0,
+            Err(source) => {
+                return Err(BpfError::Map {
+                    name: "CGROUP_OOM",
+                    source,
+                });
+            }
+        };
+        Ok(crate::collect::retired_counters(
+            &cpu, &crashes, &net, oom_kills,
+        ))
     }
 
     /// CPU, run-queue and run-period counters per cgroup id, summed over CPUs.
@@ -460,7 +485,7 @@ pub fn add_net(total: &mut CgroupNet, v: &CgroupNet) {
 }
 
 /// Maps keyed by cgroup v2 id: their entries of a retired cgroup are deleted.
-const PER_CGROUP_MAPS: &[&str] = &["CGROUP_CPU", "CGROUP_CRASHES"];
+const PER_CGROUP_MAPS: &[&str] = &["CGROUP_CPU", "CGROUP_CRASHES", "CGROUP_NET", "CGROUP_OOM"];
 
 fn map_fd(ebpf: &Ebpf, name: &'static str) -> Result<std::os::fd::OwnedFd, BpfError> {
     use std::os::fd::AsFd as _;

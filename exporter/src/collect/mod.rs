@@ -72,6 +72,8 @@ pub trait KernelSource: Send + Sync {
     fn tracked_ids(&self) -> Result<HashSet<u64>, BpfError> {
         let mut ids: HashSet<u64> = self.cgroup_cpu()?.into_keys().collect();
         ids.extend(self.cgroup_crashes()?.into_keys());
+        ids.extend(self.cgroup_net()?.into_keys());
+        ids.extend(self.cgroup_oom_kills()?.into_keys());
         Ok(ids)
     }
     /// Final hierarchical counter values of one cgroup, by counter name (what a
@@ -79,7 +81,13 @@ pub trait KernelSource: Send + Sync {
     fn counters_of(&self, id: u64) -> Result<Vec<(&'static str, u64)>, BpfError> {
         let cpu = self.cgroup_cpu()?.get(&id).copied().unwrap_or_default();
         let crashes = self.cgroup_crashes()?.get(&id).copied().unwrap_or_default();
-        Ok(retired_counters(&cpu, &crashes))
+        let net = self.cgroup_net()?.get(&id).copied().unwrap_or_default();
+        let oom_kills = self
+            .cgroup_oom_kills()?
+            .get(&id)
+            .copied()
+            .unwrap_or_default();
+        Ok(retired_counters(&cpu, &crashes, &net, oom_kills))
     }
     /// Deletes a retired cgroup from every per-cgroup map.
     fn forget(&self, _id: u64) -> Result<(), BpfError> {
@@ -549,7 +557,7 @@ impl Collector {
         memory::collect(&ctx, root_swap, &mut out);
         if let Some(kills) = &oom_kills {
             // Removed cgroups inside their grace period are rows already.
-            oom::write(&mut out, ctx.rows, kills, &state.paths);
+            oom::write(&mut out, ctx.rows, kills, &state.paths, ctx.retired);
         }
         if let Err(e) = &host {
             self.scrape_errors.with_label_values(&["machine"]).inc();
@@ -737,10 +745,15 @@ impl Collector {
 }
 
 /// A retired cgroup's final hierarchical counters, by name in the retired-totals
-/// store: CPU (usage, run-queue time, run periods) and crashes per signal.
+/// store: CPU (usage, run-queue time, run periods), crashes per signal, socket
+/// traffic (`net::retired_counters`) and OOM kills. Every map in the loader's
+/// `PER_CGROUP_MAPS` must have its counters here: its entries are deleted once
+/// these are folded into the parent.
 pub fn retired_counters(
     cpu: &kadvisor_common::CgroupCpu,
     crashes: &kadvisor_common::CgroupCrashes,
+    net: &CgroupNet,
+    oom_kills: u64,
 ) -> Vec<(&'static str, u64)> {
     let mut out = vec![
         (cpu::COUNTER, cpu.runtime_ns),
@@ -750,6 +763,8 @@ pub fn retired_counters(
     for ((_, signal), count) in kadvisor_common::CRASH_SIGNALS.iter().zip(crashes.by_signal) {
         out.push((*signal, count));
     }
+    out.extend(net::retired_counters(net));
+    out.push((oom::COUNTER, oom_kills));
     out
 }
 
@@ -844,6 +859,175 @@ mod tests {
             !text.contains("container_oom_events_total"),
             "no OOM hook attached: the family is left out\n{text}"
         );
+    }
+
+    /// Per-cgroup maps that `forget` really empties, shared with the test.
+    #[derive(Default)]
+    struct Maps {
+        cpu: HashMap<u64, CgroupCpu>,
+        net: HashMap<u64, CgroupNet>,
+        oom: HashMap<u64, u64>,
+        forgotten: Vec<u64>,
+    }
+
+    struct MapKernel(Arc<Mutex<Maps>>);
+
+    impl MapKernel {
+        fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
+            self.0.lock().unwrap()
+        }
+    }
+
+    impl KernelSource for MapKernel {
+        fn cgroup_cpu(&self) -> Result<HashMap<u64, CgroupCpu>, BpfError> {
+            Ok(self.maps().cpu.clone())
+        }
+        fn cgroup_crashes(&self) -> Result<HashMap<u64, CgroupCrashes>, BpfError> {
+            Ok(HashMap::new())
+        }
+        fn cgroup_net(&self) -> Result<HashMap<u64, CgroupNet>, BpfError> {
+            Ok(self.maps().net.clone())
+        }
+        fn cgroup_oom_kills(&self) -> Result<HashMap<u64, u64>, BpfError> {
+            Ok(self.maps().oom.clone())
+        }
+        fn kernel_errors(&self) -> Result<Vec<(KernelError, u64)>, BpfError> {
+            Ok(Vec::new())
+        }
+        fn program_stats(&self) -> Vec<ProgramStats> {
+            ["oom", "socket"]
+                .into_iter()
+                .map(|family| ProgramStats {
+                    name: family,
+                    family,
+                    attached: true,
+                    run_count: 0,
+                    run_time_ns: 0,
+                })
+                .collect()
+        }
+        fn forget(&self, id: u64) -> Result<(), BpfError> {
+            let mut maps = self.maps();
+            maps.cpu.remove(&id);
+            maps.net.remove(&id);
+            maps.oom.remove(&id);
+            maps.forgotten.push(id);
+            Ok(())
+        }
+    }
+
+    fn sample(text: &str, name: &str, id: &str, extra: &str) -> Option<f64> {
+        let row = format!(
+            "{name}{{container=\"\",id=\"{id}\",image=\"\",name=\"\",namespace=\"\",pod=\"\"{extra}}} "
+        );
+        let line = text.lines().find(|l| l.starts_with(&row))?;
+        line[row.len()..].parse().ok()
+    }
+
+    #[test]
+    fn retirement_folds_oom_kills_and_socket_traffic_into_the_parent() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let unified = dir.path().join("unified");
+        fs::create_dir_all(unified.join("pod/c")).unwrap();
+        fs::write(unified.join("cgroup.controllers"), "").unwrap();
+        let pod = fs::metadata(unified.join("pod")).unwrap().ino();
+        let c = fs::metadata(unified.join("pod/c")).unwrap().ino();
+        let maps = Arc::new(Mutex::new(Maps::default()));
+        {
+            let mut m = maps.lock().unwrap();
+            let mut net = CgroupNet {
+                rx_bytes: 1000,
+                rx_packets: 10,
+                ..CgroupNet::default()
+            };
+            net.tx_bytes[kadvisor_common::DEST_EXTERNAL as usize] = 300;
+            net.tx_packets[kadvisor_common::DEST_EXTERNAL as usize] = 3;
+            m.net.insert(c, net);
+            m.net.insert(
+                pod,
+                CgroupNet {
+                    rx_bytes: 1,
+                    ..CgroupNet::default()
+                },
+            );
+            m.oom.insert(c, 1);
+            m.cpu.insert(
+                c,
+                CgroupCpu {
+                    runtime_ns: 2_000_000_000,
+                    ..CgroupCpu::default()
+                },
+            );
+        }
+        let hierarchies = Hierarchies::from_parts(Some(unified.clone()), HashMap::new()).unwrap();
+        let collector = Collector::new(
+            Box::new(MapKernel(maps.clone())),
+            CgroupTree::at(unified.clone()),
+            hierarchies,
+        )
+        .unwrap()
+        .with_host(machine::HostPaths::new(dir.path().join("no-such-host")))
+        .with_retention(Retention {
+            grace: Duration::from_secs(3600),
+            unknown_grace: Duration::from_secs(3600),
+        });
+        let oom = "container_oom_events_total";
+        let rx = "container_socket_receive_bytes_total";
+        let tx = "container_socket_transmit_bytes_total";
+        let ext = ",destination=\"external\"";
+        let check = |text: &str, id: &str, kills: f64, rx_bytes: f64, tx_bytes: f64| {
+            assert_eq!(sample(text, oom, id, ""), Some(kills), "{id} oom\n{text}");
+            assert_eq!(sample(text, rx, id, ""), Some(rx_bytes), "{id} rx\n{text}");
+            assert_eq!(sample(text, tx, id, ext), Some(tx_bytes), "{id} tx\n{text}");
+        };
+
+        let text = collector.scrape().unwrap();
+        check(&text, "/pod/c", 1.0, 1000.0, 300.0);
+        check(&text, "/pod", 1.0, 1001.0, 300.0);
+
+        // Removed: its row keeps the final values during the grace period.
+        fs::remove_dir(unified.join("pod/c")).unwrap();
+        let text = collector.scrape().unwrap();
+        check(&text, "/pod/c", 1.0, 1000.0, 300.0);
+        check(&text, "/pod", 1.0, 1001.0, 300.0);
+
+        // Grace period over: the row is gone, the pod keeps the kill and the traffic,
+        // and the map entries are deleted.
+        {
+            let mut reclaim = collector.reclaim.lock().unwrap();
+            collector.sweep_locked(&mut reclaim, Instant::now() + Duration::from_secs(3601));
+        }
+        {
+            let m = maps.lock().unwrap();
+            assert_eq!(m.forgotten, [c]);
+            assert!(!m.oom.contains_key(&c) && !m.net.contains_key(&c) && !m.cpu.contains_key(&c));
+        }
+        let text = collector.scrape().unwrap();
+        assert_eq!(sample(&text, oom, "/pod/c", ""), None, "{text}");
+        check(&text, "/pod", 1.0, 1001.0, 300.0);
+        check(&text, "/", 1.0, 1001.0, 300.0);
+        assert_eq!(
+            sample(
+                &text,
+                "container_cpu_usage_seconds_total",
+                "/pod",
+                ",cpu=\"total\""
+            ),
+            Some(2.0)
+        );
+
+        // The pod goes too: everything moves on to the root.
+        fs::remove_dir(unified.join("pod")).unwrap();
+        collector.scrape().unwrap();
+        {
+            let mut reclaim = collector.reclaim.lock().unwrap();
+            collector.sweep_locked(&mut reclaim, Instant::now() + Duration::from_secs(3601));
+        }
+        let text = collector.scrape().unwrap();
+        assert_eq!(sample(&text, oom, "/pod", ""), None, "{text}");
+        check(&text, "/", 1.0, 1001.0, 300.0);
+        assert_eq!(maps.lock().unwrap().forgotten, [c, pod]);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     bpf::add_net,
-    cgroup::{PathMemory, ancestors, files::read_optional},
+    cgroup::{PathMemory, RetiredTotals, ancestors, files::read_optional},
 };
 
 /// `destination` label values by `DEST_*` index.
@@ -50,7 +50,7 @@ pub fn collect(ctx: &ScrapeContext<'_>, memory: &PathMemory, out: &mut Expositio
     if ctx.kernel.family_attached("socket") {
         match ctx.kernel.cgroup_net() {
             Ok(per_cgroup) => {
-                let totals = hierarchical_net(&per_cgroup, memory);
+                let totals = hierarchical_net(&per_cgroup, memory, ctx.retired);
                 write_socket(out, ctx.rows, &totals);
             }
             Err(e) => ctx.failed("socket", &e),
@@ -59,12 +59,57 @@ pub fn collect(ctx: &ScrapeContext<'_>, memory: &PathMemory, out: &mut Expositio
     collect_interfaces(ctx, Path::new("/proc"), out);
 }
 
-/// Like `cpu::hierarchical_totals`, for every field of `CgroupNet`.
+/// Names of the socket counters in the retired-totals store.
+const RX_BYTES_COUNTER: &str = "net_rx_bytes";
+const RX_PACKETS_COUNTER: &str = "net_rx_packets";
+/// By `DEST_*` index, like `CgroupNet::tx_bytes`.
+const TX_BYTES_COUNTERS: [&str; 4] = [
+    "net_tx_bytes_pod",
+    "net_tx_bytes_service",
+    "net_tx_bytes_node",
+    "net_tx_bytes_external",
+];
+const TX_PACKETS_COUNTERS: [&str; 4] = [
+    "net_tx_packets_pod",
+    "net_tx_packets_service",
+    "net_tx_packets_node",
+    "net_tx_packets_external",
+];
+
+/// A retired cgroup's socket counters, by name in the retired-totals store.
+pub fn retired_counters(net: &CgroupNet) -> Vec<(&'static str, u64)> {
+    let mut out = vec![
+        (RX_BYTES_COUNTER, net.rx_bytes),
+        (RX_PACKETS_COUNTER, net.rx_packets),
+    ];
+    out.extend(TX_BYTES_COUNTERS.iter().copied().zip(net.tx_bytes));
+    out.extend(TX_PACKETS_COUNTERS.iter().copied().zip(net.tx_packets));
+    out
+}
+
+/// Like `cpu::hierarchical_totals`, for every field of `CgroupNet`: live and
+/// grace-period cgroups from the map, retired ones from `retired` (already folded
+/// into an ancestor's path).
 pub fn hierarchical_net<'a>(
     per_cgroup: &HashMap<u64, CgroupNet>,
     memory: &'a PathMemory,
+    retired: &'a RetiredTotals,
 ) -> HashMap<&'a str, CgroupNet> {
     let mut totals: HashMap<&str, CgroupNet> = HashMap::new();
+    let mut add_retired = |counter: &'a str, field: &dyn Fn(&mut CgroupNet) -> &mut u64| {
+        for (path, value) in retired.of(counter) {
+            for ancestor in ancestors(path) {
+                let slot = field(totals.entry(ancestor).or_default());
+                *slot = slot.wrapping_add(value);
+            }
+        }
+    };
+    add_retired(RX_BYTES_COUNTER, &|n| &mut n.rx_bytes);
+    add_retired(RX_PACKETS_COUNTER, &|n| &mut n.rx_packets);
+    for class in 0..TX_BYTES_COUNTERS.len() {
+        add_retired(TX_BYTES_COUNTERS[class], &|n| &mut n.tx_bytes[class]);
+        add_retired(TX_PACKETS_COUNTERS[class], &|n| &mut n.tx_packets[class]);
+    }
     for (id, value) in per_cgroup {
         match memory.path(*id) {
             Some(path) => {
@@ -464,9 +509,30 @@ docker0:  5  1 0 0 0 0 0 0 5 1 0 0 0 0 0 0
             ..CgroupNet::default()
         };
         let per = HashMap::from([(2, a), (3, b), (99, a)]);
-        let totals = hierarchical_net(&per, &memory);
+        let none = RetiredTotals::default();
+        let totals = hierarchical_net(&per, &memory, &none);
         assert_eq!(totals["/a"].rx_bytes, 101);
         assert_eq!(totals["/"].rx_bytes, 102, "unknown ids roll into the root");
+
+        // /a/gone was retired: its counters were folded into /a, and count there and
+        // in the root, every field and class.
+        let mut gone = CgroupNet {
+            rx_bytes: 7,
+            rx_packets: 3,
+            ..CgroupNet::default()
+        };
+        gone.tx_bytes[DEST_SERVICE as usize] = 11;
+        gone.tx_packets[DEST_SERVICE as usize] = 2;
+        let mut retired = RetiredTotals::default();
+        retired.retire("/a/gone", &retired_counters(&gone));
+        let with_retired = hierarchical_net(&per, &memory, &retired);
+        let mut expected_a = totals["/a"];
+        add_net(&mut expected_a, &gone);
+        assert_eq!(with_retired["/a"], expected_a);
+        assert_eq!(with_retired["/"].rx_bytes, 109);
+        assert_eq!(with_retired["/"].tx_packets[DEST_SERVICE as usize], 2);
+        assert!(!with_retired.contains_key("/a/b/gone"));
+        assert_eq!(with_retired["/a/b"], b, "siblings are not touched");
 
         let rows = vec![Row::new(2, "/a")];
         let mut out = Exposition::default();

@@ -8,20 +8,23 @@
 //!
 //! A removed cgroup stays a row for the grace period (`cgroup::discovery`), so a kill
 //! followed at once by the container's removal is still visible under the
-//! container's own `id`. After the grace period its path is forgotten and its kills
-//! count on the root row: the OOM map is not yet part of the retirement that moves
-//! CPU and crash counters into the parent. A cgroup whose creation kadvisor never saw
-//! (created, killed and removed before its inotify event was read) also counts on the
-//! root row.
+//! container's own `id`. After the grace period the cgroup is retired like for CPU
+//! and crashes: its kills are folded into its parent's path (a container's into its
+//! pod row, which keeps counting them) and its map entry is deleted. A cgroup whose
+//! creation kadvisor never saw (created, killed and removed before its inotify event
+//! was read) counts on the root row.
 use std::collections::HashMap;
 
 use super::{
     Row, ScrapeContext,
+    cpu::hierarchical_totals,
     exposition::{Exposition, MetricType},
 };
-use crate::cgroup::{PathMemory, ancestors};
+use crate::cgroup::{PathMemory, RetiredTotals};
 
 pub const OOM_EVENTS: &str = "container_oom_events_total";
+/// Name of the kill counter in the retired-totals store.
+pub const COUNTER: &str = "oom_kills";
 
 /// The program family whose attachment decides whether the family is served.
 pub const FAMILY: &str = "oom";
@@ -50,17 +53,16 @@ pub fn read(ctx: &ScrapeContext<'_>) -> Option<HashMap<u64, u64>> {
 /// Writes the family for every row. Removed cgroups inside their grace period are
 /// rows too (see `cgroup::discovery`), so a kill followed at once by the container's
 /// removal is still shown under the container's own `id` until the grace period
-/// ends. After that the cgroup's path is forgotten and its kills count on the root
-/// row (the OOM map is not part of the retirement of per-cgroup counters yet).
+/// ends. After that its kills are in `retired` under its parent's path.
 #[expect(clippy::cast_precision_loss, reason = "kill counts are far below 2^53")]
-pub fn write(out: &mut Exposition, rows: &[Row], kills: &HashMap<u64, u64>, memory: &PathMemory) {
-    let mut totals: HashMap<&str, u64> = HashMap::new();
-    for (&id, &count) in kills {
-        let path = memory.path(id).unwrap_or("/");
-        for ancestor in ancestors(path) {
-            *totals.entry(ancestor).or_default() += count;
-        }
-    }
+pub fn write(
+    out: &mut Exposition,
+    rows: &[Row],
+    kills: &HashMap<u64, u64>,
+    memory: &PathMemory,
+    retired: &RetiredTotals,
+) {
+    let totals = hierarchical_totals(kills, memory, retired.of(COUNTER));
     out.family(
         OOM_EVENTS,
         "Count of out of memory events observed for the container (kills of its tasks, including its descendants').",
@@ -96,10 +98,35 @@ mod tests {
         let kills = HashMap::from([(4, 1), (3, 2)]);
 
         let mut out = Exposition::default();
-        write(&mut out, &rows, &kills, &memory);
+        write(&mut out, &rows, &kills, &memory, &RetiredTotals::default());
         let text = out.into_string();
 
         for (id, v) in [("/pod/b", 1), ("/pod/a", 2), ("/pod", 3), ("/", 3)] {
+            assert!(
+                text.contains(&line(id, v)),
+                "{id} {v} missing from:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn kills_of_a_retired_container_stay_on_its_pod() {
+        let mut memory = PathMemory::default();
+        for (id, path) in [(1, "/"), (2, "/pod"), (3, "/pod/a")] {
+            memory.insert(id, path);
+        }
+        let rows: Vec<Row> = [(1, "/"), (2, "/pod"), (3, "/pod/a")]
+            .iter()
+            .map(|(id, path)| Row::new(*id, path))
+            .collect();
+        // /pod/b was killed once and retired (entry deleted, kill folded into /pod).
+        let mut retired = RetiredTotals::default();
+        retired.retire("/pod/b", &[(COUNTER, 1)]);
+        let kills = HashMap::from([(3, 2)]);
+        let mut out = Exposition::default();
+        write(&mut out, &rows, &kills, &memory, &retired);
+        let text = out.into_string();
+        for (id, v) in [("/pod/a", 2), ("/pod", 3), ("/", 3)] {
             assert!(
                 text.contains(&line(id, v)),
                 "{id} {v} missing from:\n{text}"
@@ -114,7 +141,7 @@ mod tests {
         let rows = vec![Row::new(1, "/")];
         let kills = HashMap::from([(99, 2)]);
         let mut out = Exposition::default();
-        write(&mut out, &rows, &kills, &memory);
+        write(&mut out, &rows, &kills, &memory, &RetiredTotals::default());
         assert!(out.into_string().contains(&line("/", 2)));
     }
 }
