@@ -1,11 +1,17 @@
 //! Event-driven discovery and reclaiming removed cgroups: a new cgroup is exported
 //! within 1 s without a walk per scrape; a removed one stays for the grace period and
 //! then disappears; under churn, map entries and memory come back to where they were.
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    os::unix::process::ExitStatusExt as _,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use kadvisor_tests::{cgroup::TestCgroup, kadvisor::Kadvisor, scrape::Scrape};
 
 const USAGE: &str = "container_cpu_usage_seconds_total";
+const OOM: &str = "container_oom_events_total";
 
 fn walks(scrape: &Scrape) -> f64 {
     scrape.value("kadvisor_cgroup_walks_total", &[])
@@ -92,40 +98,53 @@ fn removed_cgroup_row_lasts_exactly_the_grace_period() {
     );
 }
 
+/// The maps keyed by cgroup id, whose entries of a removed cgroup must be reclaimed.
+const PER_CGROUP_MAPS: [&str; 4] = ["CGROUP_CPU", "CGROUP_CRASHES", "CGROUP_NET", "CGROUP_OOM"];
+/// Every `OOM_EVERY`th churned cgroup is OOM-killed.
+const OOM_EVERY: usize = 50;
+
 #[test]
 fn churn_of_500_cgroups_leaves_maps_and_memory_where_they_were() {
     const GRACE: u64 = 3;
     let kadvisor = Kadvisor::start(&["--deleted_grace_seconds", &GRACE.to_string()]);
-    let entries = |s: &Scrape| s.value("kadvisor_map_entries", &[("map", "CGROUP_CPU")]);
+    let entries = |s: &Scrape, map: &str| s.value("kadvisor_map_entries", &[("map", map)]);
     let rss = |s: &Scrape| s.value("process_resident_memory_bytes", &[]);
     let live = |s: &Scrape| s.value("kadvisor_rows", &[("state", "live")]);
-    // A first round of churn grows the scrape buffers and the allocator's heap to
-    // their working size; the baseline is taken after it, so the second round shows
-    // whether anything accumulates per cgroup.
-    churn(&kadvisor, "warmup");
-    std::thread::sleep(Duration::from_secs(GRACE.max(10) + 3));
-    for _ in 0..3 {
-        kadvisor.scrape();
-    }
+    let root_kills = |s: &Scrape| s.value(OOM, &[("id", "/")]);
+    // Cold start: the baseline is the second scrape (the first one sizes the scrape
+    // buffers for this machine's cgroups), before any churn.
+    kadvisor.scrape();
     let start = kadvisor.scrape();
-    let (ids, peak_entries) = churn(&kadvisor, "churn");
+    let (ids, peak_entries, kills) = churn(&kadvisor, "churn");
     let churned = Instant::now();
     // The grace period, plus the 10 s after which ids that the tree never saw (a
     // cgroup gone before its mkdir event was handled) are reclaimed.
     std::thread::sleep(Duration::from_secs(GRACE.max(10) + 3));
     let end = kadvisor.scrape();
+    for map in PER_CGROUP_MAPS {
+        eprintln!(
+            "{map} entries {} → peak {} → {}",
+            entries(&start, map),
+            peak_entries[map],
+            entries(&end, map),
+        );
+    }
     eprintln!(
-        "map entries {} → peak {} → {}; rss {} → {}; churn took {:?}",
-        entries(&start),
-        peak_entries,
-        entries(&end),
+        "rss {} → {} bytes ({:+.1}%); {kills} OOM kills; churn took {:?}",
         rss(&start),
         rss(&end),
+        (rss(&end) / rss(&start) - 1.0) * 100.0,
         churned.elapsed()
     );
+    for (map, min_growth) in [("CGROUP_CPU", 450.0), ("CGROUP_NET", 400.0)] {
+        assert!(
+            peak_entries[map] >= entries(&start, map) + min_growth,
+            "the churn made {map} entries"
+        );
+    }
     assert!(
-        peak_entries > entries(&start) + 50.0,
-        "the churn made map entries"
+        peak_entries["CGROUP_OOM"] >= entries(&start, "CGROUP_OOM") + 10.0,
+        "the churn made CGROUP_OOM entries"
     );
     for id in &ids {
         assert!(
@@ -139,25 +158,35 @@ fn churn_of_500_cgroups_leaves_maps_and_memory_where_they_were() {
         .map(|s| s.value)
         .sum();
     assert!(retired >= 500.0, "only {retired} cgroups retired");
+    // The churned cgroups were children of the root: their kills were folded into it
+    // and are not lost with their map entries.
+    assert!(
+        root_kills(&end) - root_kills(&start) >= kills as f64,
+        "root OOM events {} → {} after {kills} kills in retired cgroups",
+        root_kills(&start),
+        root_kills(&end)
+    );
     // Every remaining entry belongs to a cgroup kadvisor still exports (none leaked).
     // The other tests of this binary run in parallel in the same cgroup tree: a cgroup
     // of theirs gone before its event was read is an unknown id until it is reclaimed
     // (10 s), so allow a handful, as below; a leak of the churn would be hundreds.
     let rows = live(&end) + end.value("kadvisor_rows", &[("state", "removed")]);
-    assert!(
-        entries(&end) <= rows + 5.0,
-        "{} map entries for {rows} known cgroups",
-        entries(&end)
-    );
-    // Back to where they started. Other processes on this shared machine may have run
-    // in cgroups that had no entry yet: allow a handful beyond the 10%.
-    let allowed = (entries(&start) * 1.1).max(entries(&start) + 5.0);
-    assert!(
-        entries(&end) <= allowed,
-        "map entries {} → {} (allowed {allowed})",
-        entries(&start),
-        entries(&end)
-    );
+    for map in PER_CGROUP_MAPS {
+        assert!(
+            entries(&end, map) <= rows + 5.0,
+            "{} {map} entries for {rows} known cgroups",
+            entries(&end, map)
+        );
+        // Back to where they started. Other processes on this shared machine may have
+        // run in cgroups that had no entry yet: allow a handful beyond the 10%.
+        let allowed = (entries(&start, map) * 1.1).max(entries(&start, map) + 5.0);
+        assert!(
+            entries(&end, map) <= allowed,
+            "{map} entries {} → {} (allowed {allowed})",
+            entries(&start, map),
+            entries(&end, map)
+        );
+    }
     assert!(
         rss(&end) <= rss(&start) * 1.1,
         "RSS {} → {} bytes",
@@ -196,21 +225,82 @@ fn recreated_path_starts_from_zero_like_the_kernel() {
     );
 }
 
-/// 500 cgroups, each loaded with a process, then removed; scrapes in between.
-/// Returns their ids and the largest map entry count seen.
-fn churn(kadvisor: &Kadvisor, name: &str) -> (Vec<String>, f64) {
-    let mut ids = Vec::new();
-    let mut peak_entries = 0.0_f64;
+/// 500 cgroups, each loaded with a process that sends one UDP datagram on loopback
+/// (a `CGROUP_NET` entry), every `OOM_EVERY`th OOM-killed instead under a 32 MiB
+/// limit (a `CGROUP_OOM` entry); all 500 exist at once (rows at their peak), then all
+/// are removed; scrapes in between. Returns their ids, the largest entry count seen
+/// per map, and the kills the kernel counted.
+fn churn(kadvisor: &Kadvisor, name: &str) -> (Vec<String>, HashMap<&'static str, f64>, u64) {
+    let mut cgroups = Vec::new();
+    let mut peak_entries: HashMap<&'static str, f64> = HashMap::new();
+    let mut kills = 0;
+    let mut scrape = || {
+        let scrape = kadvisor.scrape();
+        for map in PER_CGROUP_MAPS {
+            let n = scrape.value("kadvisor_map_entries", &[("map", map)]);
+            let peak = peak_entries.entry(map).or_default();
+            *peak = peak.max(n);
+        }
+    };
     for i in 0..500 {
-        let mut cg = TestCgroup::new(&format!("{name}-{i}"));
-        cg.spawn(std::process::Command::new("sleep").arg("1000"));
-        ids.push(cg.id().to_owned());
-        drop(cg);
+        let name = format!("{name}-{i}");
+        if i % OOM_EVERY == 0 {
+            let mut cg = TestCgroup::with_v1_controllers(&name, &["memory"]);
+            kills += oom_kill_in(&mut cg);
+            cgroups.push(cg);
+            continue;
+        }
+        let mut cg = TestCgroup::new(&name);
+        cg.spawn(
+            Command::new("bash").args(["-c", "echo churn > /dev/udp/127.0.0.1/9; exec sleep 1000"]),
+        );
+        cgroups.push(cg);
         if i % 100 == 99 {
-            let scrape = kadvisor.scrape();
-            peak_entries =
-                peak_entries.max(scrape.value("kadvisor_map_entries", &[("map", "CGROUP_CPU")]));
+            scrape();
         }
     }
-    (ids, peak_entries)
+    // Let the last datagrams go out before the cgroups are torn down.
+    std::thread::sleep(Duration::from_millis(200));
+    scrape();
+    let ids = cgroups.iter().map(|cg| cg.id().to_owned()).collect();
+    drop(cgroups);
+    scrape();
+    (ids, peak_entries, kills)
+}
+
+/// Runs a workload touching 64 MiB under a 32 MiB limit (no swap) in `cg`; returns
+/// the kills the kernel counted for it (memory.oom_control / memory.events).
+fn oom_kill_in(cg: &mut TestCgroup) -> u64 {
+    const LIMIT: &str = "33554432";
+    let v1 = cg.v1_dir("memory").is_some();
+    let (limits, events, key) = if v1 {
+        (
+            [
+                ("memory.limit_in_bytes", LIMIT),
+                ("memory.memsw.limit_in_bytes", LIMIT),
+            ],
+            "memory.oom_control",
+            "oom_kill ",
+        )
+    } else {
+        (
+            [("memory.max", LIMIT), ("memory.swap.max", "0")],
+            "memory.events",
+            "oom_kill ",
+        )
+    };
+    for (file, value) in limits {
+        cg.write_control("memory", file, value);
+    }
+    cg.spawn(Command::new("dd").args(["if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]));
+    let statuses = cg.wait_all();
+    assert_eq!(
+        statuses.iter().map(|s| s.signal()).collect::<Vec<_>>(),
+        [Some(libc::SIGKILL)],
+        "dd should have been OOM-killed"
+    );
+    cg.read_control("memory", events)
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("oom_kill in {events}"))
 }
