@@ -8,5 +8,6 @@ pub mod bpf;
 pub mod cgroup;
 pub mod collect;
 pub mod config;
+pub mod heap;
 pub mod http;
 pub mod runtime;

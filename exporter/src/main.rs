@@ -98,6 +98,8 @@ fn run(config: Config) -> anyhow::Result<()> {
     );
     // The first walk proves the tree is readable before we report ready.
     collector.scrape().context("first collection")?;
+    // Loading the programs and parsing BTF freed tens of MB: give them back.
+    kadvisor::heap::release_free_memory();
     let admin = Arc::new(Admin::new(Arc::clone(&collector)));
 
     let runtime = tokio::runtime::Builder::new_current_thread()

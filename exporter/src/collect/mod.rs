@@ -408,6 +408,7 @@ impl Collector {
             .discovery
             .state()
             .take_expired(self.retention.grace, now);
+        let mut retired_now = 0_usize;
         for cgroup in expired {
             match self.kernel.counters_of(cgroup.id) {
                 Ok(counters) => reclaim.retired.retire(&cgroup.path, &counters),
@@ -427,6 +428,12 @@ impl Collector {
                 metadata.forget(cgroup.path.split('\0').next().unwrap_or_default());
             }
             reclaim.retired_count += 1;
+            retired_now += 1;
+        }
+        if retired_now > 0 {
+            // Rows, paths and scrape buffers of the retired cgroups were freed: hand
+            // the pages back.
+            crate::heap::release_free_memory();
         }
         // Ids in the maps that the tree never knew. Listing every map key costs a
         // syscall per entry: done a few times per `unknown_grace`, not every second.
