@@ -225,6 +225,18 @@ impl TestCgroup {
         }
     }
 
+    /// Moves a running process (and all its threads) into this cgroup, in every
+    /// hierarchy, e.g. a runtime daemon the test started, as its service cgroup.
+    pub fn adopt(&self, pid: u32) {
+        for dir in
+            std::iter::once(self.path.as_path()).chain(self.v1.iter().map(|(_, d)| d.as_path()))
+        {
+            let procs = dir.join("cgroup.procs");
+            fs::write(&procs, pid.to_string())
+                .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", procs.display()));
+        }
+    }
+
     /// Like `spawn`, with the workload's stdin and stdout piped to the test: a
     /// workload can report readiness on stdout and wait on stdin (a shell `read`, no
     /// extra process) until the test drops the stdin or the cgroup.

@@ -92,6 +92,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         containerd
     }
 
+    /// containerd's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("containerd.sock")
     }
@@ -509,6 +514,22 @@ impl Cri {
         self.run_container_with(pod, name, command, |_| {})
     }
 
+    /// Like `run_container`, with a CRI memory limit (bytes) as the kubelet sets it
+    /// from the container's `resources.limits.memory`.
+    pub fn run_container_limited(
+        &mut self,
+        pod: &Pod,
+        name: &str,
+        command: &[&str],
+        memory_limit: i64,
+    ) -> String {
+        self.run_container_with(pod, name, command, |config| {
+            if let Some(resources) = config.linux.as_mut().and_then(|l| l.resources.as_mut()) {
+                resources.memory_limit_in_bytes = memory_limit;
+            }
+        })
+    }
+
     /// [`Cri::run_container`] with the kubelet's config changed by `configure` before
     /// CreateContainer, e.g. CPU quota and memory limit in
     /// `linux.resources` (what the kubelet derives from the pod spec's limits).
@@ -541,7 +562,9 @@ impl Cri {
             labels,
             log_path: format!("{name}.log"),
             linux: Some(cri::LinuxContainerConfig {
-                resources: Some(cri::LinuxContainerResources::default()),
+                resources: Some(cri::LinuxContainerResources {
+                    ..Default::default()
+                }),
                 security_context: Some(cri::LinuxContainerSecurityContext {
                     namespace_options: Some(cri::NamespaceOption {
                         network: cri::NamespaceMode::Node as i32,
@@ -593,6 +616,16 @@ impl Cri {
             assert!(Instant::now() < deadline, "container {id} did not exit");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Stops a running container (SIGTERM, then SIGKILL after `timeout` seconds).
+    pub fn stop_container(&mut self, id: &str, timeout: i64) {
+        self.runtime
+            .block_on(self.client.stop_container(cri::StopContainerRequest {
+                container_id: id.to_owned(),
+                timeout,
+            }))
+            .expect("StopContainer");
     }
 
     pub fn remove_container(&mut self, id: &str) {

@@ -141,6 +141,11 @@ impl TreeState {
         for c in &out {
             self.paths.remove(c.id);
         }
+        if !out.is_empty() {
+            // After a wave of removed containers, give back what their entries took.
+            super::shrink_after_removals(&mut self.removed);
+            self.paths.shrink_after_removals();
+        }
         out.sort_by_key(|c| std::cmp::Reverse(c.path.matches('/').count()));
         out
     }
@@ -386,6 +391,7 @@ impl Watcher {
             }
             if event.mask & libc::IN_IGNORED != 0 {
                 self.dirs.remove(&event.wd);
+                super::shrink_after_removals(&mut self.dirs);
                 continue;
             }
             if event.mask & libc::IN_ISDIR == 0 {

@@ -233,6 +233,12 @@ impl PathMemory {
         self.paths.get(&id).map(String::as_str)
     }
 
+    /// Gives back capacity left by a wave of removed cgroups.
+    pub fn shrink_after_removals(&mut self) {
+        shrink_after_removals(&mut self.paths);
+        shrink_after_removals(&mut self.superseded);
+    }
+
     pub fn len(&self) -> usize {
         self.paths.len()
     }
@@ -301,6 +307,47 @@ impl RetiredTotals {
 
     pub fn is_empty(&self) -> bool {
         self.by_path.is_empty()
+    }
+}
+
+/// Shrinks a map that holds under a quarter of its capacity (and more than a few
+/// slots): a table grown for a wave of containers would otherwise keep its peak size.
+/// Quarter, not half, so a table near a growth boundary does not shrink and regrow on
+/// every sweep.
+pub(crate) fn shrink_after_removals<C: Shrinkable>(map: &mut C) {
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to_fit();
+    }
+}
+
+/// The std collections `shrink_after_removals` applies to.
+pub(crate) trait Shrinkable {
+    fn len(&self) -> usize;
+    fn capacity(&self) -> usize;
+    fn shrink_to_fit(&mut self);
+}
+
+impl<K: Eq + std::hash::Hash, V> Shrinkable for HashMap<K, V> {
+    fn len(&self) -> usize {
+        HashMap::len(self)
+    }
+    fn capacity(&self) -> usize {
+        HashMap::capacity(self)
+    }
+    fn shrink_to_fit(&mut self) {
+        HashMap::shrink_to_fit(self);
+    }
+}
+
+impl<T: Eq + std::hash::Hash> Shrinkable for std::collections::HashSet<T> {
+    fn len(&self) -> usize {
+        std::collections::HashSet::len(self)
+    }
+    fn capacity(&self) -> usize {
+        std::collections::HashSet::capacity(self)
+    }
+    fn shrink_to_fit(&mut self) {
+        std::collections::HashSet::shrink_to_fit(self);
     }
 }
 
