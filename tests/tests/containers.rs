@@ -138,23 +138,42 @@ fn pod_rows_carry_kubelet_labels_and_removed_containers_keep_their_cpu() {
         );
     }
 
-    // The busy container's CPU, against its own cgroup's cpu.stat.
-    let before = (
-        scrape.value(USAGE, &[("id", &busy_id)]),
-        cpu_stat_seconds(&busy_id),
-    );
+    // The busy container's CPU against its own cgroup's cpu.stat, read just before
+    // and just after each scrape: kadvisor's value is taken at some instant inside
+    // that bracket. (Pairing a scrape with one cpu.stat read failed on this loaded
+    // machine: the debug build's scrape and the parse in between let the busy loop
+    // run up to 0.4 s between the two readings.)
+    let bracketed = || {
+        let lo = cpu_stat_seconds(&busy_id);
+        let (status, body) = kadvisor.get("/metrics");
+        let hi = cpu_stat_seconds(&busy_id);
+        assert_eq!(status, 200);
+        (
+            Scrape::parse(body).value(USAGE, &[("id", &busy_id)]),
+            lo,
+            hi,
+        )
+    };
+    let before = bracketed();
     std::thread::sleep(Duration::from_secs(2));
-    let after_scrape = kadvisor.scrape();
-    let after = (
-        after_scrape.value(USAGE, &[("id", &busy_id)]),
-        cpu_stat_seconds(&busy_id),
-    );
-    let (ours, kernel) = (after.0 - before.0, after.1 - before.1);
+    let after = bracketed();
+    let ours = after.0 - before.0;
+    let (least, most) = (after.1 - before.2, after.2 - before.1);
     // Other work on this shared machine may take most of the CPU: only require
     // that the loop ran at all, and compare with the kernel over the same interval.
-    assert!(kernel > 0.1, "the busy container ran {kernel} s in 2 s");
-    eprintln!("busy container over 2 s: kadvisor {ours:.6} s, cpu.stat {kernel:.6} s");
-    assert_close("busy container CPU vs its cpu.stat", ours, kernel, 0.02);
+    assert!(least > 0.1, "the busy container ran {least} s in 2 s");
+    eprintln!(
+        "busy container over 2 s: kadvisor {ours:.6} s, cpu.stat between {least:.6} and {most:.6} s"
+    );
+    assert!(
+        ours >= least * 0.98 && ours <= most * 1.02,
+        "busy container CPU {ours} s outside cpu.stat's [{least}, {most}] s ±2%"
+    );
+
+    // Stopped (its cgroup goes, its row and CPU stay): from here the pod's CPU only
+    // moves with the short container below, so the pod row can be compared with
+    // cpu.stat exactly at the end.
+    cri.stop_container(&busy, 0);
 
     // A short-lived container: ~0.5 s of shell loop, then it prints its own CPU
     // time (schedstat of the shell, ns) and exits; then it is removed.

@@ -29,6 +29,54 @@ impl Flavor {
     }
 }
 
+/// `name` and `container` labels of a pod sandbox row.
+///
+/// The kubelet's cAdvisor labels a row with `name` = the container's first alias
+/// and `container` = its `io.kubernetes.container.name` label. containerd's handler
+/// aliases a container by its id, and the CRI plugin gives sandboxes no container
+/// name label. CRI-O (server/naming.go `makeSandboxContainerName`, infra container
+/// labelled `io.kubernetes.container.name=POD` in server/sandbox_run_linux.go) and
+/// cri-dockerd (core/naming.go `makeSandboxName`, as dockershim did) name the
+/// infra container `k8s_POD_<pod>_<namespace>_<uid>_<attempt>`, which cAdvisor's
+/// crio and docker handlers use as the first alias. Not checked against a real
+/// CRI-O or cri-dockerd: neither is packaged for this machine's Debian 12.
+fn sandbox_names(
+    flavor: Flavor,
+    id: &str,
+    md: &k8s_cri::v1::PodSandboxMetadata,
+) -> (String, String) {
+    match flavor {
+        Flavor::Containerd => (id.to_owned(), String::new()),
+        Flavor::DockerStyle => (
+            format!(
+                "k8s_POD_{}_{}_{}_{}",
+                md.name, md.namespace, md.uid, md.attempt
+            ),
+            "POD".to_owned(),
+        ),
+    }
+}
+
+/// `name` label of an app container row: the id for containerd; for CRI-O
+/// (server/naming.go `makeContainerName`) and cri-dockerd (core/naming.go
+/// `makeContainerName`) `k8s_<container>_<pod>_<namespace>_<pod uid>_<container
+/// attempt>`. See `sandbox_names`.
+fn container_name(
+    flavor: Flavor,
+    id: &str,
+    md: &k8s_cri::v1::ContainerMetadata,
+    pod: &PodMeta,
+    uid: &str,
+) -> String {
+    match flavor {
+        Flavor::Containerd => id.to_owned(),
+        Flavor::DockerStyle => format!(
+            "k8s_{}_{}_{}_{}_{}",
+            md.name, pod.pod, pod.namespace, uid, md.attempt
+        ),
+    }
+}
+
 /// One runtime's view: containers (sandboxes included) by id, pods by UID.
 #[derive(Debug, Default)]
 pub struct Listing {
@@ -131,16 +179,7 @@ impl CriClient {
                 continue;
             }
             let image = self.sandbox_image(&sandbox.id).await?;
-            let (name, container) = match flavor {
-                Flavor::Containerd => (sandbox.id.clone(), String::new()),
-                Flavor::DockerStyle => (
-                    format!(
-                        "k8s_POD_{}_{}_{}_{}",
-                        md.name, md.namespace, md.uid, md.attempt
-                    ),
-                    "POD".to_owned(),
-                ),
-            };
+            let (name, container) = sandbox_names(flavor, &sandbox.id, &md);
             listing.containers.insert(
                 sandbox.id,
                 ContainerMeta {
@@ -183,13 +222,7 @@ impl CriClient {
                 .get(&c.pod_sandbox_id)
                 .cloned()
                 .unwrap_or_default();
-            let name = match flavor {
-                Flavor::Containerd => c.id.clone(),
-                Flavor::DockerStyle => format!(
-                    "k8s_{}_{}_{}_{}_{}",
-                    md.name, pod.pod, pod.namespace, uid, md.attempt
-                ),
-            };
+            let name = container_name(flavor, &c.id, &md, &pod, &uid);
             listing.containers.insert(
                 c.id,
                 ContainerMeta {
@@ -222,5 +255,72 @@ impl CriClient {
             .and_then(|info| serde_json::from_str::<serde_json::Value>(info).ok())
             .and_then(|v| v.get("image")?.as_str().map(str::to_owned))
             .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_cri::v1::{ContainerMetadata, PodSandboxMetadata};
+
+    use super::*;
+
+    const UID: &str = "0d5c1b2a-3e4f-4a5b-8c6d-7e8f9a0b1c2d";
+
+    fn pod() -> (PodSandboxMetadata, PodMeta) {
+        let md = PodSandboxMetadata {
+            name: "web-0".to_owned(),
+            uid: UID.to_owned(),
+            namespace: "shop".to_owned(),
+            attempt: 1,
+        };
+        let meta = PodMeta {
+            pod: md.name.clone(),
+            namespace: md.namespace.clone(),
+        };
+        (md, meta)
+    }
+
+    #[test]
+    fn runtime_names_pick_the_flavor() {
+        // RuntimeName of the CRI Version call: CRI-O says "cri-o", cri-dockerd
+        // "docker", containerd "containerd".
+        assert_eq!(Flavor::from_runtime_name("cri-o"), Flavor::DockerStyle);
+        assert_eq!(Flavor::from_runtime_name("docker"), Flavor::DockerStyle);
+        assert_eq!(Flavor::from_runtime_name("containerd"), Flavor::Containerd);
+    }
+
+    #[test]
+    fn crio_and_cri_dockerd_rows_are_named_like_the_kubelet_shows_them() {
+        let (md, meta) = pod();
+        assert_eq!(
+            sandbox_names(Flavor::DockerStyle, "f00d", &md),
+            (format!("k8s_POD_web-0_shop_{UID}_1"), "POD".to_owned())
+        );
+        let app = ContainerMetadata {
+            name: "nginx".to_owned(),
+            attempt: 3,
+        };
+        assert_eq!(
+            container_name(Flavor::DockerStyle, "beef", &app, &meta, UID),
+            format!("k8s_nginx_web-0_shop_{UID}_3"),
+            "the container's attempt, not the sandbox's"
+        );
+    }
+
+    #[test]
+    fn containerd_rows_are_named_by_id() {
+        let (md, meta) = pod();
+        assert_eq!(
+            sandbox_names(Flavor::Containerd, "f00d", &md),
+            ("f00d".to_owned(), String::new())
+        );
+        let app = ContainerMetadata {
+            name: "nginx".to_owned(),
+            attempt: 3,
+        };
+        assert_eq!(
+            container_name(Flavor::Containerd, "beef", &app, &meta, UID),
+            "beef"
+        );
     }
 }
