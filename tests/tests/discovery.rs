@@ -225,8 +225,8 @@ fn recreated_path_starts_from_zero_like_the_kernel() {
     );
 }
 
-/// 500 cgroups, each loaded with a process that sends one UDP datagram on loopback
-/// (a `CGROUP_NET` entry), every `OOM_EVERY`th OOM-killed instead under a 32 MiB
+/// 500 cgroups, each loaded with a process that sends one packet on loopback (a
+/// `CGROUP_NET` entry), every `OOM_EVERY`th OOM-killed instead under a 32 MiB
 /// limit (a `CGROUP_OOM` entry); all 500 exist at once (rows at their peak), then all
 /// are removed; scrapes in between. Returns their ids, the largest entry count seen
 /// per map, and the kills the kernel counted.
@@ -251,16 +251,28 @@ fn churn(kadvisor: &Kadvisor, name: &str) -> (Vec<String>, HashMap<&'static str,
             continue;
         }
         let mut cg = TestCgroup::new(&name);
-        cg.spawn(
-            Command::new("bash").args(["-c", "echo churn > /dev/udp/127.0.0.1/9; exec sleep 1000"]),
-        );
+        // A TCP SYN to a closed loopback port (answered by a RST): one packet out of
+        // a socket of this cgroup. busybox's nc, present on the host (images) and in
+        // the kernel-matrix initramfs alike.
+        cg.spawn(Command::new("sh").args([
+            "-c",
+            "busybox nc 127.0.0.1 9 </dev/null 2>/dev/null; exec sleep 1000",
+        ]));
         cgroups.push(cg);
         if i % 100 == 99 {
             scrape();
         }
     }
-    // Let the last datagrams go out before the cgroups are torn down.
-    std::thread::sleep(Duration::from_millis(200));
+    // Every packet is out once each shell has become `sleep`.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for pid in cgroups.iter().flat_map(TestCgroup::started_pids) {
+        while std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim() != "sleep")
+        {
+            assert!(Instant::now() < deadline, "{pid} did not reach sleep");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     scrape();
     let ids = cgroups.iter().map(|cg| cg.id().to_owned()).collect();
     drop(cgroups);
