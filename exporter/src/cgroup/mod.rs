@@ -443,6 +443,26 @@ mod tests {
     }
 
     #[test]
+    fn tables_shrink_after_a_wave_of_removals_only() {
+        let mut map: HashMap<u64, String> = (0..1000).map(|i| (i, String::new())).collect();
+        map.retain(|id, _| *id < 600);
+        let grown = map.capacity();
+        shrink_after_removals(&mut map);
+        assert_eq!(map.capacity(), grown, "over a quarter full: kept");
+        map.retain(|id, _| *id < 10);
+        shrink_after_removals(&mut map);
+        assert!(
+            map.capacity() < 64,
+            "{} slots left for 10 entries",
+            map.capacity()
+        );
+        let mut small: HashMap<u64, ()> = HashMap::with_capacity(50);
+        let before = small.capacity();
+        shrink_after_removals(&mut small);
+        assert_eq!(small.capacity(), before, "small tables are left alone");
+    }
+
+    #[test]
     fn ancestors_walk_to_root() {
         assert_eq!(
             ancestors("/a/b/c").collect::<Vec<_>>(),
