@@ -1,8 +1,21 @@
-//! Command-line flags. Names follow cAdvisor's where a user would type them
-//! (`--listen_ip`, `--port`), so existing manifests keep working.
-use std::{fmt, net::IpAddr, path::PathBuf, str::FromStr};
+//! Command-line flags and the configuration file. Names follow cAdvisor's where a
+//! user would type them (`--listen_ip`, `--port`, `--disable_metrics`), so existing
+//! manifests keep working.
+//!
+//! `--config <file>` reads the same settings from a TOML file, keys spelled as the
+//! flags (`port = 8080`, `disable_metrics = ["network"]`); a flag given on the
+//! command line overrides the file. TOML rather than YAML: it has one way to write
+//! each value (YAML's implicit typing turns `no` or `0o10` into surprises), and the
+//! maintained `toml` crate parses it with serde, whereas `serde_yaml` is archived.
+//! Unknown keys are errors (serde's `deny_unknown_fields`), and every value is
+//! checked at start (`Config::validate`): one line naming the key and the value, exit
+//! code 2. `--check-config` stops after that check, without loading BPF.
+use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, str::FromStr};
 
-use clap::Parser;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, parser::ValueSource};
+use serde::Deserialize;
+
+use crate::cost::{Aggregation, Glob, Level, MetricGroups, Selection, Shaping};
 
 /// cAdvisor's per-container metrics, computed in the kernel with eBPF.
 #[derive(Debug, Clone, Parser)]
@@ -85,9 +98,356 @@ pub struct Config {
     /// Log filter (tracing's env-filter syntax), e.g. `info` or `kadvisor=debug`.
     #[arg(long = "log_level", default_value = "info")]
     pub log_level: String,
+
+    /// A TOML file holding any of these settings (keys spelled as the flags); flags
+    /// given on the command line override it.
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Validate the flags and the configuration file, then exit (0 when valid, 2
+    /// with the bad key and value when not). Loads no BPF.
+    #[arg(long = "check-config")]
+    pub check_config: bool,
+
+    /// Metric groups not to collect (comma-separated, cAdvisor's names: cpu, sched,
+    /// memory, oom_event, pressure, process, disk, diskIO, network; kadvisor's own:
+    /// socket, crashes; cAdvisor's other names are accepted and do nothing). A
+    /// disabled group's kernel programs are not attached and its files not read.
+    #[arg(long = "disable_metrics", value_delimiter = ',', value_name = "GROUPS")]
+    pub disable_metrics: Vec<String>,
+
+    /// Collect only these groups (comma-separated; overrides --disable_metrics, as in
+    /// cAdvisor).
+    #[arg(long = "enable_metrics", value_delimiter = ',', value_name = "GROUPS")]
+    pub enable_metrics: Vec<String>,
+
+    /// Count and export only cgroups whose path matches one of these patterns
+    /// (comma-separated; `*`, `?` within a path component, `**` for any depth).
+    #[arg(long = "include_cgroups", value_delimiter = ',', value_name = "GLOBS")]
+    pub include_cgroups: Vec<String>,
+
+    /// Do not count or export cgroups matching these patterns: filtered in the
+    /// kernel, they cost one map lookup per event.
+    #[arg(long = "exclude_cgroups", value_delimiter = ',', value_name = "GLOBS")]
+    pub exclude_cgroups: Vec<String>,
+
+    /// Count and export only pods of these Kubernetes namespaces (comma-separated;
+    /// cgroups of no pod are decided by the path patterns alone).
+    #[arg(
+        long = "include_namespaces",
+        value_delimiter = ',',
+        value_name = "NAMESPACES"
+    )]
+    pub include_namespaces: Vec<String>,
+
+    /// Do not count or export pods of these namespaces (known once the runtime
+    /// answers for the pod; counted in the kernel until then, never exported).
+    #[arg(
+        long = "exclude_namespaces",
+        value_delimiter = ',',
+        value_name = "NAMESPACES"
+    )]
+    pub exclude_namespaces: Vec<String>,
+
+    /// Row level of every group: container (cAdvisor's rows), pod or namespace.
+    #[arg(
+        long = "aggregation",
+        default_value = "container",
+        value_name = "LEVEL"
+    )]
+    pub aggregation: String,
+
+    /// Row level of one group, GROUP=LEVEL (comma-separated or repeated), e.g.
+    /// network=pod.
+    #[arg(long = "aggregate", value_delimiter = ',', value_name = "GROUP=LEVEL")]
+    pub aggregate: Vec<String>,
+
+    /// Most series any one container family may have (0: no limit). Over it, the rows
+    /// of the least CPU usage are left out, never the root or pod rows, and counted
+    /// in kadvisor_series_dropped_total{family}.
+    #[arg(long = "max_series_per_family", default_value_t = 0, value_name = "N")]
+    pub max_series_per_family: usize,
+}
+
+/// The configuration file: every flag, by the flag's name. All optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen_ip: Option<String>,
+    port: Option<u16>,
+    cgroup_root: Option<PathBuf>,
+    btf_path: Option<PathBuf>,
+    max_cgroups: Option<u32>,
+    pod_cidr: Option<Vec<String>>,
+    service_cidr: Option<Vec<String>>,
+    node_cidr: Option<Vec<String>>,
+    cri_endpoints: Option<Vec<PathBuf>>,
+    runtime_timeout_ms: Option<u64>,
+    deleted_grace_seconds: Option<f64>,
+    reconcile_seconds: Option<u64>,
+    kubelet_rows: Option<bool>,
+    kubelet_extra_cgroups: Option<Vec<String>>,
+    log_level: Option<String>,
+    disable_metrics: Option<Vec<String>>,
+    enable_metrics: Option<Vec<String>>,
+    include_cgroups: Option<Vec<String>>,
+    exclude_cgroups: Option<Vec<String>>,
+    include_namespaces: Option<Vec<String>>,
+    exclude_namespaces: Option<Vec<String>>,
+    aggregation: Option<String>,
+    /// `[aggregate]` table: group = "level".
+    aggregate: Option<HashMap<String, String>>,
+    max_series_per_family: Option<usize>,
+}
+
+/// A configuration that cannot be used: one line naming the key and the value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Flags(#[source] Box<clap::Error>),
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}, line {line} `{text}`: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        text: String,
+        message: String,
+    },
+    #[error("invalid {key} {value:?}: {reason}")]
+    Value {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+fn bad(key: &'static str, value: impl fmt::Display, reason: impl fmt::Display) -> ConfigError {
+    ConfigError::Value {
+        key,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// What the cost settings resolve to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CostSettings {
+    pub selection: Selection,
+    pub shaping: Shaping,
+}
+
+impl CostSettings {
+    pub fn groups(&self) -> &MetricGroups {
+        &self.shaping.groups
+    }
 }
 
 impl Config {
+    /// The flags of this process, merged over `--config`'s file. `Err(Flags)` carries
+    /// clap's error (also --help and --version, which clap prints itself).
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::load_from(std::env::args_os())
+    }
+
+    pub fn load_from<I, T>(args: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let flags = |e| ConfigError::Flags(Box::new(e));
+        let matches = Self::command().try_get_matches_from(args).map_err(flags)?;
+        let mut config = Self::from_arg_matches(&matches).map_err(flags)?;
+        if let Some(path) = config.config.clone() {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let file = parse_file(&path, &text)?;
+            config.merge(file, |id| {
+                matches.value_source(id) == Some(ValueSource::CommandLine)
+            })?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Takes every key of `file` that the command line did not set.
+    fn merge(
+        &mut self,
+        file: FileConfig,
+        on_command_line: impl Fn(&str) -> bool,
+    ) -> Result<(), ConfigError> {
+        macro_rules! take {
+            ($field:ident) => {
+                if let Some(v) = file.$field
+                    && !on_command_line(stringify!($field))
+                {
+                    self.$field = v.into();
+                }
+            };
+        }
+        macro_rules! parsed {
+            ($field:ident) => {
+                if let Some(v) = file.$field
+                    && !on_command_line(stringify!($field))
+                {
+                    self.$field = v.parse().map_err(|e| bad(stringify!($field), &v, e))?;
+                }
+            };
+        }
+        macro_rules! cidrs {
+            ($field:ident) => {
+                if let Some(v) = file.$field
+                    && !on_command_line(stringify!($field))
+                {
+                    self.$field = v
+                        .iter()
+                        .map(|c| c.parse().map_err(|e| bad(stringify!($field), c, e)))
+                        .collect::<Result<_, _>>()?;
+                }
+            };
+        }
+        parsed!(listen_ip);
+        take!(port);
+        if let Some(v) = file.cgroup_root
+            && !on_command_line("cgroup_root")
+        {
+            self.cgroup_root = Some(v);
+        }
+        take!(btf_path);
+        take!(max_cgroups);
+        cidrs!(pod_cidr);
+        cidrs!(service_cidr);
+        cidrs!(node_cidr);
+        take!(cri_endpoints);
+        take!(runtime_timeout_ms);
+        take!(deleted_grace_seconds);
+        take!(reconcile_seconds);
+        take!(kubelet_rows);
+        take!(kubelet_extra_cgroups);
+        take!(log_level);
+        take!(disable_metrics);
+        take!(enable_metrics);
+        take!(include_cgroups);
+        take!(exclude_cgroups);
+        take!(include_namespaces);
+        take!(exclude_namespaces);
+        take!(aggregation);
+        if let Some(table) = file.aggregate
+            && !on_command_line("aggregate")
+        {
+            let mut pairs: Vec<String> = table.iter().map(|(g, l)| format!("{g}={l}")).collect();
+            pairs.sort();
+            self.aggregate = pairs;
+        }
+        take!(max_series_per_family);
+        Ok(())
+    }
+
+    /// Checks what clap's types cannot: ranges, group names, patterns, levels.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(16..=1_048_576).contains(&self.max_cgroups) {
+            return Err(bad(
+                "max_cgroups",
+                self.max_cgroups,
+                "must be from 16 to 1048576",
+            ));
+        }
+        if !(self.deleted_grace_seconds.is_finite() && self.deleted_grace_seconds >= 0.0) {
+            return Err(bad(
+                "deleted_grace_seconds",
+                self.deleted_grace_seconds,
+                "must be a number of seconds ≥ 0",
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err(bad("log_level", &self.log_level, e));
+        }
+        self.cost()?;
+        Ok(())
+    }
+
+    /// The cost-control settings (metric groups, cgroup selection, aggregation,
+    /// series budget), checked.
+    pub fn cost(&self) -> Result<CostSettings, ConfigError> {
+        let groups = |key: &'static str, names: &[String]| {
+            for name in names {
+                crate::cost::find_group(name).map_err(|e| {
+                    bad(
+                        key,
+                        name,
+                        format_args!("unknown metric group (valid: {})", e.valid),
+                    )
+                })?;
+            }
+            Ok::<_, ConfigError>(())
+        };
+        groups("disable_metrics", &self.disable_metrics)?;
+        groups("enable_metrics", &self.enable_metrics)?;
+        let groups = MetricGroups::from_lists(&self.enable_metrics, &self.disable_metrics)
+            .map_err(|e| bad("disable_metrics", e.name.clone(), e))?;
+        let globs = |key: &'static str, patterns: &[String]| {
+            patterns
+                .iter()
+                .map(|p| p.parse::<Glob>().map_err(|e| bad(key, p, e)))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let namespaces = |key: &'static str, names: &[String]| {
+            for n in names {
+                let valid = !n.is_empty()
+                    && n.len() <= 63
+                    && n.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                if !valid {
+                    return Err(bad(
+                        key,
+                        n,
+                        "not a Kubernetes namespace name (RFC 1123 label)",
+                    ));
+                }
+            }
+            Ok(names.to_vec())
+        };
+        let selection = Selection {
+            include_paths: globs("include_cgroups", &self.include_cgroups)?,
+            exclude_paths: globs("exclude_cgroups", &self.exclude_cgroups)?,
+            include_namespaces: namespaces("include_namespaces", &self.include_namespaces)?,
+            exclude_namespaces: namespaces("exclude_namespaces", &self.exclude_namespaces)?,
+        };
+        let default: Level = self
+            .aggregation
+            .parse()
+            .map_err(|e| bad("aggregation", &self.aggregation, e))?;
+        let mut per_group = HashMap::new();
+        for pair in &self.aggregate {
+            let (group, level) = pair
+                .split_once('=')
+                .ok_or_else(|| bad("aggregate", pair, "want GROUP=LEVEL, e.g. network=pod"))?;
+            let spec = crate::cost::find_group(group).map_err(|e| {
+                bad(
+                    "aggregate",
+                    pair,
+                    format_args!("unknown metric group (valid: {})", e.valid),
+                )
+            })?;
+            let level: Level = level.parse().map_err(|e| bad("aggregate", pair, e))?;
+            per_group.insert(spec.name, level);
+        }
+        Ok(CostSettings {
+            selection,
+            shaping: Shaping {
+                groups,
+                aggregation: Aggregation { default, per_group },
+                max_series_per_family: self.max_series_per_family,
+            },
+        })
+    }
+
     /// Every configured CIDR with its destination class (`kadvisor_common::DEST_*`).
     pub fn destinations(&self) -> Vec<(Cidr, u32)> {
         let mut out = Vec::new();
@@ -100,6 +460,21 @@ impl Config {
         }
         out
     }
+}
+
+/// Parses the file, naming the line of a syntax, type or unknown-key error.
+fn parse_file(path: &std::path::Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let start = e.span().map_or(0, |s| s.start).min(text.len());
+        let line = text[..start].matches('\n').count() + 1;
+        let line_text = text.lines().nth(line - 1).unwrap_or_default().trim();
+        ConfigError::Syntax {
+            path: path.to_owned(),
+            line,
+            text: line_text.to_owned(),
+            message: e.message().replace('\n', " "),
+        }
+    })
 }
 
 /// An IP network, `address/prefix`. Host bits must be zero, so a typo such as
@@ -160,6 +535,77 @@ impl fmt::Display for Cidr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_file(text: &str, flags: &[&str]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kadvisor.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut args = vec!["kadvisor", "--config", path.to_str().unwrap()];
+        args.extend(flags);
+        Config::load_from(args)
+    }
+
+    #[test]
+    fn file_values_apply_and_flags_override_them() {
+        let c = with_file(
+            "port = 9100\ndisable_metrics = [\"sched\", \"tcp\"]\naggregation = \"pod\"\n\
+             exclude_namespaces = [\"kube-system\"]\npod_cidr = [\"10.244.0.0/16\"]\n\
+             [aggregate]\ncpu = \"container\"\n",
+            &["--port", "9200"],
+        )
+        .unwrap();
+        assert_eq!(c.port, 9200, "the flag wins");
+        assert_eq!(c.pod_cidr.len(), 1);
+        let cost = c.cost().unwrap();
+        assert!(!cost.groups().on("sched") && cost.groups().on("network"));
+        assert_eq!(cost.shaping.aggregation.default, Level::Pod);
+        assert_eq!(
+            cost.shaping
+                .aggregation
+                .level_of_family("container_cpu_usage_seconds_total"),
+            Level::Container
+        );
+        assert!(cost.selection.uses_namespaces());
+    }
+
+    #[test]
+    fn errors_name_the_key_and_value() {
+        for (text, want) in [
+            ("prot = 1\n", "unknown field `prot`"),
+            ("port = \"eighty\"\n", "line 1 `port = \"eighty\"`"),
+            (
+                "disable_metrics = [\"cpuu\"]\n",
+                "invalid disable_metrics \"cpuu\": unknown metric group (valid: cpu,",
+            ),
+            (
+                "aggregation = \"cluster\"\n",
+                "invalid aggregation \"cluster\"",
+            ),
+            (
+                "[aggregate]\nnetwork = \"pods\"\n",
+                "invalid aggregate \"network=pods\"",
+            ),
+            (
+                "exclude_cgroups = [\"system.slice\"]\n",
+                "invalid exclude_cgroups \"system.slice\"",
+            ),
+            (
+                "pod_cidr = [\"10.0.0.1/8\"]\n",
+                "invalid pod_cidr \"10.0.0.1/8\"",
+            ),
+            ("max_cgroups = 1\n", "invalid max_cgroups \"1\""),
+            (
+                "exclude_namespaces = [\"Kube_System\"]\n",
+                "invalid exclude_namespaces",
+            ),
+        ] {
+            let e = with_file(text, &[]).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        let e = Config::load_from(["kadvisor", "--aggregate", "network"]).unwrap_err();
+        assert!(e.to_string().contains("want GROUP=LEVEL"), "{e}");
+    }
 
     #[test]
     fn parses_v4_and_v6_cidrs() {

@@ -8,6 +8,7 @@ pub mod bpf;
 pub mod cgroup;
 pub mod collect;
 pub mod config;
+pub mod cost;
 pub mod heap;
 pub mod http;
 pub mod runtime;

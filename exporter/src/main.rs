@@ -3,25 +3,24 @@
 use std::{process::ExitCode, sync::Arc};
 
 use anyhow::Context as _;
-use clap::Parser as _;
 use kadvisor::{
     bpf::{self, KernelPrograms},
     cgroup::{CgroupTree, Hierarchies, discovery::Discovery},
     collect::{Collector, Retention, RowFilter, cpu},
-    config::Config,
+    config::{Config, ConfigError},
     http::{self, Admin},
     runtime::Metadata,
 };
 
 fn main() -> ExitCode {
-    let config = match Config::try_parse() {
+    let config = match Config::load() {
         Ok(config) => config,
-        Err(e) if !e.use_stderr() => {
+        Err(ConfigError::Flags(e)) if !e.use_stderr() => {
             // --help and --version
             let _ignored = e.print();
             return ExitCode::SUCCESS;
         }
-        Err(e) => {
+        Err(ConfigError::Flags(e)) => {
             let rendered = e.to_string();
             let first = rendered.lines().next().unwrap_or_default();
             eprintln!(
@@ -30,7 +29,15 @@ fn main() -> ExitCode {
             );
             return ExitCode::from(2);
         }
+        Err(e) => {
+            eprintln!("kadvisor: {e}");
+            return ExitCode::from(2);
+        }
     };
+    if config.check_config {
+        println!("kadvisor: configuration is valid");
+        return ExitCode::SUCCESS;
+    }
     let filter = match tracing_subscriber::EnvFilter::try_new(&config.log_level) {
         Ok(filter) => filter,
         Err(e) => {

@@ -68,3 +68,65 @@ fn without_privileges_says_which_capabilities() {
         "{line}"
     );
 }
+
+/// Writes `text` as a config file and runs `kadvisor --check-config --config <it>`.
+fn check_config(text: &str, flags: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kadvisor.toml");
+    std::fs::write(&path, text).expect("write config");
+    let path = path.to_str().expect("utf-8 path").to_owned();
+    let mut args = vec!["--check-config", "--config", path.as_str()];
+    args.extend(flags);
+    run_to_exit(&args)
+}
+
+#[test]
+fn config_file_with_an_unknown_key_is_named_and_exit_2() {
+    let output = check_config("port = 9100\ndisable_metric = [\"network\"]\n", &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let line = stderr_line(&output);
+    assert!(
+        line.starts_with("kadvisor: config file ")
+            && line.contains("line 2")
+            && line.contains("unknown field `disable_metric`"),
+        "{line}"
+    );
+}
+
+#[test]
+fn config_file_with_a_bad_value_names_key_and_value() {
+    let output = check_config("disable_metrics = [\"network\", \"cpuu\"]\n", &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let line = stderr_line(&output);
+    assert!(
+        line.contains("invalid disable_metrics \"cpuu\": unknown metric group (valid: cpu,"),
+        "{line}"
+    );
+    let output = check_config("port = \"eighty\"\n", &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let line = stderr_line(&output);
+    assert!(line.contains("`port = \"eighty\"`"), "{line}");
+    // A bad flag value is reported the same way as a bad file value.
+    let output = run_to_exit(&["--check-config", "--aggregation", "cluster"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr_line(&output).contains("invalid aggregation \"cluster\""));
+}
+
+#[test]
+fn valid_config_file_checks_without_loading_bpf() {
+    // No root needed and no BPF loaded: --check-config stops after validation (a
+    // --btf_path that does not exist would fail the preflight otherwise).
+    let output = check_config(
+        "btf_path = \"/nonexistent/vmlinux\"\ndisable_metrics = [\"sched\", \"tcp\"]\n\
+         exclude_namespaces = [\"kube-system\"]\nexclude_cgroups = [\"/system.slice/**\"]\n\
+         max_series_per_family = 5000\n[aggregate]\nnetwork = \"pod\"\n",
+        &["--port", "9100"],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("configuration is valid"));
+}

@@ -28,12 +28,15 @@ impl MetricType {
 #[derive(Debug, Default)]
 pub struct Exposition {
     buf: String,
+    /// Series written per family, in order (`kadvisor_series`).
+    series: Vec<(String, usize)>,
 }
 
 impl Exposition {
     pub fn with_capacity(bytes: usize) -> Self {
         Self {
             buf: String::with_capacity(bytes),
+            series: Vec::new(),
         }
     }
 
@@ -42,11 +45,13 @@ impl Exposition {
     pub fn family(&mut self, name: &str, help: &str, kind: MetricType) {
         let _infallible = writeln!(self.buf, "# HELP {name} {}", escape_help(help));
         let _infallible = writeln!(self.buf, "# TYPE {name} {}", kind.as_str());
+        self.count_family(name);
     }
 
     /// One sample. `labels` is a label set rendered by `render_labels` (may be empty);
     /// `extra` labels follow it.
     pub fn sample(&mut self, name: &str, labels: &str, extra: &[(&str, &str)], value: f64) {
+        self.count_sample();
         self.buf.push_str(name);
         if !labels.is_empty() || !extra.is_empty() {
             self.buf.push('{');
@@ -68,6 +73,29 @@ impl Exposition {
     /// encoder output for kadvisor's own metrics).
     pub fn append_encoded(&mut self, text: &str) {
         self.buf.push_str(text);
+    }
+
+    /// Starts counting the series of `family` (a header written by other means).
+    pub fn count_family(&mut self, family: &str) {
+        self.series.push((family.to_owned(), 0));
+    }
+
+    fn count_sample(&mut self) {
+        if let Some((_, count)) = self.series.last_mut() {
+            *count += 1;
+        }
+    }
+
+    /// Appends one sample line already in the exposition format (without newline).
+    pub fn append_sample_line(&mut self, line: &str) {
+        self.count_sample();
+        self.buf.push_str(line);
+        self.buf.push('\n');
+    }
+
+    /// Series written per family so far, in the order the families started.
+    pub fn series_counts(&self) -> &[(String, usize)] {
+        &self.series
     }
 
     pub fn into_string(self) -> String {
