@@ -788,7 +788,7 @@ fn apply_budget(samples: Vec<String>, limit: usize, cpu: &HashMap<String, f64>) 
 pub fn write_self_metrics(
     out: &mut Exposition,
     counts: &[(String, usize)],
-    dropped_total: &HashMap<String, u64>,
+    dropped_total: Option<&HashMap<String, u64>>,
 ) {
     let name = "kadvisor_series";
     out.family(
@@ -799,6 +799,9 @@ pub fn write_self_metrics(
     for (family, count) in counts {
         out.sample(name, "", &[("family", family)], *count as f64);
     }
+    let Some(dropped_total) = dropped_total else {
+        return;
+    };
     let name = "kadvisor_series_dropped_total";
     out.family(
         name,
@@ -1009,5 +1012,153 @@ mod tests {
             &[("container_cpu_usage_seconds_total".to_owned(), 5)]
         );
         assert!(!out.as_str().contains("container_memory_rss"));
+    }
+}
+
+/// The cost settings as the collector applies them, and what they did so far.
+#[derive(Debug, Default)]
+pub struct CostControls {
+    pub selection: Selection,
+    pub shaping: Shaping,
+    /// The kernel side of `selection` (`None`: no selection, or no kernel programs).
+    pub filter: Option<std::sync::Arc<crate::bpf::CgroupFilter>>,
+    budget: std::sync::Mutex<BudgetState>,
+}
+
+#[derive(Debug, Default)]
+struct BudgetState {
+    /// family → series dropped, summed over scrapes.
+    dropped_total: HashMap<String, u64>,
+    /// family → series dropped in the last scrape (a log line when it changes).
+    last: HashMap<String, usize>,
+    /// Series per family of the last shaped scrape.
+    counts: Vec<(String, usize)>,
+}
+
+impl CostControls {
+    pub fn new(
+        selection: Selection,
+        shaping: Shaping,
+        filter: Option<std::sync::Arc<crate::bpf::CgroupFilter>>,
+    ) -> Self {
+        Self {
+            selection,
+            shaping,
+            filter,
+            budget: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Whether the group `name` is collected.
+    pub fn group_on(&self, name: &str) -> bool {
+        self.shaping.groups.on(name)
+    }
+
+    /// Whether the path patterns keep `path` (its row, and its counting in the kernel).
+    pub fn keeps_path(&self, path: &str) -> bool {
+        self.selection.keeps_path(path)
+    }
+
+    /// Drops the rows of pods in excluded namespaces (known from the runtime's
+    /// labels) and excludes their cgroups in the kernel. What the kernel counted for
+    /// such a cgroup before is folded into its parent's retired totals first, so
+    /// ancestors' counters do not go backwards. Returns how many of the first
+    /// `live` rows were dropped.
+    pub fn select_rows(
+        &self,
+        rows: &mut Vec<crate::collect::Row>,
+        live: usize,
+        kernel: &dyn crate::collect::KernelSource,
+        retired: &mut crate::cgroup::RetiredTotals,
+    ) -> usize {
+        if !self.selection.uses_namespaces() {
+            return 0;
+        }
+        let mut dropped_live = 0;
+        let mut index = 0;
+        rows.retain(|row| {
+            let i = index;
+            index += 1;
+            let namespace = label_value(&row.labels, "namespace").unwrap_or_default();
+            if self.selection.keeps_namespace(namespace) {
+                return true;
+            }
+            if i < live {
+                dropped_live += 1;
+            }
+            if let Some(filter) = &self.filter
+                && !filter.is_excluded(row.id)
+            {
+                match kernel.counters_of(row.id) {
+                    Ok(counters) => retired.retire(&row.path, &counters),
+                    Err(e) => tracing::warn!(error = %crate::collect::error_chain(&e), path = row.path, "cannot read an excluded cgroup's counters"),
+                }
+                match filter.exclude(row.id) {
+                    Ok(_) => tracing::debug!(path = row.path, namespace, "excluded by namespace"),
+                    Err(e) => tracing::warn!(error = %crate::collect::error_chain(&e), path = row.path, "cannot exclude a cgroup in the kernel"),
+                }
+            }
+            false
+        });
+        dropped_live
+    }
+
+    /// The post-pass over the container families (a no-op with default settings),
+    /// and the per-family series counts for `kadvisor_series`.
+    pub fn shape(&self, out: Exposition) -> Exposition {
+        let mut state = self
+            .budget
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.shaping.is_identity() {
+            state.counts = out.series_counts().to_vec();
+            return out;
+        }
+        let (shaped, report) = self.shaping.apply(out.as_str());
+        let mut now: HashMap<String, usize> = HashMap::new();
+        for (family, dropped) in report.dropped {
+            *state.dropped_total.entry(family.clone()).or_default() += dropped as u64;
+            now.insert(family, dropped);
+        }
+        for (family, dropped) in &now {
+            if state.last.get(family) != Some(dropped) {
+                tracing::warn!(
+                    family,
+                    dropped,
+                    limit = self.shaping.max_series_per_family,
+                    "series budget exceeded: rows with the least CPU usage left out"
+                );
+            }
+        }
+        state.last = now;
+        state.counts = shaped.series_counts().to_vec();
+        shaped
+    }
+
+    /// `kadvisor_series` and `kadvisor_series_dropped_total` of the last `shape`.
+    pub fn write_self_metrics(&self, out: &mut Exposition) {
+        let state = self
+            .budget
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let dropped = (self.shaping.max_series_per_family > 0).then_some(&state.dropped_total);
+        write_self_metrics(out, &state.counts, dropped);
+    }
+}
+
+/// The raw value of `key` in a rendered label set (`a="x",b="y"`).
+fn label_value<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
+    let mut rest = labels;
+    loop {
+        let (k, tail) = rest.split_once("=\"")?;
+        let mut end = 0;
+        let bytes = tail.as_bytes();
+        while end < bytes.len() && bytes[end] != b'"' {
+            end += if bytes[end] == b'\\' { 2 } else { 1 };
+        }
+        if k.trim_start_matches(',') == key {
+            return tail.get(..end);
+        }
+        rest = tail.get(end + 1..)?;
     }
 }

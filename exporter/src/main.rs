@@ -4,10 +4,11 @@ use std::{process::ExitCode, sync::Arc};
 
 use anyhow::Context as _;
 use kadvisor::{
-    bpf::{self, KernelPrograms},
+    bpf::{self, CgroupFilter, KernelPrograms, LoadOptions, PROGRAMS},
     cgroup::{CgroupTree, Hierarchies, discovery::Discovery},
     collect::{Collector, Retention, RowFilter, cpu},
     config::{Config, ConfigError},
+    cost::CostControls,
     http::{self, Admin},
     runtime::Metadata,
 };
@@ -67,15 +68,39 @@ fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(root = %tree.root().display(), "cgroup v2 tree");
     // Before attaching: what the kernel had counted so far (see cpu::StartBaselines).
     let cpu_baselines = cpu::read_start_baselines(&tree, &hierarchies)?;
-    let mut kernel = KernelPrograms::load(&config.btf_path, config.max_cgroups, tree.root())?;
+    let cost = config.cost()?;
+    let load_options = LoadOptions {
+        disabled_families: PROGRAMS
+            .iter()
+            .map(|p| p.family)
+            .filter(|f| !cost.groups().program_family_on(f))
+            .collect(),
+        cgroup_filter: cost.selection.is_active(),
+    };
+    let mut kernel = KernelPrograms::load_with(
+        &config.btf_path,
+        config.max_cgroups,
+        tree.root(),
+        &load_options,
+    )?;
+    let cgroup_filter = kernel.cgroup_filter();
     kernel.set_destinations(&config.destinations())?;
     let metadata = Arc::new(Metadata::new(
         config.cri_endpoints.clone(),
         std::time::Duration::from_millis(config.runtime_timeout_ms.max(1)),
     )?);
     let lookups = Arc::clone(&metadata);
+    let selection = cost.selection.clone();
+    let path_filter = cgroup_filter.clone();
+    let v2_root = tree.root().to_owned();
     let discovery = Arc::new(Discovery::with_on_new(Box::new(move |path| {
-        lookups.want_path(path);
+        if selection.keeps_path(path) {
+            lookups.want_path(path);
+        } else if let Some(filter) = &path_filter {
+            // Excluded by path: stop counting it in the kernel now (its id is its
+            // directory's inode) and ask no runtime about it.
+            exclude_path(filter, &v2_root, path);
+        }
     })));
     discovery
         .spawn_watcher(
@@ -98,6 +123,11 @@ fn run(config: Config) -> anyhow::Result<()> {
             .with_discovery(discovery)
             .with_metadata(Arc::clone(&metadata))?
             .with_filter(filter)
+            .with_cost(CostControls::new(
+                cost.selection.clone(),
+                cost.shaping.clone(),
+                cgroup_filter,
+            ))
             .with_retention(Retention {
                 grace,
                 ..Retention::default()
@@ -137,6 +167,22 @@ fn run(config: Config) -> anyhow::Result<()> {
         http::serve(listener, admin, shutdown_signal()).await;
         Ok(())
     })
+}
+
+fn exclude_path(filter: &CgroupFilter, v2_root: &std::path::Path, path: &str) {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = v2_root.join(path.trim_start_matches('/'));
+    match std::fs::metadata(&dir) {
+        Ok(meta) => {
+            if let Err(e) = filter.exclude(meta.ino()) {
+                tracing::warn!(path, error = %kadvisor::collect::error_chain(&e), "cannot exclude a cgroup in the kernel");
+            } else {
+                tracing::debug!(path, "excluded by path");
+            }
+        }
+        // Already removed: nothing to count.
+        Err(e) => tracing::debug!(path, error = %e, "excluded cgroup vanished"),
+    }
 }
 
 async fn shutdown_signal() {

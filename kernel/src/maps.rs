@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     macros::map,
-    maps::{PerCpuArray, PerCpuHashMap},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap},
 };
 use kadvisor_common::{
     CgroupCpu, CgroupCrashes, CgroupNet, KERNEL_ERROR_COUNT, KernelError, MAX_CGROUPS,
@@ -71,4 +71,32 @@ pub(crate) fn per_cpu_entry<V: Copy + Default>(
         count_error(KernelError::MapFull);
     }
     entry
+}
+
+/// Cgroup v2 ids the user's selection excludes (`--exclude_cgroups`,
+/// `--exclude_namespaces`, ...), filled by the daemon as it discovers cgroups. A
+/// denylist rather than an allowlist: a new cgroup is counted from its first event
+/// (an allowlist would lose what an included container does before the daemon has
+/// seen its mkdir), and an excluded one at most until then (the daemon deletes what it
+/// had counted when it excludes it). The loader may resize it (`--max_cgroups`).
+#[map(name = "CGROUP_EXCLUDED")]
+static CGROUP_EXCLUDED: HashMap<u64, u8> =
+    HashMap::with_max_entries(MAX_CGROUPS, BPF_F_NO_PREALLOC);
+
+/// 1 when a cgroup selection is configured. Set by the loader before load; in the
+/// frozen `.rodata` the verifier sees it as a constant, so with no selection the
+/// lookup below is removed as dead code and costs nothing.
+#[unsafe(no_mangle)]
+static CGROUP_FILTER: u32 = 0;
+
+/// Whether events of `cgroup_id` are not to be counted (called first by every hook
+/// once it knows the cgroup).
+#[inline(always)]
+pub(crate) fn excluded(cgroup_id: u64) -> bool {
+    // SAFETY: a plain read of a global; volatile so the compiler does not fold in the
+    // zero initialiser that the loader replaces before load.
+    if unsafe { core::ptr::read_volatile(&raw const CGROUP_FILTER) } == 0 {
+        return false;
+    }
+    CGROUP_EXCLUDED.get_ptr(cgroup_id).is_some()
 }

@@ -29,7 +29,7 @@ use kadvisor_common::{
     DEST_CLASS_COUNT, DEST_EXTERNAL, DestinationAddr, KernelError, MAX_DESTINATION_CIDRS,
 };
 
-use crate::maps::{CGROUP_NET, count_error, per_cpu_entry};
+use crate::maps::{CGROUP_NET, count_error, excluded, per_cpu_entry};
 
 /// Configured CIDRs → destination class (`DEST_*`). IPv4 as IPv4-mapped IPv6.
 #[map(name = "DESTINATIONS")]
@@ -74,6 +74,9 @@ fn count(ctx: &SkBuffContext, egress: bool) {
     let (len, gso_segs) = unsafe { ((*skb).len, (*skb).gso_segs) };
     // SAFETY: the skb the kernel passed.
     let cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
+    if excluded(cgroup_id) {
+        return;
+    }
     let segments = if gso_segs > 1 { gso_segs } else { 1 };
 
     let ip = if egress || segments > 1 {

@@ -25,7 +25,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    maps::{CGROUP_OOM, per_cpu_entry},
+    maps::{CGROUP_OOM, excluded, per_cpu_entry},
     task::task_cgroup_id,
 };
 
@@ -42,6 +42,9 @@ fn count_kill(task: *const u8) {
     let Some(cgroup_id) = task_cgroup_id(task) else {
         return;
     };
+    if excluded(cgroup_id) {
+        return;
+    }
     if let Some(kills) = per_cpu_entry(&CGROUP_OOM, cgroup_id) {
         // SAFETY: this CPU's value slot; fentry programs run with migration disabled
         // and the OOM killer holds oom_lock, so no other program writes this slot.

@@ -30,7 +30,7 @@ use aya_ebpf::{
 use kadvisor_common::SchedOffsets;
 
 use crate::{
-    maps::{CGROUP_CPU, per_cpu_entry},
+    maps::{CGROUP_CPU, excluded, per_cpu_entry},
     task::task_cgroup_id,
 };
 
@@ -137,6 +137,9 @@ fn charge_runtime(task: *const u8, runtime_ns: u64) {
     let Some(cgroup_id) = task_cgroup_id(task) else {
         return;
     };
+    if excluded(cgroup_id) {
+        return;
+    }
     let (runqueue_ns, run_periods) = take_arrival(cgroup_id);
     if let Some(cpu) = per_cpu_entry(&CGROUP_CPU, cgroup_id) {
         // SAFETY: this CPU's value slot; tracepoints run with preemption disabled.
@@ -344,6 +347,9 @@ fn switched(preempt: bool, prev: *const u8, next: *const u8, prev_state: u32) {
     let Some(cgroup_id) = task_cgroup_id(next) else {
         return;
     };
+    if excluded(cgroup_id) {
+        return;
+    }
     park_arrival(cgroup_id, waited);
 }
 

@@ -20,7 +20,7 @@ use aya_ebpf::{
 };
 use kadvisor_common::{CRASH_SIGNALS, SignalOffsets};
 
-use crate::maps::{CGROUP_CRASHES, per_cpu_entry};
+use crate::maps::{CGROUP_CRASHES, excluded, per_cpu_entry};
 
 /// Filled in by the loader from `/sys/kernel/btf/vmlinux` before the program loads.
 #[unsafe(no_mangle)]
@@ -64,6 +64,9 @@ fn count_crash(sig: u32, action: *const u8) {
     // SAFETY: bpf_get_current_cgroup_id has no preconditions; current is the task
     // the signal is delivered to.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if excluded(cgroup_id) {
+        return;
+    }
     if let Some(crashes) = per_cpu_entry(&CGROUP_CRASHES, cgroup_id) {
         // SAFETY: this CPU's value slot; tracepoints run with preemption disabled.
         if let Some(count) = unsafe { (*crashes).by_signal.get_mut(index) } {

@@ -2,6 +2,7 @@
 //! programs of `kernel/`, and reading their maps at scrape time.
 mod batch;
 mod btf;
+mod filter;
 mod programs;
 mod raw;
 
@@ -15,6 +16,7 @@ use kadvisor_common::{CgroupCpu, CgroupCrashes, CgroupNet, DestinationAddr, Kern
 
 use crate::config::Cidr;
 
+pub use filter::CgroupFilter;
 pub use programs::{KernelVersion, MinKernel, PROGRAMS, ProgramKind, ProgramSpec, Requirement};
 
 /// The object file built from `kernel/` by build.rs.
@@ -120,6 +122,19 @@ pub struct KernelPrograms {
     per_cgroup: Vec<(&'static str, std::os::fd::OwnedFd)>,
     /// Names of the programs that attached.
     attached: Vec<&'static str>,
+    /// The kernel cgroup filter, when a selection is configured.
+    filter: Option<std::sync::Arc<CgroupFilter>>,
+}
+
+/// What the configuration changes in loading (see `cost`).
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `PROGRAMS` families not to attach (their metric group is disabled), the
+    /// required CPU core included.
+    pub disabled_families: Vec<&'static str>,
+    /// Enables the kernel cgroup filter (`CGROUP_EXCLUDED`); without it the hooks'
+    /// filter check is dead code the verifier removes.
+    pub cgroup_filter: bool,
 }
 
 /// Whether a program is attached, and its counters from the kernel's BPF
@@ -141,6 +156,18 @@ impl KernelPrograms {
         max_cgroups: u32,
         cgroup_root: &std::path::Path,
     ) -> Result<Self, BpfError> {
+        Self::load_with(btf_path, max_cgroups, cgroup_root, &LoadOptions::default())
+    }
+
+    /// `load`, leaving out disabled families and enabling the cgroup filter as
+    /// `options` say.
+    pub fn load_with(
+        btf_path: &std::path::Path,
+        max_cgroups: u32,
+        cgroup_root: &std::path::Path,
+        options: &LoadOptions,
+    ) -> Result<Self, BpfError> {
+        let cgroup_filter = u32::from(options.cgroup_filter);
         let offsets = btf::task_cgroup_offsets(btf_path)?;
         let (sched_offsets, signal_offsets) = btf::family_offsets(btf_path)?;
         let btf = aya::Btf::parse_file(btf_path, aya::Endianness::default()).map_err(|e| {
@@ -154,6 +181,8 @@ impl KernelPrograms {
             .override_global("TASK_CGROUP_OFFSETS", &offsets, true)
             .override_global("SCHED_OFFSETS", &sched_offsets, true)
             .override_global("SIGNAL_OFFSETS", &signal_offsets, true)
+            .override_global("CGROUP_FILTER", &cgroup_filter, true)
+            .map_max_entries("CGROUP_EXCLUDED", max_cgroups)
             .map_max_entries("CGROUP_CPU", max_cgroups)
             .map_max_entries("CGROUP_CRASHES", max_cgroups)
             .map_max_entries("CGROUP_NET", max_cgroups)
@@ -163,6 +192,14 @@ impl KernelPrograms {
         let mut attached = Vec::new();
         let kernel = KernelVersion::running();
         for spec in PROGRAMS {
+            if options.disabled_families.contains(&spec.family) {
+                tracing::info!(
+                    program = spec.name,
+                    family = spec.family,
+                    "not attached: its metric group is disabled"
+                );
+                continue;
+            }
             if spec
                 .unless_attached
                 .is_some_and(|other| attached.contains(&other))
@@ -198,6 +235,18 @@ impl KernelPrograms {
             .iter()
             .map(|&name| Ok((name, map_fd(&ebpf, name)?)))
             .collect::<Result<Vec<_>, BpfError>>()?;
+        let filter = if options.cgroup_filter {
+            let counters = ["CGROUP_CPU", "CGROUP_CRASHES", "CGROUP_NET", "CGROUP_OOM"]
+                .iter()
+                .map(|&name| Ok((name, map_fd(&ebpf, name)?)))
+                .collect::<Result<Vec<_>, BpfError>>()?;
+            Some(std::sync::Arc::new(CgroupFilter::new(
+                map_fd(&ebpf, "CGROUP_EXCLUDED")?,
+                counters,
+            )))
+        } else {
+            None
+        };
         let cgroup_cpu = take_map(&mut ebpf, "CGROUP_CPU")?;
         let cgroup_crashes = take_map(&mut ebpf, "CGROUP_CRASHES")?;
         let errors = take_map(&mut ebpf, "ERRORS")?;
@@ -214,7 +263,13 @@ impl KernelPrograms {
             cgroup_oom,
             per_cgroup,
             attached,
+            filter,
         })
+    }
+
+    /// The kernel cgroup filter (`None` unless `LoadOptions::cgroup_filter`).
+    pub fn cgroup_filter(&self) -> Option<std::sync::Arc<CgroupFilter>> {
+        self.filter.clone()
     }
 
     /// Fills the destination-class trie: each CIDR → its `DEST_*` class. Overlaps
@@ -255,6 +310,9 @@ impl KernelPrograms {
     pub fn forget(&self, id: u64) -> Result<(), BpfError> {
         for (name, fd) in &self.per_cgroup {
             raw::delete_u64_key(fd, id).map_err(|source| BpfError::Raw { name, source })?;
+        }
+        if let Some(filter) = &self.filter {
+            filter.forget(id);
         }
         Ok(())
     }
@@ -485,7 +543,13 @@ pub fn add_net(total: &mut CgroupNet, v: &CgroupNet) {
 }
 
 /// Maps keyed by cgroup v2 id: their entries of a retired cgroup are deleted.
-const PER_CGROUP_MAPS: &[&str] = &["CGROUP_CPU", "CGROUP_CRASHES", "CGROUP_NET", "CGROUP_OOM"];
+const PER_CGROUP_MAPS: &[&str] = &[
+    "CGROUP_CPU",
+    "CGROUP_CRASHES",
+    "CGROUP_NET",
+    "CGROUP_OOM",
+    "CGROUP_EXCLUDED",
+];
 
 fn map_fd(ebpf: &Ebpf, name: &'static str) -> Result<std::os::fd::OwnedFd, BpfError> {
     use std::os::fd::AsFd as _;

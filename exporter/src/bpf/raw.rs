@@ -3,6 +3,7 @@
 //! (every per-cgroup map), through the `bpf(2)` syscall on a map fd.
 use std::os::fd::{AsRawFd as _, OwnedFd};
 
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 
@@ -37,6 +38,17 @@ fn bpf(cmd: libc::c_long, attr: &mut MapElemAttr) -> std::io::Result<()> {
 
 fn fd_u32(fd: &OwnedFd) -> u32 {
     u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX)
+}
+
+/// Sets `key` to the one-byte `value` (a map of `u64` → `u8`).
+pub fn update_u64_key_u8(fd: &OwnedFd, key: u64, value: u8) -> std::io::Result<()> {
+    let mut attr = MapElemAttr {
+        map_fd: fd_u32(fd),
+        key: std::ptr::from_ref(&key) as u64,
+        value_or_next_key: std::ptr::from_ref(&value) as u64,
+        ..MapElemAttr::default()
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr)
 }
 
 /// Deletes `key`; `Ok` when it was not there.

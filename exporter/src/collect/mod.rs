@@ -289,6 +289,8 @@ pub struct Collector {
     scrape_duration: prometheus::Histogram,
     /// Size of the last body, to size the next one.
     last_body: std::sync::atomic::AtomicUsize,
+    /// Metric groups, cgroup selection, aggregation, series budget (`cost`).
+    cost: crate::cost::CostControls,
 }
 
 impl Collector {
@@ -343,7 +345,15 @@ impl Collector {
             scrape_errors,
             scrape_duration,
             last_body: std::sync::atomic::AtomicUsize::new(0),
+            cost: crate::cost::CostControls::default(),
         })
+    }
+
+    /// Applies the cost settings (see `cost`).
+    #[must_use]
+    pub fn with_cost(mut self, cost: crate::cost::CostControls) -> Self {
+        self.cost = cost;
+        self
     }
 
     /// Adds CPU time used before the programs attached (read them before attaching).
@@ -507,10 +517,10 @@ impl Collector {
         let mut cgroups: Vec<(u64, &str)> = state
             .live
             .iter()
-            .filter(|(path, _)| self.filter.keeps(path))
+            .filter(|(path, _)| self.filter.keeps(path) && self.cost.keeps_path(path))
             .map(|(path, id)| (*id, path.as_str()))
             .collect();
-        let live_count = cgroups.len();
+        let mut live_count = cgroups.len();
         let mut removed: Vec<(u64, &str)> = state
             .removed
             .values()
@@ -518,12 +528,13 @@ impl Collector {
                 !r.cgroup.path.contains('\0')
                     && !state.live.contains_key(&r.cgroup.path)
                     && self.filter.keeps(&r.cgroup.path)
+                    && self.cost.keeps_path(&r.cgroup.path)
             })
             .map(|r| (r.cgroup.id, r.cgroup.path.as_str()))
             .collect();
         removed.sort_by_key(|(_, path)| *path);
         cgroups.extend(removed);
-        let rows: Vec<Row> = match &self.metadata {
+        let mut rows: Vec<Row> = match &self.metadata {
             Some(metadata) => {
                 let paths: Vec<&str> = cgroups.iter().map(|(_, p)| *p).collect();
                 metadata
@@ -538,6 +549,12 @@ impl Collector {
                 .map(|(id, path)| Row::new(*id, path))
                 .collect(),
         };
+        live_count -= self.cost.select_rows(
+            &mut rows,
+            live_count,
+            self.kernel.as_ref(),
+            &mut reclaim.retired,
+        );
         let ctx = ScrapeContext {
             rows: &rows,
             hierarchies: &self.hierarchies,
@@ -551,17 +568,37 @@ impl Collector {
         };
 
         let host = machine::Machine::read(&self.host);
-        let oom_kills = oom::read(&ctx);
-        cpu::collect(&ctx, &mut out);
-        cpu_stat::collect(&ctx, &mut out);
-        crashes::collect(&ctx, &state.paths, &mut out);
-        process::collect(&ctx, &mut out);
-        pressure::collect(&ctx, &mut out);
+        // A disabled group's collector is not called (its files are not read).
+        let on = |group: &str| self.cost.group_on(group);
+        let oom_kills = if on("oom_event") {
+            oom::read(&ctx)
+        } else {
+            None
+        };
+        if on("cpu") {
+            cpu::collect(&ctx, &mut out);
+            cpu_stat::collect(&ctx, &mut out);
+        }
+        if on("crashes") {
+            crashes::collect(&ctx, &state.paths, &mut out);
+        }
+        if on("process") {
+            process::collect(&ctx, &mut out);
+        }
+        if on("pressure") {
+            pressure::collect(&ctx, &mut out);
+        }
         lifetime::collect(&ctx, &mut out);
-        net::collect(&ctx, &state.paths, &mut out);
-        blkio::collect(&ctx, &mut out);
+        if on("network") {
+            net::collect(&ctx, &state.paths, &mut out);
+        }
+        if on("disk") || on("diskIO") {
+            blkio::collect(&ctx, &mut out);
+        }
         let root_swap = host.as_ref().ok().map(|m| m.meminfo.swap_used());
-        memory::collect(&ctx, root_swap, &mut out);
+        if on("memory") {
+            memory::collect(&ctx, root_swap, &mut out);
+        }
         if let Some(kills) = &oom_kills {
             // Removed cgroups inside their grace period are rows already.
             oom::write(&mut out, ctx.rows, kills, &state.paths, ctx.retired);
@@ -576,6 +613,10 @@ impl Collector {
             ctx.any_failed(),
             host.is_err(),
         );
+        // Aggregation, series budget, families of disabled groups still written
+        // (disk/diskIO share a collector); then the per-family series counts.
+        let mut out = self.cost.shape(out);
+        self.cost.write_self_metrics(&mut out);
         self.write_kernel_self_metrics(&ctx, &mut out, state.paths.len());
         self.write_discovery_self_metrics(
             &ctx,
