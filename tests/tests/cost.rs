@@ -1,12 +1,13 @@
 //! Cost controls on real cgroups: a disabled metric group's programs are not
 //! attached (checked with the BPF syscall, not kadvisor's word), an excluded cgroup
 //! is not counted in the kernel, and included ones are still exact.
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kadvisor_tests::{
     assert_close,
     bpf::{self, CGROUP_INET_EGRESS, CGROUP_INET_INGRESS},
     cgroup::{TestCgroup, v2_root},
+    containerd::{self, Containerd, Cri},
     exclusive_cpu,
     kadvisor::Kadvisor,
     scrape::Scrape,
@@ -145,4 +146,217 @@ fn excluded_cgroup_is_not_counted_in_the_kernel_and_included_ones_stay_exact() {
         "CGROUP_EXCLUDED",
         bpf::cgroup_id(included.path())
     ));
+}
+
+#[test]
+fn series_budget_caps_each_family_exactly_and_reports_the_drop() {
+    const LIMIT: usize = 5;
+    let kadvisor = Kadvisor::start(&["--max_series_per_family", &LIMIT.to_string()]);
+    // More rows than the limit, whatever else runs on this machine.
+    let _cgroups: Vec<TestCgroup> = (0..LIMIT + 2)
+        .map(|i| TestCgroup::new(&format!("budget{i}")))
+        .collect();
+    let dropped = |s: &Scrape| {
+        s.find("kadvisor_series_dropped_total", &[("family", USAGE)])
+            .first()
+            .map_or(0.0, |x| x.value)
+    };
+    let first = kadvisor.scrape();
+    let second = kadvisor.scrape();
+    let rows = second.value("kadvisor_rows", &[("state", "live")])
+        + second.value("kadvisor_rows", &[("state", "removed")]);
+    assert!(rows > LIMIT as f64, "{rows} rows");
+    assert_eq!(second.find(USAGE, &[]).len(), LIMIT, "{}", second.text);
+    assert_eq!(
+        second.value("kadvisor_series", &[("family", USAGE)]),
+        LIMIT as f64
+    );
+    // What this scrape left out is counted: every row beyond the limit.
+    assert_eq!(dropped(&second) - dropped(&first), rows - LIMIT as f64);
+    // The root row is never dropped.
+    assert_eq!(second.find(USAGE, &[("id", "/")]).len(), 1);
+    // Per-row families with fewer series than rows are capped too.
+    assert!(second.find("container_last_seen", &[]).len() <= rows as usize);
+    assert_eq!(
+        second.find("container_memory_usage_bytes", &[]).len(),
+        LIMIT
+    );
+}
+
+/// Scrapes until `ready` holds, at most 20 s.
+fn scrape_until(kadvisor: &Kadvisor, what: &str, ready: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let scrape = kadvisor.scrape();
+        if ready(&scrape) {
+            return scrape;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not within 20 s:\n{}",
+            scrape.text
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Removes the pods' cgroups even when an assertion failed.
+struct Cleanup<'a>(Vec<&'a containerd::Pod>);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        for pod in &self.0 {
+            containerd::remove_pod_cgroups(pod);
+        }
+    }
+}
+
+#[test]
+fn pod_aggregation_sums_containers_and_an_excluded_namespace_is_not_counted() {
+    let _cpu = exclusive_cpu();
+    let containerd = Containerd::start();
+    let socket = containerd.socket();
+    let socket = socket.to_str().unwrap();
+    let containers = Kadvisor::start(&["--cri_endpoints", socket]);
+    let pods = Kadvisor::start(&[
+        "--cri_endpoints",
+        socket,
+        "--aggregation",
+        "pod",
+        "--exclude_namespaces",
+        "kadvisor-test-excluded",
+    ]);
+    let mut cri = Cri::connect(&containerd.socket());
+    let web = cri.run_pod("web-0", "kadvisor-test", &containerd.log_dir());
+    let hidden = cri.run_pod("batch-0", "kadvisor-test-excluded", &containerd.log_dir());
+    let cleanup = Cleanup(vec![&web, &hidden]);
+    // Some CPU, then idle: the values stay put while both kadvisors are scraped.
+    let worker = cri.run_container(
+        &web,
+        "worker",
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; exec sleep 3600",
+        ],
+    );
+    let idle = cri.run_container(&web, "idle", &["sleep", "3600"]);
+    let busy = cri.run_container(&hidden, "busy", &["sh", "-c", "while :; do :; done"]);
+    let web_id = web.cgroup();
+    let hidden_id = hidden.cgroup();
+    let busy_id = format!("{hidden_id}/{busy}");
+    let leaves = [
+        format!("{web_id}/{}", web.id),
+        format!("{web_id}/{worker}"),
+        format!("{web_id}/{idle}"),
+    ];
+
+    // Labels joined by both (the container-level one shows the excluded pod too).
+    scrape_until(&containers, "runtime labels", |s| {
+        leaves.iter().chain([&busy_id]).all(|id| {
+            s.find(USAGE, &[("id", id)])
+                .first()
+                .is_some_and(|x| !x.labels["pod"].is_empty())
+        })
+    });
+    let pod_row = [("id", web_id.as_str()), ("pod", "web-0"), ("container", "")];
+    scrape_until(&pods, "the pod row and the exclusion", |s| {
+        s.find(USAGE, &pod_row).len() == 1
+            && s.find(USAGE, &[("id", &busy_id)]).is_empty()
+            && s.find(USAGE, &[("id", &hidden_id)]).is_empty()
+    });
+    // The worker's loop is over once its own cgroup stops gaining CPU.
+    let worker_dir = v2_root().join(leaves[1].trim_start_matches('/'));
+    let cpu_of = |dir: &std::path::Path| {
+        std::fs::read_to_string(dir.join("cpu.stat"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<f64>().ok())
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let before = cpu_of(&worker_dir);
+        std::thread::sleep(Duration::from_millis(500));
+        if cpu_of(&worker_dir) == before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker's loop did not end");
+    }
+
+    let by_container = containers.scrape();
+    let by_pod = pods.scrape();
+    for family in [USAGE, "container_memory_usage_bytes", "container_threads"] {
+        let sum: f64 = leaves
+            .iter()
+            .map(|id| by_container.value(family, &[("id", id)]))
+            .sum();
+        let rows = by_pod.find(family, &[("pod", "web-0")]);
+        assert_eq!(
+            rows.len(),
+            1,
+            "{family}: one row for the pod:\n{}",
+            by_pod.text
+        );
+        let row = rows[0];
+        for (key, want) in [
+            ("container", ""),
+            ("id", web_id.as_str()),
+            ("image", ""),
+            ("name", ""),
+            ("namespace", "kadvisor-test"),
+            ("pod", "web-0"),
+        ] {
+            assert_eq!(row.labels[key], want, "{family} pod row label {key}");
+        }
+        eprintln!("{family}: pod row {} vs sum of containers {sum}", row.value);
+        assert!(sum > 0.0, "{family}: the containers have values");
+        assert_close(
+            &format!("{family}: pod row vs sum of its containers"),
+            row.value,
+            sum,
+            0.02,
+        );
+    }
+    // No container row of the pod is left at pod level.
+    for id in &leaves {
+        assert!(
+            by_pod.find(USAGE, &[("id", id)]).is_empty(),
+            "{id} still a row"
+        );
+    }
+
+    // The excluded namespace: no rows, not counted in the kernel (its busy loop runs).
+    assert!(
+        by_pod.samples.iter().all(
+            |s| s.labels.get("namespace").map(String::as_str) != Some("kadvisor-test-excluded")
+        ),
+        "rows of the excluded namespace:\n{}",
+        by_pod.text
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    for id in [&busy_id, &hidden_id] {
+        let cgroup = bpf::cgroup_id(&v2_root().join(id.trim_start_matches('/')));
+        assert!(
+            bpf::map_has_key(pods.pid(), "CGROUP_EXCLUDED", cgroup),
+            "{id} not excluded"
+        );
+        assert!(
+            !bpf::map_has_key(pods.pid(), "CGROUP_CPU", cgroup),
+            "{id} counted"
+        );
+    }
+    assert!(
+        bpf::map_has_key(
+            containers.pid(),
+            "CGROUP_CPU",
+            bpf::cgroup_id(&v2_root().join(busy_id.trim_start_matches('/')))
+        ),
+        "control: the other kadvisor counts the busy container"
+    );
+
+    cri.remove_pod(&web);
+    cri.remove_pod(&hidden);
+    drop(cleanup);
+    drop(containerd);
 }
