@@ -9,9 +9,12 @@
 //! (3) 100 and 1000 live cgroups (v2 tree + v1 hierarchies) each holding a process:
 //! scrape latency p50/p99 over 100 scrapes, CPU per scrape, body size, RSS, map
 //! memory; the baseline collector on the same cgroups; (4) kadvisor's CPU over a
-//! minute with nobody scraping.
+//! minute with nobody scraping; (5) series and scrape CPU at 1000 containers with the
+//! defaults and with a cost-conscious configuration (`cost.rs`). `--cost-only` runs
+//! phase 5 alone.
 mod baseline;
 mod cgroups;
+mod cost;
 mod http;
 mod proc;
 
@@ -81,6 +84,11 @@ fn main() {
     let scrape_only = args.iter().any(|a| a == "--scrape-only");
     let mut report = Report::default();
     machine(&mut report);
+    if std::env::args().any(|a| a == "--cost-only") {
+        cost::cost_controls(&mut report, 1000, if quick { 20 } else { 50 });
+        report.print();
+        return;
+    }
     if !scrape_only {
         ns_per_event(&mut report, quick);
         slowdown(&mut report, if quick { 2 } else { 5 });
@@ -90,6 +98,7 @@ fn main() {
     }
     if !scrape_only {
         idle_cpu(&mut report, if quick { 10 } else { 60 });
+        cost::cost_controls(&mut report, 1000, if quick { 20 } else { 50 });
     }
     report.print();
 }

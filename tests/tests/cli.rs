@@ -130,3 +130,28 @@ fn valid_config_file_checks_without_loading_bpf() {
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("configuration is valid"));
 }
+
+#[test]
+fn readme_cost_recipes_are_valid_configs() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("read README.md");
+    let section = readme
+        .split("## Controlling cost")
+        .nth(1)
+        .expect("README has a Controlling cost section");
+    let recipes: Vec<&str> = section
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .collect();
+    assert!(recipes.len() >= 2, "{} recipes", recipes.len());
+    for recipe in recipes {
+        let output = check_config(recipe, &[]);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "recipe:\n{recipe}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
