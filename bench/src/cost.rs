@@ -44,7 +44,12 @@ fn measure(args: &[&str], scrapes: usize) -> Measured {
     let cpu_ms = (proc::cpu_seconds(kadvisor.pid()) - cpu_before) / scrapes as f64 * 1e3;
     let body = http::get(port, "/metrics", false).body;
     let text = String::from_utf8_lossy(&body);
-    let series = text.lines().filter(|l| l.starts_with("container_")).count();
+    // Only the population's own rows: other cgroups on a shared machine come and go
+    // between the runs.
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("container_") && l.contains("id=\"/kadvisor-bench-cost/"))
+        .count();
     Measured {
         series,
         body_kib: body.len() / 1024,
@@ -72,7 +77,7 @@ pub fn cost_controls(report: &mut Report, count: usize, scrapes: usize) {
     let n = format!("{count} cgroups, cost controls");
     report.add(
         format!(
-            "{n}: container_* series, defaults → `{}`",
+            "{n}: container_* series of the 1000 cgroups, defaults → `{}`",
             COST_CONSCIOUS.join(" ")
         ),
         format!(

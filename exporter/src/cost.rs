@@ -513,7 +513,7 @@ impl Shaping {
             families
                 .iter()
                 .filter(|f| f.name == "container_cpu_usage_seconds_total")
-                .flat_map(|f| f.samples.iter())
+                .flat_map(|f| f.body.lines())
                 .filter_map(|s| {
                     let parsed = Sample::parse(s)?;
                     Some((parsed.label("id")?.to_owned(), parsed.value))
@@ -528,10 +528,22 @@ impl Shaping {
                 continue;
             }
             let level = self.aggregation.level_of_family(family.name);
+            let count = family.body.bytes().filter(|b| *b == b'\n').count();
+            let over_budget = self.max_series_per_family > 0
+                && family.name.starts_with("container_")
+                && count > self.max_series_per_family;
+            out.append_encoded(family.header);
+            out.count_family(family.name);
+            if level == Level::Container && !over_budget {
+                // Untouched: copied as one block, not line by line.
+                out.append_samples(family.body, count);
+                continue;
+            }
+            let lines: Vec<&str> = family.body.lines().collect();
             let mut samples: Vec<String> = if level == Level::Container {
-                family.samples.iter().map(|s| (*s).to_owned()).collect()
+                lines.iter().map(|s| (*s).to_owned()).collect()
             } else {
-                aggregate(&family.samples, level)
+                aggregate(&lines, level)
             };
             if self.max_series_per_family > 0
                 && family.name.starts_with("container_")
@@ -543,8 +555,6 @@ impl Shaping {
                     .dropped
                     .push((family.name.to_owned(), before - samples.len()));
             }
-            out.append_encoded(family.header);
-            out.count_family(family.name);
             for s in &samples {
                 out.append_sample_line(s);
             }
@@ -557,46 +567,47 @@ impl Shaping {
 struct TextFamily<'a> {
     name: &'a str,
     header: &'a str,
-    samples: Vec<&'a str>,
+    /// The sample lines, each ending in a newline.
+    body: &'a str,
 }
 
 /// Splits text written by `Exposition` into families (a family starts at its `# HELP`
-/// line; lines before any header form an unnamed family kept as is).
+/// line, its header is the comment lines that follow; text before any header forms an
+/// unnamed family kept as is). Only family boundaries are searched, not every line.
 fn split_families(text: &str) -> Vec<TextFamily<'_>> {
-    let mut out: Vec<TextFamily<'_>> = Vec::new();
-    let mut offset = 0;
-    let mut header_start = None;
-    for line in text.split_inclusive('\n') {
-        let start = offset;
-        offset += line.len();
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let name = rest.split(' ').next().unwrap_or_default().trim_end();
-            out.push(TextFamily {
-                name,
-                header: "",
-                samples: Vec::new(),
-            });
-            header_start = Some(start);
-        } else if line.starts_with("# ") {
-            // TYPE (or another comment) right after HELP: part of the header.
-        } else {
-            if let (Some(h), Some(f)) = (header_start.take(), out.last_mut()) {
-                f.header = &text[h..start];
+    let mut starts: Vec<usize> = text
+        .match_indices("# HELP ")
+        .map(|(i, _)| i)
+        .filter(|&i| i == 0 || text.as_bytes().get(i - 1) == Some(&b'\n'))
+        .collect();
+    let mut out = Vec::new();
+    if starts.first() != Some(&0) {
+        let end = starts.first().copied().unwrap_or(text.len());
+        out.push(TextFamily {
+            name: "",
+            header: "",
+            body: &text[..end],
+        });
+    }
+    starts.push(text.len());
+    for pair in starts.windows(2) {
+        let block = &text[pair[0]..pair[1]];
+        let name = block["# HELP ".len()..]
+            .split([' ', '\n'])
+            .next()
+            .unwrap_or_default();
+        let mut header_len = 0;
+        for line in block.split_inclusive('\n') {
+            if !line.starts_with('#') {
+                break;
             }
-            match out.last_mut() {
-                Some(f) => f.samples.push(line.trim_end_matches('\n')),
-                None => out.push(TextFamily {
-                    name: "",
-                    header: "",
-                    samples: vec![line.trim_end_matches('\n')],
-                }),
-            }
+            header_len += line.len();
         }
-        if let (Some(h), Some(f)) = (header_start, out.last_mut())
-            && line.starts_with("# TYPE ")
-        {
-            f.header = &text[h..offset];
-        }
+        out.push(TextFamily {
+            name,
+            header: &block[..header_len],
+            body: &block[header_len..],
+        });
     }
     out
 }
@@ -1012,6 +1023,21 @@ mod tests {
             &[("container_cpu_usage_seconds_total".to_owned(), 5)]
         );
         assert!(!out.as_str().contains("container_memory_rss"));
+        // A pass that changes nothing copies the text exactly.
+        let loose = Shaping {
+            max_series_per_family: 100,
+            ..Shaping::default()
+        };
+        let (out, report) = loose.apply(&text());
+        assert_eq!(out.as_str(), text());
+        assert!(report.dropped.is_empty());
+        assert_eq!(
+            out.series_counts(),
+            &[
+                ("container_cpu_usage_seconds_total".to_owned(), 5),
+                ("container_memory_rss".to_owned(), 1)
+            ]
+        );
     }
 }
 

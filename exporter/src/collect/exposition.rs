@@ -93,6 +93,15 @@ impl Exposition {
         self.buf.push('\n');
     }
 
+    /// Appends `count` sample lines already in the exposition format (each ending in
+    /// a newline).
+    pub fn append_samples(&mut self, text: &str, count: usize) {
+        if let Some((_, n)) = self.series.last_mut() {
+            *n += count;
+        }
+        self.buf.push_str(text);
+    }
+
     /// Series written per family so far, in the order the families started.
     pub fn series_counts(&self) -> &[(String, usize)] {
         &self.series
