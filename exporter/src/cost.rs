@@ -474,6 +474,14 @@ impl Aggregation {
         }
     }
 
+    /// The level of the group `name` (canonical or alias).
+    pub fn level_of_group(&self, name: &str) -> Level {
+        match find_group(name) {
+            Ok(g) => self.per_group.get(g.name).copied().unwrap_or(self.default),
+            Err(_) => Level::Container,
+        }
+    }
+
     pub fn is_container_only(&self) -> bool {
         self.default == Level::Container && self.per_group.values().all(|l| *l == Level::Container)
     }
@@ -672,6 +680,11 @@ const BASE_LABELS: [&str; 6] = ["container", "id", "image", "name", "namespace",
 /// `name`: the runtime's containers, sandboxes included). A pod or namespace with no
 /// container row in this family keeps the sum of its pod rows instead. Rows outside
 /// any pod (root, QoS and system cgroups) are kept as they are.
+///
+/// Groups whose collector ran on `CostControls::pod_level_rows` reach this with pod
+/// rows only: at level pod each pod row is rewritten as itself, at level namespace
+/// the pod rows are summed. Container rows reach it only from a family that shares a
+/// collector with a group left at container level (disk/diskIO, network/socket).
 fn aggregate(samples: &[&str], level: Level) -> Vec<String> {
     #[derive(Default)]
     struct Acc {
@@ -1078,6 +1091,35 @@ impl CostControls {
     /// Whether the group `name` is collected.
     pub fn group_on(&self, name: &str) -> bool {
         self.shaping.groups.on(name)
+    }
+
+    /// Whether the group `name` is collected above container level (pod or
+    /// namespace): then it is collected from `pod_level_rows` only.
+    pub fn above_container(&self, name: &str) -> bool {
+        self.shaping.aggregation.level_of_group(name) > Level::Container
+    }
+
+    /// Whether any group is collected above container level.
+    pub fn aggregates(&self) -> bool {
+        !self.shaping.aggregation.is_container_only()
+    }
+
+    /// The rows a group above container level is collected from: every row but the
+    /// containers of pods (rows with a runtime `name` and a `pod`, sandboxes
+    /// included). A pod cgroup's values already hold its containers': the kernel
+    /// accounts memory, IO and PSI hierarchically, and kadvisor sums its own kernel
+    /// counters (CPU, schedstat, sockets, crashes, OOM kills) up the tree, removed
+    /// containers included. So a container's files are never read, and its kernel
+    /// counters never summed, for a group that does not export its row.
+    pub fn pod_level_rows(rows: &[crate::collect::Row]) -> Vec<crate::collect::Row> {
+        rows.iter()
+            .filter(|row| {
+                let named = label_value(&row.labels, "name").is_some_and(|v| !v.is_empty());
+                let in_pod = label_value(&row.labels, "pod").is_some_and(|v| !v.is_empty());
+                !(named && in_pod)
+            })
+            .cloned()
+            .collect()
     }
 
     /// Whether the path patterns keep `path` (its row, and its counting in the kernel).

@@ -567,41 +567,85 @@ impl Collector {
             row_pids: std::cell::OnceCell::new(),
         };
 
+        // Groups aggregated at pod or namespace level see the pod-level rows only
+        // (see `CostControls::pod_level_rows`): their container rows cost nothing.
+        let pod_rows = if self.cost.aggregates() {
+            crate::cost::CostControls::pod_level_rows(&rows)
+        } else {
+            Vec::new()
+        };
+        let pod_ctx = ScrapeContext {
+            rows: &pod_rows,
+            hierarchies: &self.hierarchies,
+            kernel: self.kernel.as_ref(),
+            cpu_baselines: &self.cpu_baselines,
+            paths: &state.paths,
+            retired: &reclaim.retired,
+            errors: &self.scrape_errors,
+            failures: Cell::new(0),
+            row_pids: std::cell::OnceCell::new(),
+        };
+        let ctx_of = |group: &str| {
+            if self.cost.above_container(group) {
+                &pod_ctx
+            } else {
+                &ctx
+            }
+        };
+
         let host = machine::Machine::read(&self.host);
         // A disabled group's collector is not called (its files are not read).
         let on = |group: &str| self.cost.group_on(group);
         let oom_kills = if on("oom_event") {
-            oom::read(&ctx)
+            oom::read(ctx_of("oom_event"))
         } else {
             None
         };
         if on("cpu") {
-            cpu::collect(&ctx, &mut out);
-            cpu_stat::collect(&ctx, &mut out);
+            cpu::collect(ctx_of("cpu"), &mut out);
+            cpu_stat::collect(ctx_of("cpu"), &mut out);
         }
         if on("crashes") {
-            crashes::collect(&ctx, &state.paths, &mut out);
+            crashes::collect(ctx_of("crashes"), &state.paths, &mut out);
         }
         if on("process") {
-            process::collect(&ctx, &mut out);
+            process::collect(ctx_of("process"), &mut out);
         }
         if on("pressure") {
-            pressure::collect(&ctx, &mut out);
+            pressure::collect(ctx_of("pressure"), &mut out);
         }
         lifetime::collect(&ctx, &mut out);
         if on("network") {
-            net::collect(&ctx, &state.paths, &mut out);
+            // Interfaces and kadvisor's socket counters share one collector.
+            let net_ctx = if self.cost.above_container("socket") {
+                ctx_of("network")
+            } else {
+                &ctx
+            };
+            net::collect(net_ctx, &state.paths, &mut out);
         }
         if on("disk") || on("diskIO") {
-            blkio::collect(&ctx, &mut out);
+            // One collector for both groups: pod rows only when both are above.
+            let blkio_ctx = if self.cost.above_container("disk") {
+                ctx_of("diskIO")
+            } else {
+                &ctx
+            };
+            blkio::collect(blkio_ctx, &mut out);
         }
         let root_swap = host.as_ref().ok().map(|m| m.meminfo.swap_used());
         if on("memory") {
-            memory::collect(&ctx, root_swap, &mut out);
+            memory::collect(ctx_of("memory"), root_swap, &mut out);
         }
         if let Some(kills) = &oom_kills {
             // Removed cgroups inside their grace period are rows already.
-            oom::write(&mut out, ctx.rows, kills, &state.paths, ctx.retired);
+            oom::write(
+                &mut out,
+                ctx_of("oom_event").rows,
+                kills,
+                &state.paths,
+                ctx.retired,
+            );
         }
         if let Err(e) = &host {
             self.scrape_errors.with_label_values(&["machine"]).inc();
@@ -610,7 +654,7 @@ impl Collector {
         machine::write(
             &mut out,
             host.as_ref().ok(),
-            ctx.any_failed(),
+            ctx.any_failed() || pod_ctx.any_failed(),
             host.is_err(),
         );
         // Aggregation, series budget, families of disabled groups still written
