@@ -149,6 +149,16 @@ pub struct Config {
     )]
     pub exclude_namespaces: Vec<String>,
 
+    /// Count and export only pods whose labels match this Kubernetes label selector
+    /// (`kubectl get -l` syntax, e.g. `app=web,tier in (front,api)`; known once the
+    /// runtime answers for the pod).
+    #[arg(long = "include_pods", value_name = "SELECTOR")]
+    pub include_pods: Option<String>,
+
+    /// Do not count or export pods whose labels match this label selector.
+    #[arg(long = "exclude_pods", value_name = "SELECTOR")]
+    pub exclude_pods: Option<String>,
+
     /// Row level of every group: container (cAdvisor's rows), pod or namespace.
     #[arg(
         long = "aggregation",
@@ -194,6 +204,8 @@ struct FileConfig {
     exclude_cgroups: Option<Vec<String>>,
     include_namespaces: Option<Vec<String>>,
     exclude_namespaces: Option<Vec<String>>,
+    include_pods: Option<String>,
+    exclude_pods: Option<String>,
     aggregation: Option<String>,
     /// `[aggregate]` table: group = "level".
     aggregate: Option<HashMap<String, String>>,
@@ -337,6 +349,16 @@ impl Config {
         take!(exclude_cgroups);
         take!(include_namespaces);
         take!(exclude_namespaces);
+        if let Some(v) = file.include_pods
+            && !on_command_line("include_pods")
+        {
+            self.include_pods = Some(v);
+        }
+        if let Some(v) = file.exclude_pods
+            && !on_command_line("exclude_pods")
+        {
+            self.exclude_pods = Some(v);
+        }
         take!(aggregation);
         if let Some(table) = file.aggregate
             && !on_command_line("aggregate")
@@ -413,11 +435,20 @@ impl Config {
             }
             Ok(names.to_vec())
         };
+        let selector = |key: &'static str, text: Option<&str>| {
+            text.map(|t| {
+                t.parse::<crate::cost::LabelSelector>()
+                    .map_err(|e| bad(key, t, e))
+            })
+            .transpose()
+        };
         let selection = Selection {
             include_paths: globs("include_cgroups", &self.include_cgroups)?,
             exclude_paths: globs("exclude_cgroups", &self.exclude_cgroups)?,
             include_namespaces: namespaces("include_namespaces", &self.include_namespaces)?,
             exclude_namespaces: namespaces("exclude_namespaces", &self.exclude_namespaces)?,
+            include_pods: selector("include_pods", self.include_pods.as_deref())?,
+            exclude_pods: selector("exclude_pods", self.exclude_pods.as_deref())?,
         };
         let default: Level = self
             .aggregation

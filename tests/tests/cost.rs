@@ -389,3 +389,78 @@ fn pod_aggregation_sums_containers_and_an_excluded_namespace_is_not_counted() {
     drop(cleanup);
     drop(containerd);
 }
+
+/// `--exclude_pods` with a label selector: a pod whose sandbox labels match gets no
+/// rows and, once the runtime has named it, is no longer counted in the kernel; a pod
+/// of the same namespace that does not match keeps its rows.
+#[test]
+fn pod_label_selector_excludes_matching_pods_in_the_kernel() {
+    let _cpu = exclusive_cpu();
+    let containerd = Containerd::start();
+    let socket = containerd.socket();
+    let socket = socket.to_str().unwrap();
+    let kadvisor = Kadvisor::start(&[
+        "--cri_endpoints",
+        socket,
+        "--exclude_pods",
+        "tier in (batch,cron),!keep",
+    ]);
+    let mut cri = Cri::connect(&containerd.socket());
+    let label = |tier: &'static str| {
+        move |config: &mut k8s_cri::v1::PodSandboxConfig| {
+            config.labels.insert("tier".to_owned(), tier.to_owned());
+        }
+    };
+    let web = cri.run_pod_with(
+        "web-0",
+        "kadvisor-test",
+        &containerd.log_dir(),
+        label("front"),
+    );
+    let batch = cri.run_pod_with(
+        "batch-0",
+        "kadvisor-test",
+        &containerd.log_dir(),
+        label("batch"),
+    );
+    let cleanup = Cleanup(vec![&web, &batch]);
+    let app = cri.run_container(&web, "app", &["sleep", "3600"]);
+    let busy = cri.run_container(&batch, "busy", &["sh", "-c", "while :; do :; done"]);
+    let app_id = format!("{}/{app}", web.cgroup());
+    let batch_id = batch.cgroup();
+    let busy_id = format!("{batch_id}/{busy}");
+
+    let scrape = scrape_until(&kadvisor, "web's labels and batch's exclusion", |s| {
+        s.find(USAGE, &[("id", &app_id)])
+            .first()
+            .is_some_and(|x| x.labels["pod"] == "web-0")
+            && s.find(USAGE, &[("id", &busy_id)]).is_empty()
+            && s.find(USAGE, &[("id", &batch_id)]).is_empty()
+    });
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .all(|s| s.labels.get("pod").map(String::as_str) != Some("batch-0")),
+        "rows of the excluded pod:\n{}",
+        scrape.text
+    );
+    // The busy loop keeps running: excluded in the kernel, its cgroup gains no entry.
+    std::thread::sleep(Duration::from_secs(1));
+    for id in [&busy_id, &batch_id] {
+        let cgroup = bpf::cgroup_id(&v2_root().join(id.trim_start_matches('/')));
+        assert!(
+            bpf::map_has_key(kadvisor.pid(), "CGROUP_EXCLUDED", cgroup),
+            "{id} not excluded"
+        );
+        assert!(
+            !bpf::map_has_key(kadvisor.pid(), "CGROUP_CPU", cgroup),
+            "{id} counted"
+        );
+    }
+
+    cri.remove_pod(&web);
+    cri.remove_pod(&batch);
+    drop(cleanup);
+    drop(containerd);
+}

@@ -554,6 +554,7 @@ impl Collector {
             live_count,
             self.kernel.as_ref(),
             &mut reclaim.retired,
+            &|path| self.metadata.as_ref()?.pod_labels(path),
         );
         let ctx = ScrapeContext {
             rows: &rows,

@@ -169,6 +169,13 @@ impl CriClient {
             let pod = PodMeta {
                 pod: md.name.clone(),
                 namespace: md.namespace.clone(),
+                labels: std::sync::Arc::new(
+                    sandbox
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                ),
             };
             listing.pods.insert(md.uid.clone(), pod.clone());
             pod_of_sandbox.insert(
@@ -276,6 +283,7 @@ mod tests {
         let meta = PodMeta {
             pod: md.name.clone(),
             namespace: md.namespace.clone(),
+            ..PodMeta::default()
         };
         (md, meta)
     }

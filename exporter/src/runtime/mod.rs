@@ -14,7 +14,7 @@ pub mod paths;
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
-    sync::{Mutex, PoisonError, RwLock},
+    sync::{Arc, Mutex, PoisonError, RwLock},
     time::{Duration, Instant},
 };
 
@@ -74,6 +74,9 @@ pub struct ContainerMeta {
 pub struct PodMeta {
     pub pod: String,
     pub namespace: String,
+    /// The pod's labels as the runtime holds them on its sandbox (the kubelet copies
+    /// the pod's labels there), for pod label selectors.
+    pub labels: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 /// The default CRI sockets: containerd, CRI-O, cri-dockerd. Sockets that do not exist
@@ -197,6 +200,27 @@ impl Metadata {
             self.wake.notify_one();
         }
         out
+    }
+
+    /// The labels of the pod a cgroup belongs to (its own pod cgroup or its
+    /// container's), once the runtime has answered for the pod.
+    pub fn pod_labels(
+        &self,
+        path: &str,
+    ) -> Option<Arc<std::collections::BTreeMap<String, String>>> {
+        let uid = match paths::classify(path) {
+            PathKind::Pod { uid } => uid,
+            PathKind::Container { .. } => match paths::classify(path.rsplit_once('/')?.0) {
+                PathKind::Pod { uid } => uid,
+                _ => return None,
+            },
+            PathKind::Other => return None,
+        };
+        let cache = self
+            .cache
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.pods.get(&uid).map(|p| Arc::clone(&p.labels))
     }
 
     /// Queues a lookup for a new cgroup's container or pod (called by discovery as
@@ -382,6 +406,7 @@ mod tests {
                 PodMeta {
                     pod: "web-0".to_owned(),
                     namespace: "prod".to_owned(),
+                    labels: Arc::new([("app".to_owned(), "web".to_owned())].into()),
                 },
             );
         }
@@ -389,6 +414,12 @@ mod tests {
         let app = format!("{pod}/{ID}");
         let unknown = format!("{pod}/{}", "a".repeat(64));
         let labels = metadata.labels(&[&pod, &app, &unknown, "/"]);
+        // The pod's labels, for selectors: from its own cgroup and its containers'.
+        for path in [&pod, &app, &unknown] {
+            let pod_labels = metadata.pod_labels(path).expect("pod labels");
+            assert_eq!(pod_labels.get("app").map(String::as_str), Some("web"));
+        }
+        assert!(metadata.pod_labels("/").is_none());
         assert_eq!(labels[0].pod, "web-0");
         assert_eq!(labels[0].namespace, "prod");
         assert_eq!(labels[0].container, "");
