@@ -95,6 +95,14 @@ pub struct Config {
     )]
     pub kubelet_extra_cgroups: Vec<String>,
 
+    /// A quiet container's cgroupfs/procfs values (memory, blkio, processes, pressure,
+    /// cpu/cpuacct files) are re-read at most this often (cAdvisor's flag, Go duration
+    /// syntax: 15s, 500ms, 1m). A container whose tasks ran since its last read is
+    /// always re-read; kernel counters (CPU, network, crashes, OOM) are always live.
+    /// 0 reads every container at every scrape.
+    #[arg(long = "max_housekeeping_interval", default_value = "15s", value_parser = parse_duration)]
+    pub max_housekeeping_interval: std::time::Duration,
+
     /// Log filter (tracing's env-filter syntax), e.g. `info` or `kadvisor=debug`.
     #[arg(long = "log_level", default_value = "info")]
     pub log_level: String,
@@ -210,6 +218,7 @@ struct FileConfig {
     /// `[aggregate]` table: group = "level".
     aggregate: Option<HashMap<String, String>>,
     max_series_per_family: Option<usize>,
+    max_housekeeping_interval: Option<String>,
 }
 
 /// A configuration that cannot be used: one line naming the key and the value.
@@ -368,6 +377,12 @@ impl Config {
             self.aggregate = pairs;
         }
         take!(max_series_per_family);
+        if let Some(v) = file.max_housekeeping_interval
+            && !on_command_line("max_housekeeping_interval")
+        {
+            self.max_housekeeping_interval =
+                parse_duration(&v).map_err(|e| bad("max_housekeeping_interval", &v, e))?;
+        }
         Ok(())
     }
 
@@ -508,6 +523,26 @@ fn parse_file(path: &std::path::Path, text: &str) -> Result<FileConfig, ConfigEr
     })
 }
 
+/// A Go-style duration: a number with a unit `ms`, `s`, `m` or `h` (a bare number is
+/// seconds, `0` is zero).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("{text:?}: unit must be ms, s, m or h (e.g. 15s)")),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 15s)"))?;
+    std::time::Duration::try_from_secs_f64(value * scale).map_err(|e| format!("{text:?}: {e}"))
+}
+
 /// An IP network, `address/prefix`. Host bits must be zero, so a typo such as
 /// `10.0.0.1/8` is caught instead of silently meaning `10.0.0.0/8`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -636,6 +671,24 @@ mod tests {
         }
         let e = Config::load_from(["kadvisor", "--aggregate", "network"]).unwrap_err();
         assert!(e.to_string().contains("want GROUP=LEVEL"), "{e}");
+    }
+
+    #[test]
+    fn parses_go_durations() {
+        use std::time::Duration;
+        for (text, want) in [
+            ("15s", Duration::from_secs(15)),
+            ("0", Duration::ZERO),
+            ("2", Duration::from_secs(2)),
+            ("500ms", Duration::from_millis(500)),
+            ("1m", Duration::from_secs(60)),
+            ("1.5h", Duration::from_secs(5400)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+        for bad in ["", "s", "15x", "-1s", "1e3s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

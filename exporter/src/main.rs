@@ -128,6 +128,7 @@ fn run(config: Config) -> anyhow::Result<()> {
                 cost.shaping.clone(),
                 cgroup_filter,
             ))
+            .with_max_housekeeping_interval(config.max_housekeeping_interval)
             .with_retention(Retention {
                 grace,
                 ..Retention::default()

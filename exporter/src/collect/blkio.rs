@@ -161,10 +161,16 @@ pub fn collect_with(
 ) {
     let mut per_row: Vec<(usize, Vec<DeviceIo>)> = Vec::new();
     for (index, row) in ctx.rows.iter().enumerate() {
-        match read_row(ctx.hierarchies.controller_dir(Controller::Blkio, &row.path)) {
-            Ok(Some(devices)) if !devices.is_empty() => per_row.push((index, devices)),
-            Ok(_) => {}
-            Err(e) => ctx.failed("blkio", &e),
+        let read = || match read_row(ctx.hierarchies.controller_dir(Controller::Blkio, &row.path)) {
+            Ok(devices) => Some(devices),
+            Err(e) => {
+                ctx.failed("blkio", &e);
+                None
+            }
+        };
+        match ctx.row_value(index, |v| &mut v.blkio, read) {
+            Some(Some(devices)) if !devices.is_empty() => per_row.push((index, devices)),
+            _ => {}
         }
     }
     let mut names: HashMap<(u32, u32), String> = HashMap::new();

@@ -361,6 +361,7 @@ mod tests {
             errors: &errors,
             failures: std::cell::Cell::new(0),
             row_pids: std::cell::OnceCell::new(),
+            cache: None,
         };
         let mut out = Exposition::default();
         collect(&ctx, &mut out);

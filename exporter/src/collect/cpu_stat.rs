@@ -152,10 +152,16 @@ fn read_cpu_v1(dir: &Path, files: &mut CpuFiles) -> Result<(), CgroupError> {
 /// Writes every family of this module for every row.
 pub fn collect(ctx: &ScrapeContext<'_>, out: &mut Exposition) {
     let mut rows: Vec<(&Row, CpuFiles)> = Vec::with_capacity(ctx.rows.len());
-    for row in ctx.rows {
-        match read(ctx.hierarchies, &row.path) {
-            Ok(files) => rows.push((row, files)),
-            Err(e) => ctx.failed("cpu_stat", &e),
+    for (index, row) in ctx.rows.iter().enumerate() {
+        let read = || match read(ctx.hierarchies, &row.path) {
+            Ok(files) => Some(files),
+            Err(e) => {
+                ctx.failed("cpu_stat", &e);
+                None
+            }
+        };
+        if let Some(files) = ctx.row_value(index, |v| &mut v.cpu_files, read) {
+            rows.push((row, files));
         }
     }
     write(out, &rows);

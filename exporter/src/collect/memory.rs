@@ -162,7 +162,7 @@ fn read_v1(dir: &ControllerDir) -> Result<Option<MemoryStats>, CgroupError> {
 /// Reads every row's memory state and writes the memory families.
 pub fn collect(ctx: &ScrapeContext<'_>, root_swap: RootSwap, out: &mut Exposition) {
     let mut stats = Vec::with_capacity(ctx.rows.len());
-    for row in ctx.rows {
+    for (index, row) in ctx.rows.iter().enumerate() {
         let Some(dir) = ctx
             .hierarchies
             .controller_dir(Controller::Memory, &row.path)
@@ -170,13 +170,14 @@ pub fn collect(ctx: &ScrapeContext<'_>, root_swap: RootSwap, out: &mut Expositio
             // No memory controller mounted at all: no memory families.
             return;
         };
-        match read(&dir, row.path == "/", root_swap) {
-            Ok(s) => stats.push(s),
+        let read = || match read(&dir, row.path == "/", root_swap) {
+            Ok(s) => Some(s),
             Err(e) => {
                 ctx.failed("memory", &e);
-                stats.push(None);
+                None
             }
-        }
+        };
+        stats.push(ctx.row_value(index, |v| &mut v.memory, read).flatten());
     }
     write(out, ctx.rows, &stats);
 }

@@ -14,6 +14,7 @@ pub mod net;
 pub mod oom;
 pub mod pressure;
 pub mod process;
+pub mod refresh;
 
 use std::{
     cell::Cell,
@@ -231,6 +232,8 @@ pub struct ScrapeContext<'a> {
     failures: Cell<u32>,
     /// Each row's `cgroup.procs`, read once per scrape for every family that needs it.
     row_pids: std::cell::OnceCell<Vec<Option<Vec<u32>>>>,
+    /// Per-row values kept between scrapes (`refresh`); `None` reads every row.
+    pub cache: Option<std::cell::RefCell<&'a mut refresh::RowCache>>,
 }
 
 impl ScrapeContext<'_> {
@@ -243,23 +246,59 @@ impl ScrapeContext<'_> {
     }
 
     /// The pids in each row's own `cgroup.procs` (v2 directory), in row order; `None`
-    /// where that file is absent or unreadable. Read at the first call, then shared.
+    /// where that file is absent or unreadable. Read at the first call (quiet rows:
+    /// kept from an earlier scrape, see `refresh`), then shared.
     pub fn row_pids(&self) -> &[Option<Vec<u32>>] {
         self.row_pids.get_or_init(|| {
-            self.rows
-                .iter()
-                .map(|row| {
-                    let dir = self.hierarchies.v2_dir(&row.path)?;
-                    match crate::cgroup::files::read_optional(&dir.join("cgroup.procs")) {
-                        Ok(procs) => procs.map(|p| crate::cgroup::files::parse_pids(&p).collect()),
-                        Err(e) => {
-                            self.failed("cgroup.procs", &e);
-                            None
-                        }
-                    }
+            (0..self.rows.len())
+                .map(|index| {
+                    self.row_value(
+                        index,
+                        |v| &mut v.pids,
+                        || {
+                            let Some(dir) = self.hierarchies.v2_dir(&self.rows[index].path) else {
+                                return Some(None);
+                            };
+                            match crate::cgroup::files::read_optional(&dir.join("cgroup.procs")) {
+                                Ok(procs) => Some(
+                                    procs.map(|p| crate::cgroup::files::parse_pids(&p).collect()),
+                                ),
+                                Err(e) => {
+                                    self.failed("cgroup.procs", &e);
+                                    None
+                                }
+                            }
+                        },
+                    )
+                    .flatten()
                 })
                 .collect()
         })
+    }
+
+    /// Row `index`'s value of one file-based family: kept from an earlier scrape when
+    /// the row is quiet (`refresh`), else `read()` (`None`: failed, nothing kept).
+    pub fn row_value<T: Clone>(
+        &self,
+        index: usize,
+        slot: fn(&mut refresh::RowValues) -> &mut Option<T>,
+        read: impl FnOnce() -> Option<T>,
+    ) -> Option<T> {
+        if let Some(cache) = &self.cache
+            && let Some(kept) = cache
+                .borrow_mut()
+                .values(index)
+                .and_then(|v| slot(v).clone())
+        {
+            return Some(kept);
+        }
+        let value = read()?;
+        if let Some(cache) = &self.cache
+            && let Some(values) = cache.borrow_mut().values(index)
+        {
+            *slot(values) = Some(value.clone());
+        }
+        Some(value)
     }
 
     /// Whether any source failed so far in this scrape.
@@ -291,6 +330,8 @@ pub struct Collector {
     last_body: std::sync::atomic::AtomicUsize,
     /// Metric groups, cgroup selection, aggregation, series budget (`cost`).
     cost: crate::cost::CostControls,
+    /// Quiet rows' file-based values, kept between scrapes (`refresh`).
+    row_cache: Mutex<refresh::RowCache>,
 }
 
 impl Collector {
@@ -346,6 +387,7 @@ impl Collector {
             scrape_duration,
             last_body: std::sync::atomic::AtomicUsize::new(0),
             cost: crate::cost::CostControls::default(),
+            row_cache: Mutex::new(refresh::RowCache::new(Duration::ZERO)),
         })
     }
 
@@ -388,6 +430,15 @@ impl Collector {
 
     pub fn with_filter(mut self, filter: RowFilter) -> Self {
         self.filter = filter;
+        self
+    }
+
+    /// Re-reads a quiet row's files only when they are older than `max_age`
+    /// (`--max_housekeeping_interval`, see `refresh`); `Duration::ZERO` (the default)
+    /// reads every row at every scrape.
+    #[must_use]
+    pub fn with_max_housekeeping_interval(mut self, max_age: Duration) -> Self {
+        self.row_cache = Mutex::new(refresh::RowCache::new(max_age));
         self
     }
 
@@ -556,6 +607,21 @@ impl Collector {
             &mut reclaim.retired,
             &|path| self.metadata.as_ref()?.pod_labels(path),
         );
+        let mut row_cache = self
+            .row_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let usage = refresh::usage(self.kernel.as_ref(), &state.paths, &reclaim.retired);
+        row_cache.begin(
+            &rows,
+            live_count,
+            |row| {
+                let (totals, absent) = usage.as_ref()?;
+                totals.get(row.path.as_str()).copied().or(*absent)
+            },
+            start,
+        );
+        drop(usage);
         let ctx = ScrapeContext {
             rows: &rows,
             hierarchies: &self.hierarchies,
@@ -566,6 +632,7 @@ impl Collector {
             errors: &self.scrape_errors,
             failures: Cell::new(0),
             row_pids: std::cell::OnceCell::new(),
+            cache: Some(std::cell::RefCell::new(&mut row_cache)),
         };
 
         // Groups aggregated at pod or namespace level see the pod-level rows only
@@ -585,6 +652,8 @@ impl Collector {
             errors: &self.scrape_errors,
             failures: Cell::new(0),
             row_pids: std::cell::OnceCell::new(),
+            // The row cache is indexed by `rows`: pod-level rows are read every scrape.
+            cache: None,
         };
         let ctx_of = |group: &str| {
             if self.cost.above_container(group) {
@@ -671,6 +740,9 @@ impl Collector {
             rows.len() - live_count,
             &reclaim,
         );
+        drop(ctx);
+        row_cache.write_self_metrics(&mut out);
+        drop(row_cache);
         drop(state);
         drop(reclaim);
 

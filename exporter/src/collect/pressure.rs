@@ -16,18 +16,32 @@ pub type RowPressure = [Option<Pressure>; 3];
 
 pub fn collect(ctx: &ScrapeContext<'_>, out: &mut Exposition) {
     let mut rows: Vec<(&Row, RowPressure)> = Vec::with_capacity(ctx.rows.len());
-    for row in ctx.rows {
+    for (index, row) in ctx.rows.iter().enumerate() {
         let Some(dir) = ctx.hierarchies.v2_dir(&row.path) else {
             continue;
         };
-        let mut pressure = RowPressure::default();
-        for (slot, resource) in pressure.iter_mut().zip(RESOURCES) {
-            match read_optional(&dir.join(format!("{resource}.pressure"))) {
-                Ok(text) => *slot = text.as_deref().and_then(parse_pressure),
-                Err(e) => ctx.failed("pressure", &e),
+        let mut partial = None;
+        let read = || {
+            let mut pressure = RowPressure::default();
+            let mut complete = true;
+            for (slot, resource) in pressure.iter_mut().zip(RESOURCES) {
+                match read_optional(&dir.join(format!("{resource}.pressure"))) {
+                    Ok(text) => *slot = text.as_deref().and_then(parse_pressure),
+                    Err(e) => {
+                        ctx.failed("pressure", &e);
+                        complete = false;
+                    }
+                }
             }
-        }
-        rows.push((row, pressure));
+            if complete {
+                return Some(pressure);
+            }
+            // A row with a failed file is served once and not kept: re-read next scrape.
+            partial = Some(pressure);
+            None
+        };
+        let pressure = ctx.row_value(index, |v| &mut v.pressure, read);
+        rows.push((row, pressure.or(partial).unwrap_or_default()));
     }
     write(out, &rows);
 }

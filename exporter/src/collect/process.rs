@@ -206,10 +206,16 @@ pub fn collect(ctx: &ScrapeContext<'_>, out: &mut Exposition) {
     let proc_root = Path::new("/proc");
     let pids = ctx.row_pids();
     let mut rows = Vec::with_capacity(ctx.rows.len());
-    for (row, pids) in ctx.rows.iter().zip(pids) {
-        match count(ctx.hierarchies, proc_root, &row.path, pids.as_deref()) {
-            Ok(counts) => rows.push((row, counts)),
-            Err(e) => ctx.failed("process", &e),
+    for (index, (row, pids)) in ctx.rows.iter().zip(pids).enumerate() {
+        let read = || match count(ctx.hierarchies, proc_root, &row.path, pids.as_deref()) {
+            Ok(counts) => Some(counts),
+            Err(e) => {
+                ctx.failed("process", &e);
+                None
+            }
+        };
+        if let Some(counts) = ctx.row_value(index, |v| &mut v.process, read) {
+            rows.push((row, counts));
         }
     }
     write(out, &rows);
