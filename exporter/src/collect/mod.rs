@@ -1,6 +1,7 @@
 //! Scrape-time collection: reads the kernel maps and the cgroup tree and writes
-//! cAdvisor's families. Nothing runs between scrapes; every value is read live, so no
-//! sample is older than the scrape and none needs a timestamp.
+//! cAdvisor's families. Nothing runs between scrapes. Kernel counters are read live;
+//! a quiet row's file-based values may come from an earlier scrape, at most
+//! `--max_housekeeping_interval` old (`refresh`). No sample carries a timestamp.
 pub mod blkio;
 pub mod cpu;
 pub mod cpu_stat;
