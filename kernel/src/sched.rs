@@ -221,6 +221,11 @@ fn flush_arrival() {
 
 #[inline(always)]
 fn charge_arrival(cgroup_id: u64, waited_ns: u64) {
+    // A switch-in parked before its cgroup was excluded must not recreate the entry
+    // userspace deleted at exclusion.
+    if excluded(cgroup_id) {
+        return;
+    }
     if let Some(cpu) = per_cpu_entry(&CGROUP_CPU, cgroup_id) {
         // SAFETY: this CPU's value slot; tracepoints run with preemption disabled.
         unsafe {
