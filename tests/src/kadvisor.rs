@@ -102,6 +102,29 @@ impl Kadvisor {
         Scrape::parse(body)
     }
 
+    /// Scrapes until `ready` holds, failing the test with the last body after `within`
+    /// (for what kadvisor learns in the background, e.g. runtime labels).
+    pub fn scrape_until(
+        &self,
+        within: Duration,
+        what: &str,
+        ready: impl Fn(&Scrape) -> bool,
+    ) -> Scrape {
+        let deadline = Instant::now() + within;
+        loop {
+            let scrape = self.scrape();
+            if ready(&scrape) {
+                return scrape;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} not within {within:?}:\n{}",
+                scrape.text
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// `GET path`: status and body.
     pub fn get(&self, path: &str) -> (u16, String) {
         get(self.port, path).unwrap_or_else(|| panic!("GET {path} failed"))

@@ -44,3 +44,21 @@ pub fn assert_close(what: &str, actual: f64, expected: f64, tolerance: f64) {
         tolerance * 100.0
     );
 }
+
+/// Writes a `mib` MiB file named `data` in `dir` and drops it from the page cache
+/// (written and clean, it was charged to the test's own cgroup), so a workload's
+/// reads fill the cache again and are charged to the workload's cgroup.
+pub fn uncached_file(dir: &std::path::Path, mib: u64) -> std::path::PathBuf {
+    use std::{io::Write as _, os::fd::AsRawFd as _};
+    let path = dir.join("data");
+    let mut file = std::fs::File::create(&path).expect("create data file");
+    let block = vec![0x5a_u8; 1 << 20];
+    for _ in 0..mib {
+        file.write_all(&block).expect("write data file");
+    }
+    file.sync_all().expect("fsync data file");
+    // SAFETY: a valid open file descriptor; advice only.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "posix_fadvise DONTNEED");
+    path
+}

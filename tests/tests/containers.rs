@@ -34,25 +34,10 @@ fn expect(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Scrapes until `ready` holds (labels are joined in the background), at most 30 s:
-/// an id the runtime did not know yet (a cgroup made before the runtime registered
+/// How long to scrape for runtime labels (joined in the background): an id the runtime did not know yet (a cgroup made before the runtime registered
 /// its container or sandbox) is asked again with backoff up to 30 s, and on this
 /// shared, loaded machine a few such misses happened (one run took over 10 s).
-fn scrape_until(kadvisor: &Kadvisor, what: &str, ready: impl Fn(&Scrape) -> bool) -> Scrape {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let scrape = kadvisor.scrape();
-        if ready(&scrape) {
-            return scrape;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} not within 30 s:\n{}",
-            scrape.text
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+const LABELS_WITHIN: Duration = Duration::from_secs(30);
 
 fn cpu_stat_seconds(id: &str) -> f64 {
     let text = std::fs::read_to_string(v2_root().join(id.trim_start_matches('/')).join("cpu.stat"))
@@ -89,7 +74,7 @@ fn pod_rows_carry_kubelet_labels_and_removed_containers_keep_their_cpu() {
     let sandbox_id = format!("{pod_id}/{}", pod.id);
     let busy_id = format!("{pod_id}/{busy}");
     let idle_id = format!("{pod_id}/{idle}");
-    let scrape = scrape_until(&kadvisor, "runtime labels", |s| {
+    let scrape = kadvisor.scrape_until(LABELS_WITHIN, "runtime labels", |s| {
         [&pod_id, &sandbox_id, &busy_id, &idle_id].iter().all(|id| {
             s.find(USAGE, &[("id", id), ("namespace", "kadvisor-test")])
                 .len()
@@ -348,7 +333,7 @@ fn oom_killed_container_keeps_its_kill_after_removal() {
         ("namespace", "kadvisor-test"),
         ("pod", "oom-0"),
     ]);
-    let live = scrape_until(&kadvisor, "the victim's labels", |s| {
+    let live = kadvisor.scrape_until(LABELS_WITHIN, "the victim's labels", |s| {
         s.find(OOM, &[("id", &victim_id), ("container", "victim")])
             .len()
             == 1
@@ -443,7 +428,7 @@ fn kubelet_rows_are_the_root_kubepods_and_the_runtimes_cgroup() {
     let pod_id = pod.cgroup();
     let sandbox_id = format!("{pod_id}/{}", pod.id);
     let app_id = format!("{pod_id}/{app}");
-    let scrape = scrape_until(&kadvisor, "the pod's rows with labels", |s| {
+    let scrape = kadvisor.scrape_until(LABELS_WITHIN, "the pod's rows with labels", |s| {
         s.find(USAGE, &[("id", &app_id), ("container", "app")])
             .len()
             == 1
@@ -512,17 +497,13 @@ fn runtime_down_costs_labels_not_metrics() {
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     let kadvisor = Kadvisor::start(&["--cri_endpoints", socket.to_str().unwrap()]);
     let uid = containerd::random_uid();
-    // A cgroup that looks like a pod's container, with no runtime to answer.
-    let pod_dir = v2_root().join(format!("kadvisor-test-kubepods-{}", std::process::id()));
-    let pod = pod_dir.join(format!("pod{uid}"));
-    let container = pod.join("e".repeat(64));
-    std::fs::create_dir_all(&container).unwrap();
-    let rel = format!(
-        "/kadvisor-test-kubepods-{}/pod{uid}/{}",
-        std::process::id(),
-        "e".repeat(64)
-    );
-    let scrape = scrape_until(&kadvisor, "the row and a runtime error", |s| {
+    // A cgroup that looks like a pod's container, with no runtime to answer. The
+    // guards remove it even when an assertion fails (container first: drop order).
+    let kubepods = TestCgroup::new("kubepods");
+    let pod = kubepods.child(&format!("pod{uid}"));
+    let container = pod.child(&"e".repeat(64));
+    let rel = container.id().to_owned();
+    let scrape = kadvisor.scrape_until(LABELS_WITHIN, "the row and a runtime error", |s| {
         s.find(USAGE, &[("id", &rel)]).len() == 1
             && s.find("kadvisor_runtime_errors_total", &[("op", "connect")])
                 .iter()
@@ -539,9 +520,6 @@ fn runtime_down_costs_labels_not_metrics() {
             ("pod", ""),
         ])
     );
-    let _ = std::fs::remove_dir(&container);
-    let _ = std::fs::remove_dir(&pod);
-    let _ = std::fs::remove_dir(&pod_dir);
 }
 
 #[test]
@@ -551,7 +529,7 @@ fn plain_containerd_container_gets_name_and_image_from_containerds_own_api() {
     let kadvisor = Kadvisor::start(&["--cri_endpoints", socket.to_str().unwrap()]);
     let id = containerd.ctr_run(&["sleep", "3600"]);
     let row = format!("/default/{id}");
-    let scrape = scrape_until(&kadvisor, "containerd labels", |s| {
+    let scrape = kadvisor.scrape_until(LABELS_WITHIN, "containerd labels", |s| {
         s.find(USAGE, &[("id", &row), ("image", BUSYBOX_IMAGE)])
             .len()
             == 1

@@ -184,22 +184,8 @@ fn series_budget_caps_each_family_exactly_and_reports_the_drop() {
     assert!(second.find("container_memory_usage_bytes", &[]).len() <= LIMIT);
 }
 
-/// Scrapes until `ready` holds, at most 20 s.
-fn scrape_until(kadvisor: &Kadvisor, what: &str, ready: impl Fn(&Scrape) -> bool) -> Scrape {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let scrape = kadvisor.scrape();
-        if ready(&scrape) {
-            return scrape;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} not within 20 s:\n{}",
-            scrape.text
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+/// How long to scrape for runtime labels and exclusions (applied in the background).
+const LABELS_WITHIN: Duration = Duration::from_secs(20);
 
 /// Removes the pods' cgroups even when an assertion failed.
 struct Cleanup<'a>(Vec<&'a containerd::Pod>);
@@ -258,7 +244,7 @@ fn pod_aggregation_sums_containers_and_an_excluded_namespace_is_not_counted() {
     ];
 
     // Labels joined by both (the container-level one shows the excluded pod too).
-    scrape_until(&containers, "runtime labels", |s| {
+    containers.scrape_until(LABELS_WITHIN, "runtime labels", |s| {
         leaves.iter().chain([&busy_id]).all(|id| {
             s.find(USAGE, &[("id", id)])
                 .first()
@@ -266,7 +252,7 @@ fn pod_aggregation_sums_containers_and_an_excluded_namespace_is_not_counted() {
         })
     });
     let pod_row = [("id", web_id.as_str()), ("pod", "web-0"), ("container", "")];
-    scrape_until(&pods, "the pod row and the exclusion", |s| {
+    pods.scrape_until(LABELS_WITHIN, "the pod row and the exclusion", |s| {
         s.find(USAGE, &pod_row).len() == 1
             && s.find(USAGE, &[("id", &busy_id)]).is_empty()
             && s.find(USAGE, &[("id", &hidden_id)]).is_empty()
@@ -430,7 +416,7 @@ fn pod_label_selector_excludes_matching_pods_in_the_kernel() {
     let batch_id = batch.cgroup();
     let busy_id = format!("{batch_id}/{busy}");
 
-    let scrape = scrape_until(&kadvisor, "web's labels and batch's exclusion", |s| {
+    let scrape = kadvisor.scrape_until(LABELS_WITHIN, "web's labels and batch's exclusion", |s| {
         s.find(USAGE, &[("id", &app_id)])
             .first()
             .is_some_and(|x| x.labels["pod"] == "web-0")

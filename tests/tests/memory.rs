@@ -2,9 +2,8 @@
 //! memory controller files (v1 on a hybrid host like the dev VM, v2 on a pure v2
 //! host), read around the scrape.
 use std::{
-    fs,
-    io::{BufRead as _, BufReader, Write as _},
-    os::{fd::AsRawFd as _, unix::process::ExitStatusExt as _},
+    io::{BufRead as _, BufReader},
+    os::unix::process::ExitStatusExt as _,
     path::Path,
     process::{ChildStdout, Command},
 };
@@ -98,22 +97,6 @@ fn assert_same_instant(what: &str, ours: f64, before: u64, after: u64) {
     );
 }
 
-fn make_file(dir: &Path, mib: u64) -> std::path::PathBuf {
-    let path = dir.join("data");
-    let mut file = fs::File::create(&path).expect("create data file");
-    let block = vec![0x5a_u8; MIB as usize];
-    for _ in 0..mib {
-        file.write_all(&block).expect("write data file");
-    }
-    file.sync_all().expect("fsync data file");
-    // Written and clean: drop it from the page cache (it was charged to the test's
-    // own cgroup), so the workload's reads fill and are charged to its cgroup.
-    // SAFETY: a valid open file descriptor; advice only.
-    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    assert_eq!(rc, 0, "posix_fadvise DONTNEED");
-    path
-}
-
 #[test]
 fn anon_and_file_memory_match_the_cgroup_files() {
     let kadvisor = Kadvisor::start(&[]);
@@ -126,7 +109,7 @@ fn anon_and_file_memory_match_the_cgroup_files() {
         tempfile::tempdir()
     }
     .expect("tempdir");
-    let file = make_file(dir.path(), 64);
+    let file = kadvisor_tests::uncached_file(dir.path(), 64);
     let mut cg = TestCgroup::with_v1_controllers("mem", &["memory"]);
     // The workload waits on stdin until `_stdin` is dropped at the end of the test.
     let (_stdin, stdout) = cg.spawn_piped(Command::new("sh").args([

@@ -6,7 +6,6 @@
 use std::{
     fs,
     io::{BufRead as _, BufReader, Lines, Write as _},
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::{ChildStdout, Command},
     time::{Duration, Instant},
@@ -172,17 +171,7 @@ fn data_file(mib: u64) -> (tempfile::TempDir, PathBuf) {
         tempfile::tempdir()
     }
     .expect("tempdir");
-    let path = dir.path().join("data");
-    let mut file = fs::File::create(&path).expect("create data file");
-    let block = vec![0x5a_u8; MIB as usize];
-    for _ in 0..mib {
-        file.write_all(&block).expect("write data file");
-    }
-    file.sync_all().expect("fsync data file");
-    // Out of the page cache, so the workload's read charges it to its cgroup.
-    // SAFETY: a valid open file descriptor; advice only.
-    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    assert_eq!(rc, 0, "posix_fadvise DONTNEED");
+    let path = kadvisor_tests::uncached_file(dir.path(), mib);
     (dir, path)
 }
 
