@@ -84,7 +84,12 @@ fn run(config: Config) -> anyhow::Result<()> {
         &load_options,
     )?;
     let cgroup_filter = kernel.cgroup_filter();
-    kernel.set_destinations(&config.destinations())?;
+    let destinations: Vec<_> = config
+        .destinations()
+        .iter()
+        .map(|(cidr, class)| (cidr.trie_key(), *class))
+        .collect();
+    kernel.set_destinations(&destinations)?;
     let metadata = Arc::new(Metadata::new(
         config.cri_endpoints.clone(),
         std::time::Duration::from_millis(config.runtime_timeout_ms.max(1)),
@@ -176,7 +181,7 @@ fn exclude_path(filter: &CgroupFilter, v2_root: &std::path::Path, path: &str) {
     match std::fs::metadata(&dir) {
         Ok(meta) => {
             if let Err(e) = filter.exclude(meta.ino()) {
-                tracing::warn!(path, error = %kadvisor::collect::error_chain(&e), "cannot exclude a cgroup in the kernel");
+                tracing::warn!(path, error = %kadvisor::error_chain(&e), "cannot exclude a cgroup in the kernel");
             } else {
                 tracing::debug!(path, "excluded by path");
             }

@@ -2,6 +2,7 @@
 //! programs of `kernel/`, and reading their maps at scrape time.
 mod batch;
 mod btf;
+pub mod counters;
 mod filter;
 mod programs;
 mod raw;
@@ -13,8 +14,6 @@ use aya::{
     maps::{MapData, PerCpuArray, PerCpuHashMap, lpm_trie::LpmTrie},
 };
 use kadvisor_common::{CgroupCpu, CgroupCrashes, CgroupNet, DestinationAddr, KernelError};
-
-use crate::config::Cidr;
 
 pub use filter::CgroupFilter;
 pub use programs::{KernelVersion, MinKernel, PROGRAMS, ProgramKind, ProgramSpec, Requirement};
@@ -224,7 +223,7 @@ impl KernelPrograms {
                     _ => tracing::warn!(
                         program = spec.name,
                         family = spec.family,
-                        error = %crate::collect::error_chain(&e),
+                        error = %crate::error_chain(&e),
                         "program rejected on a kernel that should have its hook; leaving its family out"
                     ),
                 },
@@ -272,11 +271,12 @@ impl KernelPrograms {
         self.filter.clone()
     }
 
-    /// Fills the destination-class trie: each CIDR → its `DEST_*` class. Overlaps
+    /// Fills the destination-class trie: each CIDR (as its trie key: prefix length
+    /// and IPv6 address, see `config::Cidr::trie_key`) → its `DEST_*` class. Overlaps
     /// resolve by longest prefix, as any routing table does.
-    pub fn set_destinations(&mut self, cidrs: &[(Cidr, u32)]) -> Result<(), BpfError> {
-        for (cidr, class) in cidrs {
-            let (prefix_len, addr) = cidr.trie_key();
+    pub fn set_destinations(&mut self, cidrs: &[((u32, [u8; 16]), u32)]) -> Result<(), BpfError> {
+        for ((prefix_len, addr), class) in cidrs {
+            let (prefix_len, addr) = (*prefix_len, *addr);
             let key = aya::maps::lpm_trie::Key::new(prefix_len, addr);
             self.destinations
                 .insert(&key, class, 0)
@@ -393,9 +393,7 @@ impl KernelPrograms {
                 });
             }
         };
-        Ok(crate::collect::retired_counters(
-            &cpu, &crashes, &net, oom_kills,
-        ))
+        Ok(counters::retired_counters(&cpu, &crashes, &net, oom_kills))
     }
 
     /// CPU, run-queue and run-period counters per cgroup id, summed over CPUs.

@@ -235,7 +235,7 @@ impl Discovery {
         if watcher.drain(self) {
             // The queue overflowed: events were lost, walk.
             if let Err(e) = watcher.reconcile(self) {
-                tracing::warn!(error = %crate::collect::error_chain(&e), "cgroup reconciliation failed");
+                tracing::warn!(error = %crate::error_chain(&e), "cgroup reconciliation failed");
             }
         }
     }
@@ -259,7 +259,7 @@ impl Discovery {
                 if let Some(watcher) = guard.as_mut()
                     && let Err(e) = watcher.reconcile(self)
                 {
-                    tracing::warn!(error = %crate::collect::error_chain(&e), "cgroup reconciliation failed");
+                    tracing::warn!(error = %crate::error_chain(&e), "cgroup reconciliation failed");
                 }
                 next_walk = Instant::now() + reconcile_every;
             }

@@ -22,7 +22,7 @@ use std::{
 
 use super::{
     Row, ScrapeContext,
-    exposition::{Exposition, MetricType},
+    samples::{MetricType, SampleSet},
 };
 use crate::cgroup::{Controller, ControllerDir, files::read_optional};
 
@@ -144,7 +144,7 @@ fn device_name(sys_root: &Path, major: u32, minor: u32) -> String {
         .unwrap_or_default()
 }
 
-pub fn collect(ctx: &ScrapeContext<'_>, out: &mut Exposition) {
+pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
     collect_with(
         ctx,
         Path::new("/sys"),
@@ -157,7 +157,7 @@ pub fn collect_with(
     ctx: &ScrapeContext<'_>,
     sys_root: &Path,
     mountinfo: &Path,
-    out: &mut Exposition,
+    out: &mut SampleSet,
 ) {
     let mut per_row: Vec<(usize, Vec<DeviceIo>)> = Vec::new();
     for (index, row) in ctx.rows.iter().enumerate() {
@@ -214,7 +214,7 @@ fn read_row(
     reason = "IO counters stay exact in f64 up to 8 PiB"
 )]
 fn write_io(
-    out: &mut Exposition,
+    out: &mut SampleSet,
     rows: &[Row],
     per_row: &[(usize, Vec<DeviceIo>)],
     names: &HashMap<(u32, u32), String>,
@@ -251,7 +251,7 @@ fn write_io(
             for d in devices {
                 out.sample(
                     name,
-                    &row.labels,
+                    Some(&row.labels),
                     &[("device", name_of(d))],
                     field(d) as f64,
                 );
@@ -269,7 +269,7 @@ fn write_io(
             for (op, value) in &d.usage {
                 out.sample(
                     usage,
-                    &row.labels,
+                    Some(&row.labels),
                     &[
                         ("device", name_of(d)),
                         ("major", &major),
@@ -351,7 +351,7 @@ fn statfs(mount_point: &Path, device: &str) -> Option<FsUsage> {
     clippy::cast_precision_loss,
     reason = "filesystem sizes stay exact in f64 up to 8 PiB"
 )]
-fn write_fs_usage(out: &mut Exposition, root: &Row, filesystems: &[FsUsage]) {
+fn write_fs_usage(out: &mut SampleSet, root: &Row, filesystems: &[FsUsage]) {
     let families: [Family<FsUsage>; 4] = [
         (
             "container_fs_usage_bytes",
@@ -377,7 +377,7 @@ fn write_fs_usage(out: &mut Exposition, root: &Row, filesystems: &[FsUsage]) {
         for f in filesystems {
             out.sample(
                 name,
-                &root.labels,
+                Some(&root.labels),
                 &[("device", &f.device)],
                 field(f) as f64,
             );

@@ -13,7 +13,7 @@ use kadvisor_common::CgroupCpu;
 
 use super::{
     Row, ScrapeContext,
-    exposition::{Exposition, MetricType},
+    samples::{MetricType, SampleSet},
 };
 use crate::cgroup::{
     CgroupError, CgroupTree, Controller, ControllerDir, Hierarchies, PathMemory, ancestors,
@@ -65,12 +65,12 @@ pub const SCHEDSTAT_RUN: &str = "container_cpu_schedstat_run_seconds_total";
 pub const SCHEDSTAT_RUNQUEUE: &str = "container_cpu_schedstat_runqueue_seconds_total";
 pub const SCHEDSTAT_RUN_PERIODS: &str = "container_cpu_schedstat_run_periods_total";
 /// Names of the CPU counters in the retired-totals store.
-pub const COUNTER: &str = "cpu_ns";
-pub const RUNQUEUE_COUNTER: &str = "runqueue_ns";
-pub const PERIODS_COUNTER: &str = "run_periods";
+pub use crate::bpf::counters::{
+    CPU_NS as COUNTER, RUN_PERIODS as PERIODS_COUNTER, RUNQUEUE_NS as RUNQUEUE_COUNTER,
+};
 
 /// Writes the CPU families.
-pub fn collect(ctx: &ScrapeContext<'_>, out: &mut Exposition) {
+pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
     match ctx.kernel.cgroup_cpu() {
         Ok(cpu) => {
             let field = |f: fn(&CgroupCpu) -> u64| -> HashMap<u64, u64> {
@@ -102,7 +102,7 @@ pub fn collect(ctx: &ScrapeContext<'_>, out: &mut Exposition) {
 /// time is the usage counter (baseline included); run-queue time and periods count
 /// from attach (the kernel keeps no per-cgroup totals of them to seed from).
 pub fn write_schedstat(
-    out: &mut Exposition,
+    out: &mut SampleSet,
     rows: &[Row],
     runtime: &HashMap<&str, u64>,
     baselines: &StartBaselines,
@@ -119,7 +119,7 @@ pub fn write_schedstat(
     );
     for row in rows {
         let ns = get(runtime, row) + baselines.get(&row.id).copied().unwrap_or(0);
-        out.sample(SCHEDSTAT_RUN, &row.labels, &[], ns_to_seconds(ns));
+        out.sample(SCHEDSTAT_RUN, Some(&row.labels), &[], ns_to_seconds(ns));
     }
     out.family(
         SCHEDSTAT_RUNQUEUE,
@@ -129,7 +129,7 @@ pub fn write_schedstat(
     for row in rows {
         out.sample(
             SCHEDSTAT_RUNQUEUE,
-            &row.labels,
+            Some(&row.labels),
             &[],
             ns_to_seconds(get(runqueue, row)),
         );
@@ -142,7 +142,7 @@ pub fn write_schedstat(
     for row in rows {
         out.sample(
             SCHEDSTAT_RUN_PERIODS,
-            &row.labels,
+            Some(&row.labels),
             &[],
             get(periods, row) as f64,
         );
@@ -181,7 +181,7 @@ pub fn hierarchical_totals<'a>(
 }
 
 pub fn write_usage(
-    out: &mut Exposition,
+    out: &mut SampleSet,
     rows: &[Row],
     totals: &HashMap<&str, u64>,
     baselines: &StartBaselines,
@@ -194,7 +194,12 @@ pub fn write_usage(
     for row in rows {
         let ns = totals.get(row.path.as_str()).copied().unwrap_or(0)
             + baselines.get(&row.id).copied().unwrap_or(0);
-        out.sample(USAGE, &row.labels, &[("cpu", "total")], ns_to_seconds(ns));
+        out.sample(
+            USAGE,
+            Some(&row.labels),
+            &[("cpu", "total")],
+            ns_to_seconds(ns),
+        );
     }
 }
 
@@ -351,21 +356,24 @@ mod tests {
         let mut memory = PathMemory::default();
         memory.insert(1, "/");
         let retired = RetiredTotals::default();
+        let kernel = crate::collect::KernelSnapshot::new(kernel);
+        let failures = std::cell::Cell::new(0);
         let ctx = ScrapeContext {
             rows: &rows,
             hierarchies: &hierarchies,
-            kernel,
+            kernel: &kernel,
             cpu_baselines: &baselines,
             paths: &memory,
             retired: &retired,
+            root_swap: None,
             errors: &errors,
-            failures: std::cell::Cell::new(0),
+            failures: &failures,
             row_pids: std::cell::OnceCell::new(),
             cache: None,
         };
-        let mut out = Exposition::default();
+        let mut out = SampleSet::default();
         collect(&ctx, &mut out);
-        out.into_string()
+        out.to_text()
     }
 
     #[test]
@@ -397,9 +405,9 @@ mod tests {
         let totals = HashMap::from([("/", 2_000_000_000), ("/a", 1_000)]);
         // The root had used 0.5 s before attach; /a is new.
         let baselines = HashMap::from([(1, 500_000_000)]);
-        let mut out = Exposition::default();
+        let mut out = SampleSet::default();
         write_usage(&mut out, &rows, &totals, &baselines);
-        let text = out.into_string();
+        let text = out.to_text();
         assert!(text.contains(
             "container_cpu_usage_seconds_total{container=\"\",id=\"/\",image=\"\",name=\"\",namespace=\"\",pod=\"\",cpu=\"total\"} 2.5\n"
         ), "{text}");

@@ -15,7 +15,7 @@ use std::path::Path;
 use super::{
     Row, ScrapeContext,
     cpu::ns_to_seconds,
-    exposition::{Exposition, MetricType},
+    samples::{MetricType, SampleSet},
 };
 use crate::cgroup::{
     CgroupError, Controller, ControllerDir, Hierarchies,
@@ -150,7 +150,7 @@ fn read_cpu_v1(dir: &Path, files: &mut CpuFiles) -> Result<(), CgroupError> {
 }
 
 /// Writes every family of this module for every row.
-pub fn collect(ctx: &ScrapeContext<'_>, out: &mut Exposition) {
+pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
     let mut rows: Vec<(&Row, CpuFiles)> = Vec::with_capacity(ctx.rows.len());
     for (index, row) in ctx.rows.iter().enumerate() {
         let read = || match read(ctx.hierarchies, &row.path) {
@@ -168,7 +168,7 @@ pub fn collect(ctx: &ScrapeContext<'_>, out: &mut Exposition) {
 }
 
 /// Writes the families from already-read files.
-pub fn write(out: &mut Exposition, rows: &[(&Row, CpuFiles)]) {
+pub fn write(out: &mut SampleSet, rows: &[(&Row, CpuFiles)]) {
     type Field = fn(&CpuFiles) -> Option<f64>;
     let families: [(&str, &str, MetricType, Field); 8] = [
         (
@@ -224,7 +224,7 @@ pub fn write(out: &mut Exposition, rows: &[(&Row, CpuFiles)]) {
         out.family(name, help, kind);
         for (row, files) in rows {
             if let Some(value) = field(files) {
-                out.sample(name, &row.labels, &[], value);
+                out.sample(name, Some(&row.labels), &[], value);
             }
         }
     }
@@ -392,9 +392,9 @@ mod tests {
         let files = read(&h, "/nowhere").unwrap();
         assert_eq!(files, CpuFiles::default());
         let row = Row::new(1, "/nowhere");
-        let mut out = Exposition::default();
+        let mut out = SampleSet::default();
         write(&mut out, &[(&row, files)]);
-        let text = out.into_string();
+        let text = out.to_text();
         assert!(!text.lines().any(|l| !l.starts_with('#')), "{text}");
         assert!(text.contains("# TYPE container_spec_cpu_quota gauge"));
     }
@@ -407,9 +407,9 @@ mod tests {
             quota_us: Some(20_000),
             ..CpuFiles::default()
         };
-        let mut out = Exposition::default();
+        let mut out = SampleSet::default();
         write(&mut out, &[(&row, files)]);
-        let text = out.into_string();
+        let text = out.to_text();
         assert!(
             text.contains("container_cpu_user_seconds_total{container=\"\",id=\"/c\",image=\"\",name=\"\",namespace=\"\",pod=\"\"} 1.25\n"),
             "{text}"

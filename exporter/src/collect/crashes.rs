@@ -11,24 +11,25 @@ use kadvisor_common::{CRASH_SIGNALS, CgroupCrashes};
 use super::{
     Row, ScrapeContext,
     cpu::hierarchical_totals,
-    exposition::{Exposition, MetricType},
+    samples::{MetricType, SampleSet},
 };
 use crate::cgroup::{PathMemory, RetiredTotals};
 
 pub const CRASHES: &str = "container_crashes_total";
 
-pub fn collect(ctx: &ScrapeContext<'_>, memory: &PathMemory, out: &mut Exposition) {
+pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
+    let memory = ctx.paths;
     if !ctx.kernel.family_attached("crashes") {
         return;
     }
     match ctx.kernel.cgroup_crashes() {
-        Ok(crashes) => write(out, ctx.rows, &crashes, memory, ctx.retired),
+        Ok(crashes) => write(out, ctx.rows, crashes, memory, ctx.retired),
         Err(e) => ctx.failed("crashes", &e),
     }
 }
 
 pub fn write(
-    out: &mut Exposition,
+    out: &mut SampleSet,
     rows: &[Row],
     crashes: &HashMap<u64, CgroupCrashes>,
     memory: &PathMemory,
@@ -53,7 +54,12 @@ pub fn write(
     for row in rows {
         for ((_, signal), totals) in CRASH_SIGNALS.iter().zip(&per_signal) {
             let count = totals.get(row.path.as_str()).copied().unwrap_or(0);
-            out.sample(CRASHES, &row.labels, &[("signal", signal)], count as f64);
+            out.sample(
+                CRASHES,
+                Some(&row.labels),
+                &[("signal", signal)],
+                count as f64,
+            );
         }
     }
 }
@@ -76,7 +82,7 @@ mod tests {
         segv.by_signal[4] = 3;
         let crashes = HashMap::from([(3, segv)]);
         let rows: Vec<Row> = live.iter().map(|c| Row::new(c.id, &c.path)).collect();
-        let mut out = Exposition::default();
+        let mut out = SampleSet::default();
         write(
             &mut out,
             &rows,
@@ -84,7 +90,7 @@ mod tests {
             &memory,
             &RetiredTotals::default(),
         );
-        let text = out.into_string();
+        let text = out.to_text();
         let value = |id: &str, signal: &str| {
             let prefix = format!(
                 "container_crashes_total{{container=\"\",id=\"{id}\",image=\"\",name=\"\",namespace=\"\",pod=\"\",signal=\"{signal}\"}} "

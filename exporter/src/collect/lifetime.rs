@@ -17,7 +17,7 @@ use std::{
 
 use super::{
     ScrapeContext,
-    exposition::{Exposition, MetricType},
+    samples::{MetricType, SampleSet},
 };
 use crate::cgroup::{Controller, ControllerDir};
 
@@ -43,7 +43,7 @@ fn start_time(ctx: &ScrapeContext<'_>, path: &str) -> Option<f64> {
         .reduce(f64::min)
 }
 
-pub fn collect(ctx: &ScrapeContext<'_>, out: &mut Exposition) {
+pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
     let name = "container_start_time_seconds";
     out.family(
         name,
@@ -63,7 +63,7 @@ pub fn collect(ctx: &ScrapeContext<'_>, out: &mut Exposition) {
         };
         if let Some(start) = start {
             seen.insert(row.id, start);
-            out.sample(name, &row.labels, &[], start.floor());
+            out.sample(name, Some(&row.labels), &[], start.floor());
         }
     }
     *known = seen;
@@ -78,6 +78,6 @@ pub fn collect(ctx: &ScrapeContext<'_>, out: &mut Exposition) {
         MetricType::Gauge,
     );
     for row in ctx.rows {
-        out.sample(name, &row.labels, &[], now as f64);
+        out.sample(name, Some(&row.labels), &[], now as f64);
     }
 }

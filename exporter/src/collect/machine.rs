@@ -7,7 +7,7 @@
 //! Identity files that cannot be read give `""`, as cAdvisor does.
 use std::{collections::HashSet, path::PathBuf};
 
-use super::exposition::{Exposition, MetricType};
+use super::samples::{MetricType, SampleSet};
 use crate::cgroup::{CgroupError, files::read_optional};
 
 #[derive(Debug, thiserror::Error)]
@@ -210,7 +210,7 @@ fn pretty_name(os_release: &str) -> Option<String> {
     clippy::cast_precision_loss,
     reason = "CPU counts and memory sizes are far below 2^53"
 )]
-fn write_machine(out: &mut Exposition, m: &Machine) {
+fn write_machine(out: &mut SampleSet, m: &Machine) {
     let labels = [
         ("boot_id", m.boot_id.as_str()),
         ("machine_id", m.machine_id.as_str()),
@@ -245,14 +245,14 @@ fn write_machine(out: &mut Exposition, m: &Machine) {
     ];
     for (name, help, value) in families {
         out.family(name, help, MetricType::Gauge);
-        out.sample(name, "", &labels, value);
+        out.sample(name, None, &labels, value);
     }
 }
 
 /// Writes the machine families (when `machine` was read), the two scrape error
 /// gauges and `cadvisor_version_info`.
 pub fn write(
-    out: &mut Exposition,
+    out: &mut SampleSet,
     machine: Option<&Machine>,
     container_failed: bool,
     machine_failed: bool,
@@ -266,13 +266,13 @@ pub fn write(
         "1 if there was an error while getting container metrics, 0 otherwise.",
         MetricType::Gauge,
     );
-    out.sample("container_scrape_error", "", &[], gauge(container_failed));
+    out.sample("container_scrape_error", None, &[], gauge(container_failed));
     out.family(
         "machine_scrape_error",
         "1 if there was an error while getting machine metrics, 0 otherwise.",
         MetricType::Gauge,
     );
-    out.sample("machine_scrape_error", "", &[], gauge(machine_failed));
+    out.sample("machine_scrape_error", None, &[], gauge(machine_failed));
     let kernel = machine.map_or("", |m| m.kernel_version.as_str());
     let os = machine.map_or("", |m| m.os_version.as_str());
     let version = concat!("kadvisor-", env!("CARGO_PKG_VERSION"));
@@ -283,7 +283,7 @@ pub fn write(
     );
     out.sample(
         "cadvisor_version_info",
-        "",
+        None,
         &[
             ("cadvisorRevision", ""),
             ("cadvisorVersion", version),
@@ -375,9 +375,9 @@ mod tests {
         assert_eq!(m.meminfo.swap_used(), 768 * 1024);
         assert_eq!(m.system_uuid, "", "unreadable product_uuid is empty");
 
-        let mut out = Exposition::default();
+        let mut out = SampleSet::default();
         write(&mut out, Some(&m), false, false);
-        let text = out.into_string();
+        let text = out.to_text();
         for line in [
             "machine_cpu_cores{boot_id=\"b00t\",machine_id=\"m4ch1ne\",system_uuid=\"\"} 7\n",
             "machine_cpu_physical_cores{boot_id=\"b00t\",machine_id=\"m4ch1ne\",system_uuid=\"\"} 4\n",
@@ -402,9 +402,9 @@ mod tests {
         assert!(matches!(err, MachineError::Missing { .. }), "{err}");
         assert!(err.to_string().contains("proc/meminfo"), "{err}");
 
-        let mut out = Exposition::default();
+        let mut out = SampleSet::default();
         write(&mut out, None, true, true);
-        let text = out.into_string();
+        let text = out.to_text();
         assert!(text.contains("machine_scrape_error 1\n"), "{text}");
         assert!(text.contains("container_scrape_error 1\n"), "{text}");
         assert!(!text.contains("machine_cpu_cores{"), "{text}");

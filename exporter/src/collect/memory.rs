@@ -14,7 +14,7 @@
 //! `memory.usage_in_bytes`.
 use super::{
     Row, ScrapeContext,
-    exposition::{Exposition, MetricType},
+    samples::{MetricType, SampleSet},
 };
 use crate::cgroup::{
     CgroupError, Controller, ControllerDir,
@@ -160,7 +160,8 @@ fn read_v1(dir: &ControllerDir) -> Result<Option<MemoryStats>, CgroupError> {
 }
 
 /// Reads every row's memory state and writes the memory families.
-pub fn collect(ctx: &ScrapeContext<'_>, root_swap: RootSwap, out: &mut Exposition) {
+pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
+    let root_swap = ctx.root_swap;
     let mut stats = Vec::with_capacity(ctx.rows.len());
     for (index, row) in ctx.rows.iter().enumerate() {
         let Some(dir) = ctx
@@ -278,12 +279,12 @@ pub const FAILURES: &str = "container_memory_failures_total";
     clippy::cast_precision_loss,
     reason = "byte and fault counts below 2^53 are exact in f64; above, 1e-16 relative"
 )]
-pub fn write(out: &mut Exposition, rows: &[Row], stats: &[Option<MemoryStats>]) {
+pub fn write(out: &mut SampleSet, rows: &[Row], stats: &[Option<MemoryStats>]) {
     for &(name, help, kind, field) in FAMILIES {
         out.family(name, help, kind);
         for (row, s) in rows.iter().zip(stats) {
             if let Some(value) = s.as_ref().and_then(field) {
-                out.sample(name, &row.labels, &[], value as f64);
+                out.sample(name, Some(&row.labels), &[], value as f64);
             }
         }
     }
@@ -303,7 +304,7 @@ pub fn write(out: &mut Exposition, rows: &[Row], stats: &[Option<MemoryStats>]) 
             if let Some(value) = value {
                 out.sample(
                     FAILURES,
-                    &row.labels,
+                    Some(&row.labels),
                     &[("failure_type", failure_type), ("scope", scope)],
                     value as f64,
                 );
@@ -398,9 +399,9 @@ mod tests {
         assert_eq!(s.kernel, None, "memory.stat kernel appears in 5.18");
 
         let rows = [Row::new(2, "/c")];
-        let mut out = Exposition::default();
+        let mut out = SampleSet::default();
         write(&mut out, &rows, &[Some(s)]);
-        let text = out.into_string();
+        let text = out.to_text();
         assert!(
             text.contains("# TYPE container_memory_max_usage_bytes gauge\n# HELP"),
             "family announced without samples: {text}"
@@ -461,9 +462,9 @@ mod tests {
         assert_eq!(s.swap_limit, Some(0));
         assert_eq!(s.reservation, Some(1_048_576));
 
-        let mut out = Exposition::default();
+        let mut out = SampleSet::default();
         write(&mut out, &[Row::new(5, "/kubepods/pod1")], &[Some(s)]);
-        let text = out.into_string();
+        let text = out.to_text();
         for line in [
             "container_memory_working_set_bytes{container=\"\",id=\"/kubepods/pod1\",image=\"\",name=\"\",namespace=\"\",pod=\"\"} 3400\n",
             "container_memory_failures_total{container=\"\",id=\"/kubepods/pod1\",image=\"\",name=\"\",namespace=\"\",pod=\"\",failure_type=\"pgmajfault\",scope=\"hierarchy\"} 50\n",

@@ -23,7 +23,7 @@ use kadvisor_common::{CgroupNet, DEST_EXTERNAL, DEST_NODE, DEST_POD, DEST_SERVIC
 
 use super::{
     Row, ScrapeContext,
-    exposition::{Exposition, MetricType},
+    samples::{MetricType, SampleSet},
 };
 use crate::{
     bpf::add_net,
@@ -46,11 +46,12 @@ const IGNORED_INTERFACE_PREFIXES: [&str; 4] = ["lo", "veth", "docker", "nerdctl"
 
 /// Writes both groups. `memory` must already hold this scrape's live cgroups
 /// (`cpu::collect` updates it first).
-pub fn collect(ctx: &ScrapeContext<'_>, memory: &PathMemory, out: &mut Exposition) {
+pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
+    let memory = ctx.paths;
     if ctx.kernel.family_attached("socket") {
         match ctx.kernel.cgroup_net() {
             Ok(per_cgroup) => {
-                let totals = hierarchical_net(&per_cgroup, memory, ctx.retired);
+                let totals = hierarchical_net(per_cgroup, memory, ctx.retired);
                 write_socket(out, ctx.rows, &totals);
             }
             Err(e) => ctx.failed("socket", &e),
@@ -59,33 +60,10 @@ pub fn collect(ctx: &ScrapeContext<'_>, memory: &PathMemory, out: &mut Expositio
     collect_interfaces(ctx, Path::new("/proc"), out);
 }
 
-/// Names of the socket counters in the retired-totals store.
-const RX_BYTES_COUNTER: &str = "net_rx_bytes";
-const RX_PACKETS_COUNTER: &str = "net_rx_packets";
-/// By `DEST_*` index, like `CgroupNet::tx_bytes`.
-const TX_BYTES_COUNTERS: [&str; 4] = [
-    "net_tx_bytes_pod",
-    "net_tx_bytes_service",
-    "net_tx_bytes_node",
-    "net_tx_bytes_external",
-];
-const TX_PACKETS_COUNTERS: [&str; 4] = [
-    "net_tx_packets_pod",
-    "net_tx_packets_service",
-    "net_tx_packets_node",
-    "net_tx_packets_external",
-];
-
-/// A retired cgroup's socket counters, by name in the retired-totals store.
-pub fn retired_counters(net: &CgroupNet) -> Vec<(&'static str, u64)> {
-    let mut out = vec![
-        (RX_BYTES_COUNTER, net.rx_bytes),
-        (RX_PACKETS_COUNTER, net.rx_packets),
-    ];
-    out.extend(TX_BYTES_COUNTERS.iter().copied().zip(net.tx_bytes));
-    out.extend(TX_PACKETS_COUNTERS.iter().copied().zip(net.tx_packets));
-    out
-}
+use crate::bpf::counters::{
+    NET_RX_BYTES as RX_BYTES_COUNTER, NET_RX_PACKETS as RX_PACKETS_COUNTER,
+    NET_TX_BYTES as TX_BYTES_COUNTERS, NET_TX_PACKETS as TX_PACKETS_COUNTERS,
+};
 
 /// Like `cpu::hierarchical_totals`, for every field of `CgroupNet`: live and
 /// grace-period cgroups from the map, retired ones from `retired` (already folded
@@ -127,7 +105,7 @@ pub fn hierarchical_net<'a>(
     clippy::cast_precision_loss,
     reason = "byte counters stay exact in f64 up to 8 PiB"
 )]
-pub fn write_socket(out: &mut Exposition, rows: &[Row], totals: &HashMap<&str, CgroupNet>) {
+pub fn write_socket(out: &mut SampleSet, rows: &[Row], totals: &HashMap<&str, CgroupNet>) {
     let zero = CgroupNet::default();
     let get = |row: &Row| totals.get(row.path.as_str()).unwrap_or(&zero);
     let plain: [Family<CgroupNet, u64>; 2] = [
@@ -145,7 +123,7 @@ pub fn write_socket(out: &mut Exposition, rows: &[Row], totals: &HashMap<&str, C
     for (name, help, field) in plain {
         out.family(name, help, MetricType::Counter);
         for row in rows {
-            out.sample(name, &row.labels, &[], field(get(row)) as f64);
+            out.sample(name, Some(&row.labels), &[], field(get(row)) as f64);
         }
     }
     let by_class: [Family<CgroupNet, [u64; 4]>; 2] = [
@@ -166,7 +144,12 @@ pub fn write_socket(out: &mut Exposition, rows: &[Row], totals: &HashMap<&str, C
             let values = field(get(row));
             for (class, label) in DESTINATIONS {
                 let value = values.get(class as usize).copied().unwrap_or(0);
-                out.sample(name, &row.labels, &[("destination", label)], value as f64);
+                out.sample(
+                    name,
+                    Some(&row.labels),
+                    &[("destination", label)],
+                    value as f64,
+                );
             }
         }
     }
@@ -316,7 +299,7 @@ fn candidates(ctx: &ScrapeContext<'_>, proc_root: &Path, host_netns: u64) -> Vec
     out
 }
 
-fn collect_interfaces(ctx: &ScrapeContext<'_>, proc_root: &Path, out: &mut Exposition) {
+fn collect_interfaces(ctx: &ScrapeContext<'_>, proc_root: &Path, out: &mut SampleSet) {
     // kadvisor runs in the host's network namespace (hostNetwork as a DaemonSet):
     // its own namespace is the host's. PID 1's is often unreadable in sandboxes.
     let Some(host_netns) = netns_inode(proc_root, "self") else {
@@ -343,7 +326,7 @@ fn collect_interfaces(ctx: &ScrapeContext<'_>, proc_root: &Path, out: &mut Expos
     reason = "interface counters stay exact in f64 up to 8 PiB"
 )]
 pub fn write_interfaces(
-    out: &mut Exposition,
+    out: &mut SampleSet,
     rows: &[Row],
     per_row: &[(usize, Vec<InterfaceStats>)],
 ) {
@@ -398,7 +381,7 @@ pub fn write_interfaces(
             for s in interfaces {
                 out.sample(
                     name,
-                    &row.labels,
+                    Some(&row.labels),
                     &[("interface", &s.name)],
                     field(s) as f64,
                 );
@@ -524,7 +507,7 @@ docker0:  5  1 0 0 0 0 0 0 5 1 0 0 0 0 0 0
         gone.tx_bytes[DEST_SERVICE as usize] = 11;
         gone.tx_packets[DEST_SERVICE as usize] = 2;
         let mut retired = RetiredTotals::default();
-        retired.retire("/a/gone", &retired_counters(&gone));
+        retired.retire("/a/gone", &crate::bpf::counters::net_counters(&gone));
         let with_retired = hierarchical_net(&per, &memory, &retired);
         let mut expected_a = totals["/a"];
         add_net(&mut expected_a, &gone);
@@ -535,9 +518,9 @@ docker0:  5  1 0 0 0 0 0 0 5 1 0 0 0 0 0 0
         assert_eq!(with_retired["/a/b"], b, "siblings are not touched");
 
         let rows = vec![Row::new(2, "/a")];
-        let mut out = Exposition::default();
+        let mut out = SampleSet::default();
         write_socket(&mut out, &rows, &totals);
-        let text = out.into_string();
+        let text = out.to_text();
         assert!(text.contains("container_socket_transmit_bytes_total{container=\"\",id=\"/a\",image=\"\",name=\"\",namespace=\"\",pod=\"\",destination=\"pod\"} 60\n"), "{text}");
         assert!(text.contains("destination=\"external\"} 40\n"), "{text}");
         assert!(text.contains("container_socket_receive_bytes_total{container=\"\",id=\"/a\",image=\"\",name=\"\",namespace=\"\",pod=\"\"} 101\n"), "{text}");

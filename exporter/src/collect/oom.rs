@@ -18,21 +18,28 @@ use std::collections::HashMap;
 use super::{
     Row, ScrapeContext,
     cpu::hierarchical_totals,
-    exposition::{Exposition, MetricType},
+    samples::{MetricType, SampleSet},
 };
 use crate::cgroup::{PathMemory, RetiredTotals};
 
 pub const OOM_EVENTS: &str = "container_oom_events_total";
 /// Name of the kill counter in the retired-totals store.
-pub const COUNTER: &str = "oom_kills";
+pub use crate::bpf::counters::OOM_KILLS as COUNTER;
 
 /// The program family whose attachment decides whether the family is served.
 pub const FAMILY: &str = "oom";
 
+/// Writes the family when the OOM hook is attached.
+pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
+    if let Some(kills) = read(ctx) {
+        write(out, ctx.rows, kills, ctx.paths, ctx.retired);
+    }
+}
+
 /// Reads the kernel's kill counts; `None` when the hook is not attached on this
 /// kernel (the family is left out rather than shown as zeros) or the map read
 /// failed (reported).
-pub fn read(ctx: &ScrapeContext<'_>) -> Option<HashMap<u64, u64>> {
+pub fn read<'a>(ctx: &'a ScrapeContext<'_>) -> Option<&'a HashMap<u64, u64>> {
     let attached = ctx
         .kernel
         .program_stats()
@@ -56,7 +63,7 @@ pub fn read(ctx: &ScrapeContext<'_>) -> Option<HashMap<u64, u64>> {
 /// ends. After that its kills are in `retired` under its parent's path.
 #[expect(clippy::cast_precision_loss, reason = "kill counts are far below 2^53")]
 pub fn write(
-    out: &mut Exposition,
+    out: &mut SampleSet,
     rows: &[Row],
     kills: &HashMap<u64, u64>,
     memory: &PathMemory,
@@ -70,7 +77,7 @@ pub fn write(
     );
     for row in rows {
         let count = totals.get(row.path.as_str()).copied().unwrap_or(0);
-        out.sample(OOM_EVENTS, &row.labels, &[], count as f64);
+        out.sample(OOM_EVENTS, Some(&row.labels), &[], count as f64);
     }
 }
 
@@ -97,9 +104,9 @@ mod tests {
             .collect();
         let kills = HashMap::from([(4, 1), (3, 2)]);
 
-        let mut out = Exposition::default();
+        let mut out = SampleSet::default();
         write(&mut out, &rows, &kills, &memory, &RetiredTotals::default());
-        let text = out.into_string();
+        let text = out.to_text();
 
         for (id, v) in [("/pod/b", 1), ("/pod/a", 2), ("/pod", 3), ("/", 3)] {
             assert!(
@@ -123,9 +130,9 @@ mod tests {
         let mut retired = RetiredTotals::default();
         retired.retire("/pod/b", &[(COUNTER, 1)]);
         let kills = HashMap::from([(3, 2)]);
-        let mut out = Exposition::default();
+        let mut out = SampleSet::default();
         write(&mut out, &rows, &kills, &memory, &retired);
-        let text = out.into_string();
+        let text = out.to_text();
         for (id, v) in [("/pod/a", 2), ("/pod", 3), ("/", 3)] {
             assert!(
                 text.contains(&line(id, v)),
@@ -140,8 +147,8 @@ mod tests {
         memory.insert(1, "/");
         let rows = vec![Row::new(1, "/")];
         let kills = HashMap::from([(99, 2)]);
-        let mut out = Exposition::default();
+        let mut out = SampleSet::default();
         write(&mut out, &rows, &kills, &memory, &RetiredTotals::default());
-        assert!(out.into_string().contains(&line("/", 2)));
+        assert!(out.to_text().contains(&line("/", 2)));
     }
 }

@@ -5,7 +5,7 @@
 //! `cpu` `full` before 5.13) leaves its series out.
 use super::{
     Row, ScrapeContext,
-    exposition::{Exposition, MetricType},
+    samples::{MetricType, SampleSet},
 };
 use crate::cgroup::files::{Pressure, parse_pressure, read_optional};
 
@@ -14,7 +14,7 @@ const RESOURCES: [&str; 3] = ["cpu", "memory", "io"];
 /// PSI totals of one cgroup, indexed like `RESOURCES`.
 pub type RowPressure = [Option<Pressure>; 3];
 
-pub fn collect(ctx: &ScrapeContext<'_>, out: &mut Exposition) {
+pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
     let mut rows: Vec<(&Row, RowPressure)> = Vec::with_capacity(ctx.rows.len());
     for (index, row) in ctx.rows.iter().enumerate() {
         let Some(dir) = ctx.hierarchies.v2_dir(&row.path) else {
@@ -46,7 +46,7 @@ pub fn collect(ctx: &ScrapeContext<'_>, out: &mut Exposition) {
     write(out, &rows);
 }
 
-pub fn write(out: &mut Exposition, rows: &[(&Row, RowPressure)]) {
+pub fn write(out: &mut SampleSet, rows: &[(&Row, RowPressure)]) {
     for (index, resource) in RESOURCES.iter().enumerate() {
         let what = match *resource {
             "cpu" => "CPU congestion",
@@ -69,7 +69,7 @@ pub fn write(out: &mut Exposition, rows: &[(&Row, RowPressure)]) {
             out.family(&name, &format!("{help} {what}."), MetricType::Counter);
             for (row, pressure) in rows {
                 if let Some(us) = pressure[index].as_ref().and_then(field) {
-                    out.sample(&name, &row.labels, &[], us as f64 / 1e6);
+                    out.sample(&name, Some(&row.labels), &[], us as f64 / 1e6);
                 }
             }
         }
@@ -108,9 +108,9 @@ mod tests {
         };
         let row = Row::new(1, "/c");
         let pressure = [read("cpu"), read("memory"), read("io")];
-        let mut out = Exposition::default();
+        let mut out = SampleSet::default();
         write(&mut out, &[(&row, pressure)]);
-        let text = out.into_string();
+        let text = out.to_text();
         let sample = |name: &str| {
             text.lines()
                 .find(|l| l.starts_with(&format!("{name}{{")))

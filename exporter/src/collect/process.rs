@@ -24,7 +24,7 @@ use procfs::{
 
 use super::{
     Row, ScrapeContext,
-    exposition::{Exposition, MetricType},
+    samples::{MetricType, SampleSet},
 };
 use crate::cgroup::{
     CgroupError, Controller, Hierarchies,
@@ -202,7 +202,7 @@ fn max_open_files(proc_root: &Path, pid: u32) -> Option<u64> {
     }
 }
 
-pub fn collect(ctx: &ScrapeContext<'_>, out: &mut Exposition) {
+pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
     let proc_root = Path::new("/proc");
     let pids = ctx.row_pids();
     let mut rows = Vec::with_capacity(ctx.rows.len());
@@ -221,7 +221,7 @@ pub fn collect(ctx: &ScrapeContext<'_>, out: &mut Exposition) {
     write(out, &rows);
 }
 
-pub fn write(out: &mut Exposition, rows: &[(&Row, ProcessCounts)]) {
+pub fn write(out: &mut SampleSet, rows: &[(&Row, ProcessCounts)]) {
     type Field = fn(&ProcessCounts) -> Option<u64>;
     let families: [(&str, &str, Field); 5] = [
         (
@@ -254,7 +254,7 @@ pub fn write(out: &mut Exposition, rows: &[(&Row, ProcessCounts)]) {
         out.family(name, help, MetricType::Gauge);
         for (row, counts) in rows {
             if let Some(value) = field(counts) {
-                out.sample(name, &row.labels, &[], value as f64);
+                out.sample(name, Some(&row.labels), &[], value as f64);
             }
         }
     }
@@ -268,7 +268,7 @@ pub fn write(out: &mut Exposition, rows: &[(&Row, ProcessCounts)]) {
         if let Some(value) = counts.max_open_files {
             out.sample(
                 name,
-                &row.labels,
+                Some(&row.labels),
                 &[("ulimit", "max_open_files")],
                 value as f64,
             );
@@ -399,9 +399,9 @@ Max realtime timeout      unlimited            unlimited            us        \n
         let counts = read(&h, &dir.path().join("proc"), "/gone").unwrap();
         assert_eq!(counts, ProcessCounts::default());
         let row = Row::new(1, "/gone");
-        let mut out = Exposition::default();
+        let mut out = SampleSet::default();
         write(&mut out, &[(&row, counts)]);
-        assert!(!out.as_str().lines().any(|l| !l.starts_with('#')));
+        assert!(!out.to_text().lines().any(|l| !l.starts_with('#')));
     }
 
     #[test]
@@ -412,9 +412,9 @@ Max realtime timeout      unlimited            unlimited            us        \n
             processes: Some(2),
             ..ProcessCounts::default()
         };
-        let mut out = Exposition::default();
+        let mut out = SampleSet::default();
         write(&mut out, &[(&row, counts)]);
-        let text = out.into_string();
+        let text = out.to_text();
         assert!(
             text.contains("container_ulimits_soft{container=\"\",id=\"/c\",image=\"\",name=\"\",namespace=\"\",pod=\"\",ulimit=\"max_open_files\"} 1024\n"),
             "{text}"

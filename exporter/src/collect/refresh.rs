@@ -27,14 +27,14 @@ use std::{
 use kadvisor_common::KernelError;
 
 use super::{
-    KernelSource, Row,
+    KernelSnapshot, Row,
     blkio::DeviceIo,
     cpu,
     cpu_stat::CpuFiles,
-    exposition::{Exposition, MetricType},
     memory::MemoryStats,
     pressure::RowPressure,
     process::ProcessCounts,
+    samples::{MetricType, SampleSet},
 };
 
 /// The parsed per-row values of the file-based families. `None` = not read since the
@@ -176,7 +176,7 @@ impl RowCache {
         clippy::cast_precision_loss,
         reason = "row counts stay exact in f64 up to 2^53"
     )]
-    pub fn write_self_metrics(&self, out: &mut Exposition) {
+    pub fn write_self_metrics(&self, out: &mut SampleSet) {
         let name = "kadvisor_row_refreshes_total";
         out.family(
             name,
@@ -184,16 +184,16 @@ impl RowCache {
             MetricType::Counter,
         );
         for ((_, reason), count) in REASONS.iter().zip(self.refreshes) {
-            out.sample(name, "", &[("reason", reason)], count as f64);
+            out.sample(name, None, &[("reason", reason)], count as f64);
         }
-        out.sample(name, "", &[("reason", "always")], self.uncached as f64);
+        out.sample(name, None, &[("reason", "always")], self.uncached as f64);
         let name = "kadvisor_rows_cached";
         out.family(
             name,
             "Rows served from values read at an earlier scrape in the last scrape (none of their tasks ran since, and the values are younger than --max_housekeeping_interval).",
             MetricType::Gauge,
         );
-        out.sample(name, "", &[], self.cached as f64);
+        out.sample(name, None, &[], self.cached as f64);
     }
 }
 
@@ -203,15 +203,15 @@ impl RowCache {
 /// map used: 0 (nothing of it ran since attach), unless the map was ever full (an
 /// absent cgroup may then have run untracked: unknown).
 pub fn usage<'a>(
-    kernel: &dyn KernelSource,
+    kernel: &KernelSnapshot<'_>,
     paths: &'a crate::cgroup::PathMemory,
     retired: &'a crate::cgroup::RetiredTotals,
 ) -> Option<(HashMap<&'a str, u64>, Option<u64>)> {
     let per_cgroup: HashMap<u64, u64> = kernel
         .cgroup_cpu()
         .ok()?
-        .into_iter()
-        .map(|(id, c)| (id, c.runtime_ns))
+        .iter()
+        .map(|(id, c)| (*id, c.runtime_ns))
         .collect();
     let full = kernel.kernel_errors().map_or(true, |errors| {
         errors

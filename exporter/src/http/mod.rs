@@ -32,7 +32,10 @@ use hyper::{
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::Semaphore};
 
-use crate::collect::{Collector, error_chain, exposition::CONTENT_TYPE as METRICS_CONTENT_TYPE};
+use crate::{
+    collect::{Collector, render::CONTENT_TYPE as METRICS_CONTENT_TYPE},
+    error_chain,
+};
 
 const MAX_CONNECTIONS: usize = 64;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);

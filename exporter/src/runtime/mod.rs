@@ -9,6 +9,7 @@
 //! and a log line names it.
 pub mod containerd;
 pub mod cri;
+pub mod labels;
 pub mod paths;
 
 use std::{
@@ -20,7 +21,7 @@ use std::{
 
 use paths::{PathKind, PathRuntime};
 
-use crate::collect::labels::ContainerLabels;
+use labels::ContainerLabels;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -305,7 +306,7 @@ impl Metadata {
                     }
                     Err(e) => {
                         self.errors.with_label_values(&[e.op()]).inc();
-                        tracing::debug!(error = %crate::collect::error_chain(&e), "containerd lookup failed");
+                        tracing::debug!(error = %crate::error_chain(&e), "containerd lookup failed");
                     }
                 }
             }
@@ -342,7 +343,7 @@ impl Metadata {
                 }
                 Err(e) => {
                     self.errors.with_label_values(&[e.op()]).inc();
-                    tracing::warn!(error = %crate::collect::error_chain(&e), "runtime lookup failed; rows keep their id without runtime labels");
+                    tracing::warn!(error = %crate::error_chain(&e), "runtime lookup failed; rows keep their id without runtime labels");
                 }
             }
         }

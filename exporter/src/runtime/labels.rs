@@ -1,7 +1,6 @@
 //! The six labels every `container_*` series carries, with `""` where unknown
 //! (never omitted: under `honorLabels` an omitted label would be filled from the
-//! scrape target).
-use super::exposition::render_labels;
+//! scrape target). Structured: rendering is the scrape's last stage.
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerLabels {
@@ -22,15 +21,9 @@ impl ContainerLabels {
         }
     }
 
-    /// The label set in the exposition format, in cAdvisor's (alphabetical) order.
-    pub fn render(&self) -> String {
-        render_labels(&[
-            ("container", &self.container),
-            ("id", &self.id),
-            ("image", &self.image),
-            ("name", &self.name),
-            ("namespace", &self.namespace),
-            ("pod", &self.pod),
-        ])
+    /// A container of a pod (a runtime container, sandboxes included): at pod or
+    /// namespace level its row is replaced by its pod's.
+    pub fn is_pod_container(&self) -> bool {
+        !self.name.is_empty() && !self.pod.is_empty()
     }
 }

@@ -1,0 +1,128 @@
+//! Around the stages: removed cgroups. A removed cgroup's row stays for the grace
+//! period with its final values; then its counters are folded into its parent's
+//! retired totals and its kernel map entries deleted (`Collector::sweep`).
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use super::Collector;
+use crate::{cgroup::RetiredTotals, error_chain};
+
+/// How removed cgroups are kept and reclaimed.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// How long a removed cgroup's row (with its final values) stays exported.
+    pub grace: Duration,
+    /// How long an id present in the kernel maps but unknown to the tree (a cgroup
+    /// created and removed between two events we saw) is kept before its counters are
+    /// credited to the root and its entries deleted.
+    pub unknown_grace: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(70),
+            unknown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the sweeps keep between scrapes.
+#[derive(Debug, Default)]
+pub struct Reclaim {
+    pub retired: RetiredTotals,
+    pub retired_count: u64,
+    /// Map ids reclaimed without ever having a known path.
+    pub unknown_count: u64,
+    /// Ids in the kernel maps unknown to the tree, and since when.
+    unknown: HashMap<u64, Instant>,
+    last_unknown_scan: Option<Instant>,
+}
+
+impl Collector {
+    /// Retires removed cgroups whose grace period is over: their final counters are
+    /// folded into their parent's retired totals, their entries deleted from every
+    /// per-cgroup kernel map, their cached metadata dropped. Also reclaims map entries
+    /// of ids the tree never knew. Called before each scrape and by a timer.
+    pub fn sweep(&self) {
+        let mut reclaim = self
+            .reclaim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.sweep_locked(&mut reclaim, Instant::now());
+    }
+
+    pub(super) fn sweep_locked(&self, reclaim: &mut Reclaim, now: Instant) {
+        let expired = self
+            .discovery
+            .state()
+            .take_expired(self.retention.grace, now);
+        let mut retired_now = 0_usize;
+        for cgroup in expired {
+            match self.kernel.counters_of(cgroup.id) {
+                Ok(counters) => reclaim.retired.retire(&cgroup.path, &counters),
+                Err(e) => {
+                    // Keep the entry (and the path): retried at the next sweep.
+                    self.scrape_errors.with_label_values(&["retire"]).inc();
+                    tracing::warn!(error = %error_chain(&e), path = cgroup.path, "cannot read a removed cgroup's counters");
+                    continue;
+                }
+            }
+            if let Err(e) = self.kernel.forget(cgroup.id) {
+                self.scrape_errors.with_label_values(&["retire"]).inc();
+                tracing::warn!(error = %error_chain(&e), "cannot delete a retired cgroup's map entries");
+            }
+            if let Some(metadata) = &self.metadata {
+                // A shadowed path carries `\0<id>` (see discovery::TreeState::add).
+                metadata.forget(cgroup.path.split('\0').next().unwrap_or_default());
+            }
+            reclaim.retired_count += 1;
+            retired_now += 1;
+        }
+        if retired_now > 0 {
+            // Rows, paths and scrape buffers of the retired cgroups were freed: hand
+            // the pages back.
+            crate::heap::release_free_memory();
+        }
+        // Ids in the maps that the tree never knew. Listing every map key costs a
+        // syscall per entry: done a few times per `unknown_grace`, not every second.
+        if reclaim.last_unknown_scan.is_some_and(|last| {
+            now.saturating_duration_since(last) < self.retention.unknown_grace / 4
+        }) {
+            return;
+        }
+        reclaim.last_unknown_scan = Some(now);
+        let tracked = match self.kernel.tracked_ids() {
+            Ok(ids) => ids,
+            Err(e) => {
+                self.scrape_errors.with_label_values(&["retire"]).inc();
+                tracing::warn!(error = %error_chain(&e), "cannot list map keys");
+                return;
+            }
+        };
+        let unknown: Vec<u64> = {
+            let state = self.discovery.state();
+            tracked
+                .into_iter()
+                .filter(|id| state.paths.path(*id).is_none())
+                .collect()
+        };
+        let unknown_set: HashSet<u64> = unknown.iter().copied().collect();
+        reclaim.unknown.retain(|id, _| unknown_set.contains(id));
+        for id in unknown {
+            let first = *reclaim.unknown.entry(id).or_insert(now);
+            if now.saturating_duration_since(first) < self.retention.unknown_grace {
+                continue;
+            }
+            if let Ok(counters) = self.kernel.counters_of(id) {
+                reclaim.retired.credit("/", &counters);
+                if self.kernel.forget(id).is_ok() {
+                    reclaim.unknown.remove(&id);
+                    reclaim.unknown_count += 1;
+                }
+            }
+        }
+    }
+}

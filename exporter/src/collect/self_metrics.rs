@@ -1,0 +1,162 @@
+//! kadvisor's own families (`kadvisor_*`): rows, discovery, retirement, kernel
+//! programs and maps, runtime cache. Written after shaping: never aggregated or
+//! budgeted.
+use super::{
+    Collector, ScrapeContext, cpu,
+    retire::Reclaim,
+    samples::{MetricType, SampleSet},
+};
+
+impl Collector {
+    pub(super) fn write_discovery_self_metrics(
+        &self,
+        ctx: &ScrapeContext<'_>,
+        out: &mut SampleSet,
+        state: &crate::cgroup::discovery::TreeState,
+        live_rows: usize,
+        removed_rows: usize,
+        reclaim: &Reclaim,
+    ) {
+        let rows = "kadvisor_rows";
+        out.family(
+            rows,
+            "Exported cgroup rows: live, and removed but inside the grace period (--deleted_grace_seconds).",
+            MetricType::Gauge,
+        );
+        out.sample(rows, None, &[("state", "live")], live_rows as f64);
+        out.sample(rows, None, &[("state", "removed")], removed_rows as f64);
+        let walks = "kadvisor_cgroup_walks_total";
+        out.family(
+            walks,
+            "Full walks of the cgroup tree (startup and slow reconciliation; new cgroups are found by events).",
+            MetricType::Counter,
+        );
+        out.sample(walks, None, &[], state.walks as f64);
+        let events = "kadvisor_cgroup_events_total";
+        out.family(
+            events,
+            "cgroup mkdir/rmdir events applied.",
+            MetricType::Counter,
+        );
+        out.sample(events, None, &[], state.events as f64);
+        let retired = "kadvisor_retired_cgroups_total";
+        out.family(
+            retired,
+            "Removed cgroups whose map entries were reclaimed: known=true after their grace period (counters folded into the parent); known=false for ids never seen in the tree (created and removed between two events; counters folded into the root).",
+            MetricType::Counter,
+        );
+        out.sample(
+            retired,
+            None,
+            &[("known", "true")],
+            reclaim.retired_count as f64,
+        );
+        out.sample(
+            retired,
+            None,
+            &[("known", "false")],
+            reclaim.unknown_count as f64,
+        );
+        let retired_paths = "kadvisor_retired_paths";
+        out.family(
+            retired_paths,
+            "Paths holding counters of retired descendants.",
+            MetricType::Gauge,
+        );
+        out.sample(retired_paths, None, &[], reclaim.retired.len() as f64);
+        match self.kernel.map_entries() {
+            Ok(entries) => {
+                let name = "kadvisor_map_entries";
+                out.family(
+                    name,
+                    "Entries in each per-cgroup kernel map (live and grace-period cgroups).",
+                    MetricType::Gauge,
+                );
+                for (map, count) in entries {
+                    out.sample(name, None, &[("map", map)], count as f64);
+                }
+            }
+            Err(e) => ctx.failed("map_entries", &e),
+        }
+        if let Some(metadata) = &self.metadata {
+            let (containers, pods, misses) = metadata.cached();
+            let name = "kadvisor_runtime_cache_entries";
+            out.family(
+                name,
+                "Runtime metadata cached, by kind (misses: ids the runtimes did not know, retried with backoff).",
+                MetricType::Gauge,
+            );
+            out.sample(name, None, &[("kind", "container")], containers as f64);
+            out.sample(name, None, &[("kind", "pod")], pods as f64);
+            out.sample(name, None, &[("kind", "miss")], misses as f64);
+        }
+    }
+
+    pub(super) fn write_kernel_self_metrics(
+        &self,
+        ctx: &ScrapeContext<'_>,
+        out: &mut SampleSet,
+        tracked_cgroups: usize,
+    ) {
+        match self.kernel.kernel_errors() {
+            Ok(errors) => {
+                let name = "kadvisor_kernel_errors_total";
+                out.family(
+                    name,
+                    "Failures inside the eBPF programs, by reason (map_full: a cgroup could not be tracked; task_read: a task's cgroup could not be read).",
+                    MetricType::Counter,
+                );
+                for (error, count) in errors {
+                    out.sample(name, None, &[("reason", error.reason())], count as f64);
+                }
+            }
+            Err(e) => ctx.failed("kernel_errors", &e),
+        }
+        let stats = self.kernel.program_stats();
+        let attached = "kadvisor_bpf_program_attached";
+        out.family(
+            attached,
+            "1 when the eBPF program is attached; 0 when this kernel lacks its hook (its family is left out).",
+            MetricType::Gauge,
+        );
+        for s in &stats {
+            let value = if s.attached { 1.0 } else { 0.0 };
+            out.sample(
+                attached,
+                None,
+                &[("family", s.family), ("program", s.name)],
+                value,
+            );
+        }
+        let runs = "kadvisor_bpf_program_runs_total";
+        out.family(
+            runs,
+            "Times each eBPF program ran (counted only while sysctl kernel.bpf_stats_enabled=1).",
+            MetricType::Counter,
+        );
+        for s in stats.iter().filter(|s| s.attached) {
+            out.sample(runs, None, &[("program", s.name)], s.run_count as f64);
+        }
+        let time = "kadvisor_bpf_program_run_seconds_total";
+        out.family(
+            time,
+            "CPU time spent in each eBPF program (counted only while sysctl kernel.bpf_stats_enabled=1).",
+            MetricType::Counter,
+        );
+        for s in stats.iter().filter(|s| s.attached) {
+            out.sample(
+                time,
+                None,
+                &[("program", s.name)],
+                cpu::ns_to_seconds(s.run_time_ns),
+            );
+        }
+        let tracked = "kadvisor_tracked_cgroups";
+        out.family(
+            tracked,
+            "Cgroup ids whose path kadvisor holds (live, or removed with counters still in the kernel maps).",
+            MetricType::Gauge,
+        );
+        out.sample(tracked, None, &[], tracked_cgroups as f64);
+    }
+}

@@ -1,0 +1,159 @@
+use std::{collections::HashMap, sync::Arc};
+
+use super::*;
+use crate::{
+    collect::samples::RowLabels,
+    cost::{Aggregation, MetricGroups},
+    runtime::labels::ContainerLabels,
+};
+
+const POD: &str = "/kubepods/burstable/pod1";
+const CPU: &str = "container_cpu_usage_seconds_total";
+const RSS: &str = "container_memory_rss";
+
+fn row(container: &str, id: &str, name: &str, ns: &str, pod: &str) -> Arc<RowLabels> {
+    RowLabels::new(ContainerLabels {
+        container: container.to_owned(),
+        id: id.to_owned(),
+        image: String::new(),
+        name: name.to_owned(),
+        namespace: ns.to_owned(),
+        pod: pod.to_owned(),
+    })
+}
+
+/// root, pod p1 (3.5) with containers c1 (1.0) and c2 (2.5), container c3 (4.0) of
+/// p2 without its pod row; memory for c1 only.
+fn set() -> SampleSet {
+    let mut set = SampleSet::default();
+    set.family(CPU, "CPU.", MetricType::Counter);
+    let c1 = row("a", &format!("{POD}/c1"), "c1", "ns", "p1");
+    for (labels, v) in [
+        (row("", "/", "", "", ""), 10.0),
+        (row("", POD, "", "ns", "p1"), 3.5),
+        (Arc::clone(&c1), 1.0),
+        (row("b", &format!("{POD}/c2"), "c2", "ns", "p1"), 2.5),
+        (
+            row("c", "/kubepods/burstable/pod2/c3", "c3", "ns", "p2"),
+            4.0,
+        ),
+    ] {
+        set.sample(CPU, Some(&labels), &[("cpu", "total")], v);
+    }
+    set.family(RSS, "RSS.", MetricType::Gauge);
+    set.sample(RSS, Some(&c1), &[], 7.0);
+    set
+}
+
+fn line(labels: &str, value: &str) -> String {
+    format!("{CPU}{{{labels},cpu=\"total\"}} {value}\n")
+}
+
+fn text_row(container: &str, id: &str, name: &str, ns: &str, pod: &str) -> String {
+    format!(
+        "container=\"{container}\",id=\"{id}\",image=\"\",name=\"{name}\",namespace=\"{ns}\",pod=\"{pod}\""
+    )
+}
+
+#[test]
+fn pod_level_sums_containers_with_the_pod_row_labels() {
+    let shaping = Shaping {
+        aggregation: Aggregation {
+            default: Level::Pod,
+            per_group: HashMap::from([("memory", Level::Container)]),
+        },
+        ..Shaping::default()
+    };
+    let mut set = set();
+    let dropped = apply(&shaping, &mut set);
+    let out = set.to_text();
+    assert!(dropped.is_empty());
+    assert!(
+        out.contains(&line(&text_row("", POD, "", "ns", "p1"), "3.5")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&line(
+            &text_row("", "/kubepods/burstable/pod2", "", "ns", "p2"),
+            "4"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("id=\"/\",image"), "root kept: {out}");
+    assert!(
+        !out.contains("name=\"c1\",namespace=\"ns\",pod=\"p1\",cpu"),
+        "{out}"
+    );
+    assert!(
+        out.contains("container_memory_rss{container=\"a\""),
+        "memory stays per container: {out}"
+    );
+    assert_eq!(out.matches("container_cpu_usage_seconds_total{").count(), 3);
+
+    let ns = Shaping {
+        aggregation: Aggregation {
+            default: Level::Namespace,
+            ..Aggregation::default()
+        },
+        ..Shaping::default()
+    };
+    let mut set = self::set();
+    apply(&ns, &mut set);
+    let out = set.to_text();
+    assert!(
+        out.contains(&line(&text_row("", "", "", "ns", ""), "7.5")),
+        "{out}"
+    );
+}
+
+#[test]
+fn budget_caps_exactly_dropping_least_cpu_first() {
+    let shaping = Shaping {
+        max_series_per_family: 3,
+        ..Shaping::default()
+    };
+    let mut set = set();
+    let dropped = apply(&shaping, &mut set);
+    let out = set.to_text();
+    assert_eq!(out.matches("container_cpu_usage_seconds_total{").count(), 3);
+    assert_eq!(dropped, vec![(CPU.to_owned(), 2)]);
+    // Root and pod rows stay; c1 (1.0) and c2 (2.5) go, c3 (4.0) stays.
+    assert!(out.contains("id=\"/\""), "{out}");
+    assert!(out.contains(&text_row("", POD, "", "ns", "p1")), "{out}");
+    assert!(out.contains("pod2/c3\""), "{out}");
+    assert!(!out.contains("c2\""), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with(RSS)).count(),
+        1,
+        "{out}"
+    );
+}
+
+#[test]
+fn disabled_groups_are_left_out_and_counted() {
+    let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+    let shaping = Shaping {
+        groups: MetricGroups::from_lists(&[], &s(&["memory"])).unwrap(),
+        ..Shaping::default()
+    };
+    let mut shaper = Shaper::default();
+    let mut set = set();
+    shaper.shape(&shaping, &mut set);
+    assert_eq!(set.series_counts(), [(CPU.to_owned(), 5)]);
+    assert!(!set.to_text().contains(RSS));
+    let mut own = SampleSet::default();
+    shaper.write_self_metrics(false, &mut own);
+    assert!(
+        own.to_text()
+            .contains("kadvisor_series{family=\"container_cpu_usage_seconds_total\"} 5\n")
+    );
+    // A pass that changes nothing leaves the set as it was.
+    let loose = Shaping {
+        max_series_per_family: 100,
+        ..Shaping::default()
+    };
+    let before = self::set().to_text();
+    let mut set = self::set();
+    assert!(apply(&loose, &mut set).is_empty());
+    assert_eq!(set.to_text(), before);
+}

@@ -1,0 +1,114 @@
+//! Stage 2, sources: what the families read, each at most once per scrape. The
+//! kernel maps through `KernelSnapshot`; each row's cgroupfs files through
+//! `cgroup::files` (one open handle per file, re-read with one `pread`), a quiet
+//! row's parsed values from the idle-row cache (`refresh`); each row's
+//! `cgroup.procs` once for every family that needs the row's processes.
+//!
+//! Seam for the task iterator (issue 14): the process families and the network
+//! namespaces read the rows' pids here (`row_pids`); a per-cgroup process source
+//! from the kernel replaces `row_pids` + `process::read` without touching the
+//! families table.
+use std::cell::{Cell, OnceCell, RefCell};
+
+use super::{Row, kernel::KernelSnapshot, memory, refresh};
+use crate::{
+    cgroup::{Hierarchies, PathMemory, RetiredTotals},
+    collect::cpu,
+};
+
+/// What every family collector gets for one scrape.
+pub struct ScrapeContext<'a> {
+    /// The exported rows, root first.
+    pub rows: &'a [Row],
+    /// Where each controller's files live.
+    pub hierarchies: &'a Hierarchies,
+    /// The kernel programs' maps, each read once per scrape.
+    pub kernel: &'a KernelSnapshot<'a>,
+    /// CPU used before the programs attached (see `cpu::StartBaselines`).
+    pub cpu_baselines: &'a cpu::StartBaselines,
+    /// id → path of every live and not-yet-retired removed cgroup: for summing
+    /// per-cgroup kernel counters up the tree (`cpu::hierarchical_totals`).
+    pub paths: &'a PathMemory,
+    /// Counters of retired cgroups, folded into their ancestors' paths.
+    pub retired: &'a RetiredTotals,
+    /// The host's swap in use, for the root row's `container_memory_swap`.
+    pub root_swap: memory::RootSwap,
+    pub(super) errors: &'a prometheus::IntCounterVec,
+    /// Sources that failed so far this scrape (`container_scrape_error`).
+    pub(super) failures: &'a Cell<u32>,
+    /// Each row's `cgroup.procs`, read once per scrape for every family that needs it.
+    pub(super) row_pids: OnceCell<Vec<Option<Vec<u32>>>>,
+    /// Per-row values kept between scrapes (`refresh`); `None` reads every row.
+    pub cache: Option<RefCell<&'a mut refresh::RowCache>>,
+}
+
+impl ScrapeContext<'_> {
+    /// Reports a failed source: counted in `kadvisor_scrape_errors_total{source}` and
+    /// logged. The caller skips that source's samples and carries on.
+    pub fn failed(&self, source: &str, error: &dyn std::error::Error) {
+        self.errors.with_label_values(&[source]).inc();
+        self.failures.set(self.failures.get() + 1);
+        tracing::warn!(source, error = %crate::error_chain(error), "collection failed");
+    }
+
+    /// The pids in each row's own `cgroup.procs` (v2 directory), in row order; `None`
+    /// where that file is absent or unreadable. Read at the first call (quiet rows:
+    /// kept from an earlier scrape, see `refresh`), then shared.
+    pub fn row_pids(&self) -> &[Option<Vec<u32>>] {
+        self.row_pids.get_or_init(|| {
+            (0..self.rows.len())
+                .map(|index| {
+                    self.row_value(
+                        index,
+                        |v| &mut v.pids,
+                        || {
+                            let Some(dir) = self.hierarchies.v2_dir(&self.rows[index].path) else {
+                                return Some(None);
+                            };
+                            match crate::cgroup::files::read_optional(&dir.join("cgroup.procs")) {
+                                Ok(procs) => Some(
+                                    procs.map(|p| crate::cgroup::files::parse_pids(&p).collect()),
+                                ),
+                                Err(e) => {
+                                    self.failed("cgroup.procs", &e);
+                                    None
+                                }
+                            }
+                        },
+                    )
+                    .flatten()
+                })
+                .collect()
+        })
+    }
+
+    /// Row `index`'s value of one file-based family: kept from an earlier scrape when
+    /// the row is quiet (`refresh`), else `read()` (`None`: failed, nothing kept).
+    pub fn row_value<T: Clone>(
+        &self,
+        index: usize,
+        slot: fn(&mut refresh::RowValues) -> &mut Option<T>,
+        read: impl FnOnce() -> Option<T>,
+    ) -> Option<T> {
+        if let Some(cache) = &self.cache
+            && let Some(kept) = cache
+                .borrow_mut()
+                .values(index)
+                .and_then(|v| slot(v).clone())
+        {
+            return Some(kept);
+        }
+        let value = read()?;
+        if let Some(cache) = &self.cache
+            && let Some(values) = cache.borrow_mut().values(index)
+        {
+            *slot(values) = Some(value.clone());
+        }
+        Some(value)
+    }
+
+    /// Whether any source failed so far in this scrape.
+    pub fn any_failed(&self) -> bool {
+        self.failures.get() > 0
+    }
+}

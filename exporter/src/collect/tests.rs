@@ -1,0 +1,244 @@
+//! The whole scrape on fixture trees and fake kernel maps.
+use std::{
+    collections::HashMap,
+    fs,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use kadvisor_common::{CgroupCpu, CgroupCrashes, CgroupNet, KernelError};
+
+use super::*;
+use crate::bpf::ProgramStats;
+
+/// No kernel data, no programs: only the cgroupfs and host families.
+struct NoKernel;
+
+impl KernelSource for NoKernel {
+    fn cgroup_cpu(&self) -> Result<HashMap<u64, CgroupCpu>, BpfError> {
+        Ok(HashMap::new())
+    }
+    fn cgroup_crashes(&self) -> Result<HashMap<u64, CgroupCrashes>, BpfError> {
+        Ok(HashMap::new())
+    }
+    fn kernel_errors(&self) -> Result<Vec<(KernelError, u64)>, BpfError> {
+        Ok(Vec::new())
+    }
+    fn program_stats(&self) -> Vec<ProgramStats> {
+        Vec::new()
+    }
+    fn cgroup_oom_kills(&self) -> Result<HashMap<u64, u64>, BpfError> {
+        Ok(HashMap::new())
+    }
+}
+
+#[test]
+fn hybrid_scrape_reads_memory_from_v1_and_reports_a_broken_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let unified = dir.path().join("unified");
+    let memory = dir.path().join("memory");
+    fs::create_dir_all(unified.join("a")).unwrap();
+    fs::write(unified.join("cgroup.controllers"), "").unwrap();
+    fs::create_dir_all(memory.join("a")).unwrap();
+    fs::write(
+        memory.join("a/memory.stat"),
+        "total_rss 10\ntotal_inactive_file 3\n",
+    )
+    .unwrap();
+    fs::write(memory.join("a/memory.usage_in_bytes"), "100\n").unwrap();
+    let hierarchies = Hierarchies::from_parts(
+        Some(unified.clone()),
+        HashMap::from([("memory".to_owned(), memory)]),
+    )
+    .unwrap();
+    let collector = Collector::new(Box::new(NoKernel), CgroupTree::at(unified), hierarchies)
+        .unwrap()
+        .with_host(machine::HostPaths::new(dir.path().join("no-such-host")));
+
+    let text = collector.scrape().unwrap();
+
+    let row = "{container=\"\",id=\"/a\",image=\"\",name=\"\",namespace=\"\",pod=\"\"}";
+    for line in [
+        format!("container_memory_usage_bytes{row} 100\n"),
+        format!("container_memory_working_set_bytes{row} 97\n"),
+        format!("container_memory_rss{row} 10\n"),
+        "machine_scrape_error 1\n".to_owned(),
+        "container_scrape_error 0\n".to_owned(),
+    ] {
+        assert!(text.contains(&line), "{line} missing from:\n{text}");
+    }
+    assert!(!text.contains("machine_cpu_cores{"), "{text}");
+    assert!(
+        !text.contains("container_oom_events_total"),
+        "no OOM hook attached: the family is left out\n{text}"
+    );
+}
+
+/// Per-cgroup maps that `forget` really empties, shared with the test.
+#[derive(Default)]
+struct Maps {
+    cpu: HashMap<u64, CgroupCpu>,
+    net: HashMap<u64, CgroupNet>,
+    oom: HashMap<u64, u64>,
+    forgotten: Vec<u64>,
+}
+
+struct MapKernel(Arc<Mutex<Maps>>);
+
+impl MapKernel {
+    fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
+        self.0.lock().unwrap()
+    }
+}
+
+impl KernelSource for MapKernel {
+    fn cgroup_cpu(&self) -> Result<HashMap<u64, CgroupCpu>, BpfError> {
+        Ok(self.maps().cpu.clone())
+    }
+    fn cgroup_crashes(&self) -> Result<HashMap<u64, CgroupCrashes>, BpfError> {
+        Ok(HashMap::new())
+    }
+    fn cgroup_net(&self) -> Result<HashMap<u64, CgroupNet>, BpfError> {
+        Ok(self.maps().net.clone())
+    }
+    fn cgroup_oom_kills(&self) -> Result<HashMap<u64, u64>, BpfError> {
+        Ok(self.maps().oom.clone())
+    }
+    fn kernel_errors(&self) -> Result<Vec<(KernelError, u64)>, BpfError> {
+        Ok(Vec::new())
+    }
+    fn program_stats(&self) -> Vec<ProgramStats> {
+        ["oom", "socket"]
+            .into_iter()
+            .map(|family| ProgramStats {
+                name: family,
+                family,
+                attached: true,
+                run_count: 0,
+                run_time_ns: 0,
+            })
+            .collect()
+    }
+    fn forget(&self, id: u64) -> Result<(), BpfError> {
+        let mut maps = self.maps();
+        maps.cpu.remove(&id);
+        maps.net.remove(&id);
+        maps.oom.remove(&id);
+        maps.forgotten.push(id);
+        Ok(())
+    }
+}
+
+fn sample(text: &str, name: &str, id: &str, extra: &str) -> Option<f64> {
+    let row = format!(
+        "{name}{{container=\"\",id=\"{id}\",image=\"\",name=\"\",namespace=\"\",pod=\"\"{extra}}} "
+    );
+    let line = text.lines().find(|l| l.starts_with(&row))?;
+    line[row.len()..].parse().ok()
+}
+
+#[test]
+fn retirement_folds_oom_kills_and_socket_traffic_into_the_parent() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let unified = dir.path().join("unified");
+    fs::create_dir_all(unified.join("pod/c")).unwrap();
+    fs::write(unified.join("cgroup.controllers"), "").unwrap();
+    let pod = fs::metadata(unified.join("pod")).unwrap().ino();
+    let c = fs::metadata(unified.join("pod/c")).unwrap().ino();
+    let maps = Arc::new(Mutex::new(Maps::default()));
+    {
+        let mut m = maps.lock().unwrap();
+        let mut net = CgroupNet {
+            rx_bytes: 1000,
+            rx_packets: 10,
+            ..CgroupNet::default()
+        };
+        net.tx_bytes[kadvisor_common::DEST_EXTERNAL as usize] = 300;
+        net.tx_packets[kadvisor_common::DEST_EXTERNAL as usize] = 3;
+        m.net.insert(c, net);
+        m.net.insert(
+            pod,
+            CgroupNet {
+                rx_bytes: 1,
+                ..CgroupNet::default()
+            },
+        );
+        m.oom.insert(c, 1);
+        m.cpu.insert(
+            c,
+            CgroupCpu {
+                runtime_ns: 2_000_000_000,
+                ..CgroupCpu::default()
+            },
+        );
+    }
+    let hierarchies = Hierarchies::from_parts(Some(unified.clone()), HashMap::new()).unwrap();
+    let collector = Collector::new(
+        Box::new(MapKernel(maps.clone())),
+        CgroupTree::at(unified.clone()),
+        hierarchies,
+    )
+    .unwrap()
+    .with_host(machine::HostPaths::new(dir.path().join("no-such-host")))
+    .with_retention(Retention {
+        grace: Duration::from_secs(3600),
+        unknown_grace: Duration::from_secs(3600),
+    });
+    let oom = "container_oom_events_total";
+    let rx = "container_socket_receive_bytes_total";
+    let tx = "container_socket_transmit_bytes_total";
+    let ext = ",destination=\"external\"";
+    let check = |text: &str, id: &str, kills: f64, rx_bytes: f64, tx_bytes: f64| {
+        assert_eq!(sample(text, oom, id, ""), Some(kills), "{id} oom\n{text}");
+        assert_eq!(sample(text, rx, id, ""), Some(rx_bytes), "{id} rx\n{text}");
+        assert_eq!(sample(text, tx, id, ext), Some(tx_bytes), "{id} tx\n{text}");
+    };
+
+    let text = collector.scrape().unwrap();
+    check(&text, "/pod/c", 1.0, 1000.0, 300.0);
+    check(&text, "/pod", 1.0, 1001.0, 300.0);
+
+    // Removed: its row keeps the final values during the grace period.
+    fs::remove_dir(unified.join("pod/c")).unwrap();
+    let text = collector.scrape().unwrap();
+    check(&text, "/pod/c", 1.0, 1000.0, 300.0);
+    check(&text, "/pod", 1.0, 1001.0, 300.0);
+
+    // Grace period over: the row is gone, the pod keeps the kill and the traffic,
+    // and the map entries are deleted.
+    {
+        let mut reclaim = collector.reclaim.lock().unwrap();
+        collector.sweep_locked(&mut reclaim, Instant::now() + Duration::from_secs(3601));
+    }
+    {
+        let m = maps.lock().unwrap();
+        assert_eq!(m.forgotten, [c]);
+        assert!(!m.oom.contains_key(&c) && !m.net.contains_key(&c) && !m.cpu.contains_key(&c));
+    }
+    let text = collector.scrape().unwrap();
+    assert_eq!(sample(&text, oom, "/pod/c", ""), None, "{text}");
+    check(&text, "/pod", 1.0, 1001.0, 300.0);
+    check(&text, "/", 1.0, 1001.0, 300.0);
+    assert_eq!(
+        sample(
+            &text,
+            "container_cpu_usage_seconds_total",
+            "/pod",
+            ",cpu=\"total\""
+        ),
+        Some(2.0)
+    );
+
+    // The pod goes too: everything moves on to the root.
+    fs::remove_dir(unified.join("pod")).unwrap();
+    collector.scrape().unwrap();
+    {
+        let mut reclaim = collector.reclaim.lock().unwrap();
+        collector.sweep_locked(&mut reclaim, Instant::now() + Duration::from_secs(3601));
+    }
+    let text = collector.scrape().unwrap();
+    assert_eq!(sample(&text, oom, "/pod", ""), None, "{text}");
+    check(&text, "/", 1.0, 1001.0, 300.0);
+    assert_eq!(maps.lock().unwrap().forgotten, [c, pod]);
+}
