@@ -30,6 +30,9 @@ DEB_PACKAGES+=(jq e2fsprogs xz-utils)
 # containernetworking-plugins: ptp/host-local/loopback CNI plugins for the test pod with its
 # own network namespace (tests/src/containerd.rs, Containerd::enable_pod_network).
 DEB_PACKAGES+=(containernetworking-plugins)
+# chromium: the web UI test drives the page in a real headless browser (tests/tests/web_ui.rs).
+# fonts-dejavu-core: a font for its text in screenshots.
+DEB_PACKAGES+=(chromium fonts-dejavu-core)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -95,6 +98,23 @@ if [[ "$(cat "$TOOLS/node/.kadvisor-packages" 2>/dev/null)" != "${NPM_PACKAGES[*
   echo '{"private": true}' >"$TOOLS/node/package.json"
   npm install --prefix "$TOOLS/node" --no-audit --no-fund --save-exact --loglevel=error "${NPM_PACKAGES[@]}"
   echo "${NPM_PACKAGES[*]}" >"$TOOLS/node/.kadvisor-packages"
+fi
+
+# --- The web UI's charting library (exporter/build.rs embeds it) -------------------
+# uPlot from npm, pinned in exporter/src/http/ui/assets/uplot.version; only the files
+# the page serves and the licence are kept. `npm pack` checks the registry's integrity hash.
+UPLOT_VERSION=$(tr -d "[:space:]" <"$(dirname "$0")/../exporter/src/http/ui/assets/uplot.version")
+UPLOT_DIR="$HOME/.cache/kadvisor/web/uplot-$UPLOT_VERSION"
+if [[ ! -f "$UPLOT_DIR/.complete" ]]; then
+  log "fetching uPlot $UPLOT_VERSION into $UPLOT_DIR"
+  pack=$(mktemp -d)
+  (cd "$pack" && npm pack --silent --loglevel=error "uplot@$UPLOT_VERSION" >/dev/null)
+  tar -xzf "$pack"/uplot-*.tgz -C "$pack"
+  mkdir -p "$UPLOT_DIR"
+  cp "$pack/package/dist/uPlot.iife.min.js" "$pack/package/dist/uPlot.min.css" \
+    "$pack/package/LICENSE" "$UPLOT_DIR/"
+  rm -rf "$pack"
+  touch "$UPLOT_DIR/.complete"
 fi
 
 # --- Filesystems the loader needs ----------------------------------------------

@@ -7,6 +7,7 @@
 #![expect(clippy::missing_panics_doc, reason = "test helpers panic by design")]
 
 pub mod bpf;
+pub mod browser;
 pub mod cgroup;
 pub mod containerd;
 pub mod kadvisor;

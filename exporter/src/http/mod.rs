@@ -6,6 +6,7 @@
 //! | `GET /metrics/cadvisor` | the same (the kubelet's path, for drop-in scrape configs) |
 //! | `GET /healthz` | 200 while the process serves |
 //! | `GET /readyz` | 200 once programs are attached and the first cgroup walk is done, 503 before |
+//! | `GET /` and `GET /ui/...` | the web UI and its JSON snapshot (`ui`) |
 //!
 //! Anything else is 404; a method other than GET or HEAD is 405. Connections are
 //! bounded (`MAX_CONNECTIONS`), slow clients time out reading headers, and shutdown
@@ -25,7 +26,10 @@ use http_body_util::Full;
 use hyper::{
     Method, Request, Response, StatusCode,
     body::Bytes,
-    header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue},
+    header::{
+        ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
+        HeaderValue, X_CONTENT_TYPE_OPTIONS,
+    },
     server::conn::http1,
     service::service_fn,
 };
@@ -36,6 +40,8 @@ use crate::{
     collect::{Collector, render::CONTENT_TYPE as METRICS_CONTENT_TYPE},
     error_chain,
 };
+
+pub mod ui;
 
 const MAX_CONNECTIONS: usize = 64;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,25 +74,91 @@ pub async fn respond<B>(admin: Arc<Admin>, request: Request<B>) -> Response<Full
     match request.uri().path() {
         "/metrics" | "/metrics/cadvisor" => {
             let gzip = accepts_gzip(&request);
-            let collector = Arc::clone(&admin.collector);
-            // Reading maps and cgroupfs is blocking work: keep it off the reactor.
-            match tokio::task::spawn_blocking(move || collector.scrape()).await {
-                Ok(Ok(body)) => metrics_response(body, gzip),
-                Ok(Err(e)) => {
-                    tracing::error!(error = %error_chain(&e), "scrape failed");
-                    plain(StatusCode::INTERNAL_SERVER_ERROR, "scrape failed\n")
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "scrape task failed");
-                    plain(StatusCode::INTERNAL_SERVER_ERROR, "scrape failed\n")
-                }
+            match collect(&admin).await {
+                Ok(body) => metrics_response(body, gzip),
+                Err(response) => response,
             }
+        }
+        ui::SNAPSHOT_PATH => {
+            let gzip = accepts_gzip(&request);
+            ui_snapshot(&admin, gzip).await
         }
         "/healthz" => plain(StatusCode::OK, "ok\n"),
         "/readyz" if admin.ready.load(Ordering::Acquire) => plain(StatusCode::OK, "ready\n"),
         "/readyz" => plain(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        _ => plain(StatusCode::NOT_FOUND, "not found\n"),
+        path => ui::asset(path).map_or_else(
+            || plain(StatusCode::NOT_FOUND, "not found\n"),
+            ui_asset,
+        ),
     }
+}
+
+/// One collection, the body `/metrics` serves; the UI's snapshot is made from it too,
+/// so both go through here.
+async fn collect(admin: &Arc<Admin>) -> Result<String, Response<Full<Bytes>>> {
+    let collector = Arc::clone(&admin.collector);
+    // Reading maps and cgroupfs is blocking work: keep it off the reactor.
+    match tokio::task::spawn_blocking(move || collector.scrape()).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(e)) => {
+            tracing::error!(error = %error_chain(&e), "scrape failed");
+            Err(plain(StatusCode::INTERNAL_SERVER_ERROR, "scrape failed\n"))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "scrape task failed");
+            Err(plain(StatusCode::INTERNAL_SERVER_ERROR, "scrape failed\n"))
+        }
+    }
+}
+
+/// `GET /ui/snapshot`: the collection's rows as JSON (`ui::snapshot`).
+async fn ui_snapshot(admin: &Arc<Admin>, gzip: bool) -> Response<Full<Bytes>> {
+    let time_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let body = match collect(admin).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let collector = Arc::clone(&admin.collector);
+    let json = tokio::task::spawn_blocking(move || {
+        let live: std::collections::HashSet<String> =
+            collector.discovery().state().live.keys().cloned().collect();
+        let samples = ui::samples::Samples::parse(&body);
+        serde_json::to_vec(&ui::snapshot::Snapshot::build(&samples, &live, time_ms))
+    })
+    .await;
+    match json {
+        Ok(Ok(json)) => {
+            let mut response = compressed(json, gzip);
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "snapshot encoding failed");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "snapshot failed\n")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "snapshot task failed");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "snapshot failed\n")
+        }
+    }
+}
+
+fn ui_asset(asset: &'static ui::Asset) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(asset.body)));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(ui::CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    // Embedded in the binary: a new binary may serve other files at the same paths.
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
 }
 
 fn accepts_gzip<B>(request: &Request<B>) -> bool {
@@ -100,33 +172,34 @@ fn accepts_gzip<B>(request: &Request<B>) -> bool {
 }
 
 fn metrics_response(body: String, gzip: bool) -> Response<Full<Bytes>> {
-    let mut response = if gzip {
-        let mut encoder = flate2::write::GzEncoder::new(
-            Vec::with_capacity(body.len() / 8),
-            flate2::Compression::fast(),
-        );
-        match encoder
-            .write_all(body.as_bytes())
-            .and_then(|()| encoder.finish())
-        {
-            Ok(compressed) => {
-                let mut r = Response::new(Full::new(Bytes::from(compressed)));
-                r.headers_mut()
-                    .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-                r
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "gzip failed; sending uncompressed");
-                Response::new(Full::new(Bytes::from(body)))
-            }
-        }
-    } else {
-        Response::new(Full::new(Bytes::from(body)))
-    };
+    let mut response = compressed(body.into_bytes(), gzip);
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
     response
+}
+
+/// `body`, gzipped when the client accepts it (and compression works).
+fn compressed(body: Vec<u8>, gzip: bool) -> Response<Full<Bytes>> {
+    if !gzip {
+        return Response::new(Full::new(Bytes::from(body)));
+    }
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 8),
+        flate2::Compression::fast(),
+    );
+    match encoder.write_all(&body).and_then(|()| encoder.finish()) {
+        Ok(compressed) => {
+            let mut r = Response::new(Full::new(Bytes::from(compressed)));
+            r.headers_mut()
+                .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            r
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "gzip failed; sending uncompressed");
+            Response::new(Full::new(Bytes::from(body)))
+        }
+    }
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

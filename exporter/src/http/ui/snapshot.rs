@@ -1,0 +1,302 @@
+//! `GET /ui/snapshot`: one collection's values for the page, as JSON.
+//!
+//! Only the latest values: counters as totals (the page turns consecutive snapshots
+//! into rates), gauges as they are. Nothing is kept between requests, so the
+//! response is bounded by the rows of one collection (see docs/web-ui.md for the
+//! format).
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Serialize;
+
+use super::samples::{Sample, Samples};
+
+/// Bumped when a field changes meaning or disappears (new fields do not bump it).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// How the page should poll (it may poll slower, never needs to poll faster).
+pub const POLL_INTERVAL_MS: u64 = 1000;
+
+/// One snapshot. Field names are the JSON's.
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    pub version: u32,
+    /// Wall-clock time the collection started, ms since the Unix epoch: counters
+    /// are read right after, so rates divide by the difference of two of these.
+    pub time_ms: u64,
+    pub interval_ms: u64,
+    pub machine: Machine,
+    /// Every row of the collection, root first, in the body's order.
+    pub rows: Vec<Row>,
+}
+
+/// The host: `machine_*` and `cadvisor_version_info`.
+#[derive(Debug, Default, Serialize)]
+pub struct Machine {
+    pub cpu_cores: Option<f64>,
+    pub cpu_physical_cores: Option<f64>,
+    pub memory_bytes: Option<f64>,
+    pub swap_bytes: Option<f64>,
+    pub machine_id: String,
+    pub kernel_version: String,
+    pub os_version: String,
+    /// `container_scrape_error`: 1 when a source failed in this collection.
+    pub container_scrape_error: Option<f64>,
+}
+
+/// One cgroup row.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    /// The cgroup path (the `id` label).
+    pub id: String,
+    /// Removed from the tree, shown for the grace period with its final values.
+    pub removed: bool,
+    /// The runtime's labels that are set: name, image, namespace, pod, container.
+    pub labels: BTreeMap<&'static str, String>,
+    /// Values by key (`FIELDS`); a family the collection did not serve is absent.
+    pub values: BTreeMap<&'static str, f64>,
+    /// Bytes sent by the row's sockets, by destination class.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub egress_bytes: BTreeMap<String, f64>,
+}
+
+/// How a family becomes a row value: samples of `family` whose `only` label matches
+/// (if any) are summed into `key` (over interfaces, devices, signals, classes).
+struct Field {
+    family: &'static str,
+    key: &'static str,
+    only: Option<(&'static str, &'static str)>,
+}
+
+const fn field(family: &'static str, key: &'static str) -> Field {
+    Field {
+        family,
+        key,
+        only: None,
+    }
+}
+
+/// The row values the page draws.
+const FIELDS: &[Field] = &[
+    Field {
+        family: "container_cpu_usage_seconds_total",
+        key: "cpu_seconds",
+        only: Some(("cpu", "total")),
+    },
+    field("container_cpu_user_seconds_total", "cpu_user_seconds"),
+    field("container_cpu_system_seconds_total", "cpu_system_seconds"),
+    field("container_cpu_cfs_periods_total", "cpu_periods"),
+    field(
+        "container_cpu_cfs_throttled_periods_total",
+        "cpu_throttled_periods",
+    ),
+    field(
+        "container_cpu_cfs_throttled_seconds_total",
+        "cpu_throttled_seconds",
+    ),
+    field("container_spec_cpu_quota", "cpu_quota_us"),
+    field("container_spec_cpu_period", "cpu_period_us"),
+    field("container_memory_usage_bytes", "memory_usage_bytes"),
+    field(
+        "container_memory_working_set_bytes",
+        "memory_working_set_bytes",
+    ),
+    field("container_memory_rss", "memory_rss_bytes"),
+    field("container_memory_cache", "memory_cache_bytes"),
+    field("container_spec_memory_limit_bytes", "memory_limit_bytes"),
+    field(
+        "container_network_receive_bytes_total",
+        "network_receive_bytes",
+    ),
+    field(
+        "container_network_transmit_bytes_total",
+        "network_transmit_bytes",
+    ),
+    field("container_socket_receive_bytes_total", "socket_receive_bytes"),
+    field(
+        "container_socket_transmit_bytes_total",
+        "socket_transmit_bytes",
+    ),
+    field("container_fs_reads_bytes_total", "io_read_bytes"),
+    field("container_fs_writes_bytes_total", "io_write_bytes"),
+    field("container_processes", "processes"),
+    field("container_threads", "threads"),
+    field("container_file_descriptors", "file_descriptors"),
+    field("container_sockets", "sockets"),
+    field("container_oom_events_total", "oom_kills"),
+    field("container_crashes_total", "crashes"),
+    field("container_start_time_seconds", "start_time_seconds"),
+];
+
+/// The family whose samples also fill `egress_bytes`, by their `destination`.
+const EGRESS_FAMILY: &str = "container_socket_transmit_bytes_total";
+
+/// Runtime labels copied to `Row::labels` when set.
+const RUNTIME_LABELS: [&str; 5] = ["name", "image", "namespace", "pod", "container"];
+
+const MACHINE_FAMILIES: [&str; 7] = [
+    "machine_cpu_cores",
+    "machine_cpu_physical_cores",
+    "machine_memory_bytes",
+    "machine_swap_bytes",
+    "machine_cpu_sockets",
+    "cadvisor_version_info",
+    "container_scrape_error",
+];
+
+impl Snapshot {
+    /// Builds the snapshot of one collection. `live` holds the paths of the cgroups
+    /// that exist now: a row not among them is a removed cgroup in its grace period.
+    pub fn build(samples: &Samples<'_>, live: &HashSet<String>, time_ms: u64) -> Self {
+        let mut machine = Machine::default();
+        let mut rows: Vec<Row> = Vec::new();
+        // Rows by id; samples of one row are not contiguous across families.
+        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let wanted = |family: &str| {
+            MACHINE_FAMILIES.contains(&family) || FIELDS.iter().any(|f| f.family == family)
+        };
+        for sample in samples.of(wanted) {
+            if MACHINE_FAMILIES.contains(&sample.family) {
+                machine.add(&sample);
+                continue;
+            }
+            let id = sample.label("id");
+            if id.is_empty() {
+                continue;
+            }
+            let at = *index.entry(id.to_owned()).or_insert_with(|| {
+                rows.push(Row::new(&sample, live));
+                rows.len() - 1
+            });
+            rows[at].add(&sample);
+        }
+        Self {
+            version: FORMAT_VERSION,
+            time_ms,
+            interval_ms: POLL_INTERVAL_MS,
+            machine,
+            rows,
+        }
+    }
+}
+
+impl Machine {
+    fn add(&mut self, sample: &Sample<'_>) {
+        let value = Some(sample.value);
+        match sample.family {
+            "machine_cpu_cores" => {
+                self.cpu_cores = value;
+                sample.label("machine_id").clone_into(&mut self.machine_id);
+            }
+            "machine_cpu_physical_cores" => self.cpu_physical_cores = value,
+            "machine_memory_bytes" => self.memory_bytes = value,
+            "machine_swap_bytes" => self.swap_bytes = value,
+            "container_scrape_error" => self.container_scrape_error = value,
+            "cadvisor_version_info" => {
+                sample
+                    .label("kernelVersion")
+                    .clone_into(&mut self.kernel_version);
+                sample.label("osVersion").clone_into(&mut self.os_version);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Row {
+    fn new(sample: &Sample<'_>, live: &HashSet<String>) -> Self {
+        let id = sample.label("id").to_owned();
+        let labels = RUNTIME_LABELS
+            .iter()
+            .filter_map(|&key| {
+                let value = sample.label(key);
+                (!value.is_empty()).then(|| (key, value.to_owned()))
+            })
+            .collect();
+        Self {
+            removed: !live.contains(&id),
+            id,
+            labels,
+            values: BTreeMap::new(),
+            egress_bytes: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, sample: &Sample<'_>) {
+        for field in FIELDS.iter().filter(|f| f.family == sample.family) {
+            if field
+                .only
+                .is_some_and(|(label, value)| sample.label(label) != value)
+            {
+                continue;
+            }
+            *self.values.entry(field.key).or_default() += sample.value;
+        }
+        if sample.family == EGRESS_FAMILY {
+            let class = sample.label("destination");
+            if !class.is_empty() {
+                *self.egress_bytes.entry(class.to_owned()).or_default() += sample.value;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BODY: &str = "\
+container_cpu_usage_seconds_total{container=\"\",id=\"/\",image=\"\",name=\"\",namespace=\"\",pod=\"\",cpu=\"total\"} 10\n\
+container_cpu_usage_seconds_total{container=\"app\",id=\"/k/pod1/c1\",image=\"busybox\",name=\"c1\",namespace=\"ns\",pod=\"p\",cpu=\"total\"} 2.5\n\
+container_cpu_usage_seconds_total{container=\"\",id=\"/gone\",image=\"\",name=\"\",namespace=\"\",pod=\"\",cpu=\"total\"} 1\n\
+container_network_receive_bytes_total{container=\"\",id=\"/\",image=\"\",name=\"\",namespace=\"\",pod=\"\",interface=\"eth0\"} 100\n\
+container_network_receive_bytes_total{container=\"\",id=\"/\",image=\"\",name=\"\",namespace=\"\",pod=\"\",interface=\"eth1\"} 50\n\
+container_socket_transmit_bytes_total{container=\"app\",id=\"/k/pod1/c1\",image=\"busybox\",name=\"c1\",namespace=\"ns\",pod=\"p\",destination=\"pod\"} 7\n\
+container_socket_transmit_bytes_total{container=\"app\",id=\"/k/pod1/c1\",image=\"busybox\",name=\"c1\",namespace=\"ns\",pod=\"p\",destination=\"external\"} 3\n\
+container_oom_events_total{container=\"\",id=\"/gone\",image=\"\",name=\"\",namespace=\"\",pod=\"\"} 1\n\
+kadvisor_rows{state=\"live\"} 2\n\
+machine_cpu_cores{boot_id=\"b\",machine_id=\"m\",system_uuid=\"u\"} 2\n\
+machine_memory_bytes{boot_id=\"b\",machine_id=\"m\",system_uuid=\"u\"} 1024\n\
+cadvisor_version_info{cadvisorRevision=\"\",cadvisorVersion=\"kadvisor-0.1.0\",dockerVersion=\"\",kernelVersion=\"6.18\",osVersion=\"Debian\"} 1\n";
+
+    fn snapshot() -> Snapshot {
+        let live: HashSet<String> = ["/", "/k/pod1/c1"].map(str::to_owned).into();
+        Snapshot::build(&Samples::parse(BODY), &live, 1_000)
+    }
+
+    #[test]
+    fn rows_carry_their_values_labels_and_removal() {
+        let s = snapshot();
+        let ids: Vec<&str> = s.rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["/", "/k/pod1/c1", "/gone"]);
+        let root = &s.rows[0];
+        assert!(!root.removed);
+        assert!(root.labels.is_empty());
+        assert_eq!(root.values["cpu_seconds"], 10.0);
+        assert_eq!(root.values["network_receive_bytes"], 150.0, "summed over interfaces");
+        let c1 = &s.rows[1];
+        assert_eq!(c1.labels["container"], "app");
+        assert_eq!(c1.labels["image"], "busybox");
+        assert_eq!(c1.values["socket_transmit_bytes"], 10.0);
+        assert_eq!(c1.egress_bytes["pod"], 7.0);
+        assert_eq!(c1.egress_bytes["external"], 3.0);
+        let gone = &s.rows[2];
+        assert!(gone.removed, "not live: a grace-period row");
+        assert_eq!(gone.values["oom_kills"], 1.0);
+        assert!(!gone.values.contains_key("memory_usage_bytes"));
+    }
+
+    #[test]
+    fn machine_and_json_shape() {
+        let s = snapshot();
+        assert_eq!(s.machine.cpu_cores, Some(2.0));
+        assert_eq!(s.machine.memory_bytes, Some(1024.0));
+        assert_eq!(s.machine.machine_id, "m");
+        assert_eq!(s.machine.kernel_version, "6.18");
+        let json: serde_json::Value = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["version"], FORMAT_VERSION);
+        assert_eq!(json["time_ms"], 1_000);
+        assert_eq!(json["rows"][1]["values"]["cpu_seconds"], 2.5);
+        assert_eq!(json["rows"][1]["egress_bytes"]["pod"], 7.0);
+        assert!(json["rows"][0].get("egress_bytes").is_none());
+    }
+}

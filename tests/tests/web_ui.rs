@@ -1,0 +1,292 @@
+//! The web UI at `/`, driven in a real headless Chromium (tests/src/browser.rs) against
+//! the real kadvisor, with real cgroups and workloads: what a person opening the page
+//! sees. Screenshots at 1280×800 go to `target/web-ui/` (paths printed).
+//!
+//! Not run in the kernel matrix (scripts/kernel-matrix.sh excludes it): the VM's
+//! initramfs has no browser, and the page reads the same collection as `/metrics`,
+//! whose kernel-specific values the other test binaries check in the VM.
+use std::{
+    os::unix::process::ExitStatusExt as _,
+    path::PathBuf,
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use kadvisor_tests::{
+    assert_close, browser::Browser, cgroup::TestCgroup, exclusive_cpu, kadvisor::Kadvisor,
+};
+
+const WIDTH: u32 = 1280;
+const HEIGHT: u32 = 800;
+
+fn screenshot_path(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    );
+    target.join("web-ui").join(name)
+}
+
+fn screenshot(browser: &mut Browser, name: &str) {
+    let path = screenshot_path(name);
+    browser.screenshot(&path);
+    println!("screenshot: {}", path.display());
+}
+
+/// The page, loaded and past its first two snapshots (the first rates).
+fn open_page(kadvisor: &Kadvisor) -> Browser {
+    let mut browser = Browser::launch(WIDTH, HEIGHT);
+    browser.navigate(&format!("http://127.0.0.1:{}/", kadvisor.port()));
+    browser.wait_for(
+        "the page's first two snapshots",
+        Duration::from_secs(20),
+        "window.kadvisor !== undefined && kadvisor.state.snapshots >= 2",
+    );
+    browser
+}
+
+fn node(id: &str) -> String {
+    format!("document.querySelector('#tree [data-id=\"{id}\"]')")
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+/// Reads the cgroup's `cpu.stat` usage every 10 ms with the wall-clock time, so the
+/// kernel's rate can be taken over exactly the interval a chart point covers.
+struct CpuStatSampler {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Vec<(f64, f64)>>,
+}
+
+impl CpuStatSampler {
+    fn start(cg: &TestCgroup) -> Self {
+        let stat = cg.path().join("cpu.stat");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !stopped.load(Ordering::Relaxed) {
+                let before = unix_now();
+                let text = std::fs::read_to_string(&stat).expect("read cpu.stat");
+                let after = unix_now();
+                let usec: f64 = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("usage_usec "))
+                    .expect("usage_usec")
+                    .trim()
+                    .parse()
+                    .expect("usage_usec is a number");
+                samples.push(((before + after) / 2.0, usec / 1e6));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            samples
+        });
+        Self { stop, thread }
+    }
+
+    fn finish(self) -> Vec<(f64, f64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("sampler thread")
+    }
+}
+
+/// CPU seconds at wall-clock time `t`, interpolated between the samples around it.
+fn usage_at(samples: &[(f64, f64)], t: f64) -> f64 {
+    let after = samples
+        .iter()
+        .position(|&(at, _)| at >= t)
+        .unwrap_or_else(|| panic!("no cpu.stat sample after {t}"));
+    assert!(after > 0, "no cpu.stat sample before {t}");
+    let (t0, u0) = samples[after - 1];
+    let (t1, u1) = samples[after];
+    u0 + (u1 - u0) * (t - t0) / (t1 - t0)
+}
+
+#[test]
+fn busy_cgroup_is_listed_within_2s_and_its_cpu_chart_matches_cpu_stat() {
+    let _cpu = exclusive_cpu();
+    let kadvisor = Kadvisor::start(&[]);
+    let mut browser = open_page(&kadvisor);
+
+    let mut cg = TestCgroup::with_cpu_controller("ui-busy");
+    let created = Instant::now();
+    let id = cg.id().to_owned();
+    // Half a core: a steady rate however busy the machine is, and throttling to show.
+    if cg.v1_dir("cpu").is_some() {
+        cg.write_control("cpu", "cpu.cfs_period_us", "100000");
+        cg.write_control("cpu", "cpu.cfs_quota_us", "50000");
+    } else {
+        cg.write_control("cpu", "cpu.max", "50000 100000");
+    }
+    cg.spawn_busy();
+    let sampler = CpuStatSampler::start(&cg);
+
+    browser.wait_for(
+        "the busy cgroup in the tree",
+        Duration::from_secs(10),
+        &format!("{} !== null", node(&id)),
+    );
+    let listed = created.elapsed();
+    println!("busy cgroup listed {listed:?} after its mkdir");
+    assert!(
+        listed <= Duration::from_secs(2),
+        "the page listed the new cgroup after {listed:?} (> 2 s)"
+    );
+
+    // Select it with the keyboard: '/' to the filter, its name, down into the tree
+    // (the root, then the match), Enter.
+    let name = id.trim_start_matches('/');
+    browser.press("/");
+    browser.type_text(name);
+    browser.press("ArrowDown");
+    for _ in 0..4 {
+        if browser.eval("document.activeElement.dataset.id") == serde_json::json!(id) {
+            break;
+        }
+        browser.press("ArrowDown");
+    }
+    assert_eq!(
+        browser.eval("document.activeElement.dataset.id"),
+        serde_json::json!(id),
+        "arrow keys reach the cgroup"
+    );
+    browser.press("Enter");
+    browser.wait_for(
+        "selection by Enter",
+        Duration::from_secs(2),
+        &format!("kadvisor.state.selected === '{id}' && document.getElementById('sel-path').textContent === '{id}'"),
+    );
+
+    // Let several points accumulate, then compare the latest one with the kernel's
+    // rate over the same interval (both clocks are this host's wall clock).
+    browser.wait_for(
+        "five CPU points",
+        Duration::from_secs(15),
+        "kadvisor.charts.cpu.plot.data[1].filter(v => v != null).length >= 5",
+    );
+    let point = browser.eval(
+        "(() => { const d = kadvisor.charts.cpu.plot.data; const i = d[0].length - 1;
+                 return { t0: d[0][i - 1], t1: d[0][i], cores: d[1][i],
+                          shown: document.querySelector('[data-chart=cpu] .now').textContent,
+                          throttled: kadvisor.charts.throttling.plot.data[1][i],
+                          throttlingShown: !kadvisor.charts.throttling.chartEl.hidden }; })()",
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let samples = sampler.finish();
+    let (t0, t1) = (point["t0"].as_f64().unwrap(), point["t1"].as_f64().unwrap());
+    let kernel = (usage_at(&samples, t1) - usage_at(&samples, t0)) / (t1 - t0);
+    let charted = point["cores"].as_f64().expect("a CPU value on the chart");
+    println!("CPU chart {charted:.4} cores, cpu.stat {kernel:.4} cores over [{t0:.3}, {t1:.3}]");
+    assert_close("CPU chart vs cpu.stat rate", charted, kernel, 0.05);
+    let shown: f64 = point["shown"]
+        .as_str()
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("the CPU card's figure: {}", point["shown"]));
+    assert_close("CPU figure on the card", shown, kernel, 0.05);
+    assert_eq!(point["throttlingShown"], serde_json::json!(true), "a quota shows the throttling chart");
+    let throttled = point["throttled"].as_f64().expect("a throttling value");
+    assert!(
+        throttled > 50.0,
+        "a busy loop under a half-core quota is throttled in most periods: {throttled}%"
+    );
+
+    screenshot(&mut browser, "busy-cgroup.png");
+}
+
+/// Runs a shell that allocates 1 GiB in `cg` under a 32 MiB limit; the kernel kills it.
+fn oom_kill_in(cg: &mut TestCgroup) {
+    const MIB: u64 = 1 << 20;
+    if cg.v1_dir("memory").is_some() {
+        cg.write_control("memory", "memory.limit_in_bytes", &(32 * MIB).to_string());
+        cg.write_control("memory", "memory.memsw.limit_in_bytes", &(32 * MIB).to_string());
+    } else {
+        cg.write_control("memory", "memory.max", &(32 * MIB).to_string());
+        cg.write_control("memory", "memory.swap.max", "0");
+    }
+    cg.spawn(Command::new("sh").args([
+        "-c",
+        r#"x=$(head -c 1073741824 /dev/zero | tr '\0' a); echo survived"#,
+    ]));
+    let statuses = cg.wait_all();
+    assert_eq!(
+        statuses.iter().map(|s| s.signal()).collect::<Vec<_>>(),
+        [Some(libc::SIGKILL)],
+        "the workload should have been OOM-killed"
+    );
+}
+
+#[test]
+fn short_lived_cgroup_is_marked_gone_and_an_oom_kill_is_on_the_timeline() {
+    let _cpu = exclusive_cpu();
+    let kadvisor = Kadvisor::start(&[]);
+    let mut browser = open_page(&kadvisor);
+
+    // A cgroup that lives one second.
+    let brief_id = {
+        let mut brief = TestCgroup::new("ui-brief");
+        brief.spawn(Command::new("sleep").arg("30"));
+        std::thread::sleep(Duration::from_secs(1));
+        brief.id().to_owned()
+    };
+    let removed = Instant::now();
+    browser.wait_for(
+        "the 1 s cgroup in the tree, marked gone",
+        Duration::from_secs(10),
+        &format!("{n} !== null && {n}.dataset.state === 'gone' && {n}.querySelector('.tag.gone') !== null", n = node(&brief_id)),
+    );
+    println!("1 s cgroup shown as gone {:?} after its rmdir", removed.elapsed());
+    browser.wait_for(
+        "the 1 s cgroup in the events list",
+        Duration::from_secs(5),
+        &format!("document.querySelector('#events li[data-id=\"{brief_id}\"]') !== null"),
+    );
+
+    let mut victim = TestCgroup::with_v1_controllers("ui-oom", &["memory"]);
+    let victim_id = victim.id().to_owned();
+    oom_kill_in(&mut victim);
+    let killed = Instant::now();
+    let oom_event = format!("document.querySelector('#events li[data-kind=\"oom\"][data-id=\"{victim_id}\"]')");
+    browser.wait_for(
+        "the OOM kill in the events list",
+        Duration::from_secs(10),
+        &format!("{oom_event} !== null"),
+    );
+    println!("OOM kill listed {:?} after the kill", killed.elapsed());
+    // Only the victim's row carries it, not its ancestors (counters are hierarchical).
+    assert_eq!(
+        browser.eval("document.querySelectorAll('#events li[data-kind=\"oom\"]').length"),
+        serde_json::json!(1),
+        "one OOM event"
+    );
+    browser.eval(&format!("{oom_event}.querySelector('button').click()"));
+    // Lane 2 of the timeline (data[2]) is OOM kills.
+    browser.wait_for(
+        "the OOM kill on the victim's timeline and its OOM tag in the tree",
+        Duration::from_secs(5),
+        &format!(
+            "kadvisor.state.selected === '{victim_id}' && kadvisor.charts.timeline.plot.data[2].some(v => v != null) && {n}.querySelector('.tag.oom') !== null",
+            n = node(&victim_id)
+        ),
+    );
+    screenshot(&mut browser, "oom-kill.png");
+
+    // The host view: every event of the window on the root's timeline.
+    browser.eval("document.querySelector('#tree [data-id=\"/\"]').click()");
+    browser.wait_for(
+        "the host's timeline with the OOM kill and the short-lived cgroup",
+        Duration::from_secs(5),
+        "kadvisor.state.selected === '/' && kadvisor.charts.timeline.plot.data[2].some(v => v != null) && kadvisor.charts.timeline.plot.data[3].some(v => v != null)",
+    );
+    screenshot(&mut browser, "host.png");
+}
