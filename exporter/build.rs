@@ -39,7 +39,8 @@ fn main() -> anyhow::Result<()> {
 /// Copies uPlot from `$KADVISOR_UPLOT_DIR`, else `~/.cache/kadvisor/web/uplot-<version>`
 /// (the version pinned in `src/http/ui/assets/uplot.version`), to `$OUT_DIR/uplot/`.
 fn stage_uplot() -> anyhow::Result<()> {
-    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?);
+    let manifest_dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?);
     let version_file = manifest_dir.join("src/http/ui/assets/uplot.version");
     println!("cargo::rerun-if-changed={}", version_file.display());
     println!("cargo::rerun-if-env-changed=KADVISOR_UPLOT_DIR");
@@ -48,7 +49,8 @@ fn stage_uplot() -> anyhow::Result<()> {
     let source = match std::env::var_os("KADVISOR_UPLOT_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => {
-            let home = std::env::var_os("HOME").context("HOME is not set (needed to find uPlot)")?;
+            let home =
+                std::env::var_os("HOME").context("HOME is not set (needed to find uPlot)")?;
             Path::new(&home).join(format!(".cache/kadvisor/web/uplot-{}", version.trim()))
         }
     };

@@ -38,7 +38,8 @@ impl Browser {
         let profile = tempfile::tempdir().expect("browser profile directory");
         let (commands_read, commands) = pipe();
         let (replies, replies_write) = pipe();
-        let (commands_read_fd, replies_write_fd) = (commands_read.as_raw_fd(), replies_write.as_raw_fd());
+        let (commands_read_fd, replies_write_fd) =
+            (commands_read.as_raw_fd(), replies_write.as_raw_fd());
         let mut command = Command::new(BROWSER);
         command
             .args([
@@ -112,7 +113,10 @@ impl Browser {
             "Target.attachToTarget",
             json!({"targetId": target_id, "flatten": true}),
         );
-        browser.session = attached["sessionId"].as_str().expect("sessionId").to_owned();
+        browser.session = attached["sessionId"]
+            .as_str()
+            .expect("sessionId")
+            .to_owned();
         browser.page(
             "Emulation.setDeviceMetricsOverride",
             json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}),
@@ -152,8 +156,12 @@ impl Browser {
                     return reply["result"].clone();
                 }
                 Ok(_event) => {}
-                Err(RecvTimeoutError::Timeout) => panic!("chromium did not answer {method} within {REPLY_TIMEOUT:?}"),
-                Err(RecvTimeoutError::Disconnected) => panic!("chromium exited while answering {method}"),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("chromium did not answer {method} within {REPLY_TIMEOUT:?}")
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("chromium exited while answering {method}")
+                }
             }
         }
     }
@@ -161,7 +169,10 @@ impl Browser {
     /// Opens `url` in the page.
     pub fn navigate(&mut self, url: &str) {
         let result = self.page("Page.navigate", json!({"url": url}));
-        assert!(result.get("errorText").is_none(), "navigate to {url}: {result}");
+        assert!(
+            result.get("errorText").is_none(),
+            "navigate to {url}: {result}"
+        );
     }
 
     /// Evaluates a JavaScript expression in the page (promises awaited); its value.
@@ -180,11 +191,19 @@ impl Browser {
 
     /// Evaluates `expression` every 50 ms until it is truthy; its value and how long
     /// that took. Fails the test after `within`.
-    pub fn wait_for(&mut self, what: &str, within: Duration, expression: &str) -> (Value, Duration) {
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        within: Duration,
+        expression: &str,
+    ) -> (Value, Duration) {
         let start = Instant::now();
         loop {
             let value = self.eval(expression);
-            let truthy = !(value.is_null() || value == json!(false) || value == json!(0) || value == json!(""));
+            let truthy = !(value.is_null()
+                || value == json!(false)
+                || value == json!(0)
+                || value == json!(""));
             if truthy {
                 return (value, start.elapsed());
             }
@@ -211,7 +230,8 @@ impl Browser {
             "/" => "/",
             _ => "",
         };
-        let mut down = json!({"type": "keyDown", "key": key, "code": code, "windowsVirtualKeyCode": key_code});
+        let mut down =
+            json!({"type": "keyDown", "key": key, "code": code, "windowsVirtualKeyCode": key_code});
         if !text.is_empty() {
             down["text"] = json!(text);
         }
@@ -264,7 +284,11 @@ fn pipe() -> (File, File) {
     let high = fds.map(|fd| {
         // SAFETY: fd is a descriptor we own; F_DUPFD_CLOEXEC returns a new one ≥ 10.
         let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
-        assert!(moved >= 10, "fcntl F_DUPFD_CLOEXEC: {}", std::io::Error::last_os_error());
+        assert!(
+            moved >= 10,
+            "fcntl F_DUPFD_CLOEXEC: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: closing the original, which nothing else holds.
         unsafe { libc::close(fd) };
         // SAFETY: `moved` is a fresh descriptor owned by nothing else.
@@ -286,7 +310,10 @@ fn decode_base64(text: &str) -> Vec<u8> {
             other => panic!("not base64: {other:#x}"),
         }
     };
-    let digits: Vec<u8> = text.bytes().filter(|&c| c != b'=' && !c.is_ascii_whitespace()).collect();
+    let digits: Vec<u8> = text
+        .bytes()
+        .filter(|&c| c != b'=' && !c.is_ascii_whitespace())
+        .collect();
     let mut out = Vec::with_capacity(digits.len() * 3 / 4);
     for chunk in digits.chunks(4) {
         let mut acc = 0_u32;

@@ -121,12 +121,12 @@ fn busy_cgroup_is_listed_within_2s_and_its_cpu_chart_matches_cpu_stat() {
     let mut cg = TestCgroup::with_cpu_controller("ui-busy");
     let created = Instant::now();
     let id = cg.id().to_owned();
-    // Half a core: a steady rate however busy the machine is, and throttling to show.
+    // A fifth of a core: little load on a shared machine, and throttling to show.
     if cg.v1_dir("cpu").is_some() {
         cg.write_control("cpu", "cpu.cfs_period_us", "100000");
-        cg.write_control("cpu", "cpu.cfs_quota_us", "50000");
+        cg.write_control("cpu", "cpu.cfs_quota_us", "20000");
     } else {
-        cg.write_control("cpu", "cpu.max", "50000 100000");
+        cg.write_control("cpu", "cpu.max", "20000 100000");
     }
     cg.spawn_busy();
     let sampler = CpuStatSampler::start(&cg);
@@ -194,11 +194,15 @@ fn busy_cgroup_is_listed_within_2s_and_its_cpu_chart_matches_cpu_stat() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("the CPU card's figure: {}", point["shown"]));
     assert_close("CPU figure on the card", shown, kernel, 0.05);
-    assert_eq!(point["throttlingShown"], serde_json::json!(true), "a quota shows the throttling chart");
+    assert_eq!(
+        point["throttlingShown"],
+        serde_json::json!(true),
+        "a quota shows the throttling chart"
+    );
     let throttled = point["throttled"].as_f64().expect("a throttling value");
     assert!(
-        throttled > 50.0,
-        "a busy loop under a half-core quota is throttled in most periods: {throttled}%"
+        throttled > 25.0,
+        "a busy loop under a 20% quota is throttled in many periods: {throttled}%"
     );
 
     screenshot(&mut browser, "busy-cgroup.png");
@@ -209,7 +213,11 @@ fn oom_kill_in(cg: &mut TestCgroup) {
     const MIB: u64 = 1 << 20;
     if cg.v1_dir("memory").is_some() {
         cg.write_control("memory", "memory.limit_in_bytes", &(32 * MIB).to_string());
-        cg.write_control("memory", "memory.memsw.limit_in_bytes", &(32 * MIB).to_string());
+        cg.write_control(
+            "memory",
+            "memory.memsw.limit_in_bytes",
+            &(32 * MIB).to_string(),
+        );
     } else {
         cg.write_control("memory", "memory.max", &(32 * MIB).to_string());
         cg.write_control("memory", "memory.swap.max", "0");
@@ -245,7 +253,10 @@ fn short_lived_cgroup_is_marked_gone_and_an_oom_kill_is_on_the_timeline() {
         Duration::from_secs(10),
         &format!("{n} !== null && {n}.dataset.state === 'gone' && {n}.querySelector('.tag.gone') !== null", n = node(&brief_id)),
     );
-    println!("1 s cgroup shown as gone {:?} after its rmdir", removed.elapsed());
+    println!(
+        "1 s cgroup shown as gone {:?} after its rmdir",
+        removed.elapsed()
+    );
     browser.wait_for(
         "the 1 s cgroup in the events list",
         Duration::from_secs(5),
@@ -256,7 +267,8 @@ fn short_lived_cgroup_is_marked_gone_and_an_oom_kill_is_on_the_timeline() {
     let victim_id = victim.id().to_owned();
     oom_kill_in(&mut victim);
     let killed = Instant::now();
-    let oom_event = format!("document.querySelector('#events li[data-kind=\"oom\"][data-id=\"{victim_id}\"]')");
+    let oom_event =
+        format!("document.querySelector('#events li[data-kind=\"oom\"][data-id=\"{victim_id}\"]')");
     browser.wait_for(
         "the OOM kill in the events list",
         Duration::from_secs(10),

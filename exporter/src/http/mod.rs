@@ -86,10 +86,9 @@ pub async fn respond<B>(admin: Arc<Admin>, request: Request<B>) -> Response<Full
         "/healthz" => plain(StatusCode::OK, "ok\n"),
         "/readyz" if admin.ready.load(Ordering::Acquire) => plain(StatusCode::OK, "ready\n"),
         "/readyz" => plain(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        path => ui::asset(path).map_or_else(
-            || plain(StatusCode::NOT_FOUND, "not found\n"),
-            ui_asset,
-        ),
+        path => {
+            ui::asset(path).map_or_else(|| plain(StatusCode::NOT_FOUND, "not found\n"), ui_asset)
+        }
     }
 }
 
@@ -384,6 +383,45 @@ mod tests {
         )
         .unwrap();
         assert!(text.contains("container_cpu_usage_seconds_total"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn page_is_served_with_its_policy() {
+        let (_dir, admin) = admin(true);
+        let response = respond(Arc::clone(&admin), get("/", false)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(
+            response.headers()[CONTENT_SECURITY_POLICY],
+            ui::CONTENT_SECURITY_POLICY
+        );
+        let page = String::from_utf8(body(response).await).unwrap();
+        assert!(page.contains("/ui/uPlot.iife.min.js"), "{page}");
+        let script = respond(admin, get("/ui/uPlot.iife.min.js", false)).await;
+        assert_eq!(
+            script.headers()[CONTENT_TYPE],
+            "text/javascript; charset=utf-8"
+        );
+    }
+
+    #[tokio::test]
+    async fn snapshot_has_the_rows_of_the_metrics_collection() {
+        let (_dir, admin) = admin(true);
+        let response = respond(Arc::clone(&admin), get(ui::SNAPSHOT_PATH, true)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(response.headers()[CONTENT_ENCODING], "gzip");
+        let compressed = body(response).await;
+        let json: serde_json::Value =
+            serde_json::from_reader(flate2::read::GzDecoder::new(&compressed[..])).unwrap();
+        assert_eq!(json["version"], ui::snapshot::FORMAT_VERSION);
+        assert!(json["time_ms"].as_u64().unwrap() > 1_600_000_000_000);
+        let rows = json["rows"].as_array().unwrap();
+        let a = rows.iter().find(|r| r["id"] == "/a").expect("row /a");
+        assert_eq!(a["removed"], false);
+        assert_eq!(a["values"]["cpu_seconds"], 2.0, "the value /metrics serves");
+        assert_eq!(a["values"]["oom_kills"], 1.0);
+        assert_eq!(rows[0]["id"], "/", "root first");
     }
 
     #[tokio::test]

@@ -111,7 +111,10 @@ const FIELDS: &[Field] = &[
         "container_network_transmit_bytes_total",
         "network_transmit_bytes",
     ),
-    field("container_socket_receive_bytes_total", "socket_receive_bytes"),
+    field(
+        "container_socket_receive_bytes_total",
+        "socket_receive_bytes",
+    ),
     field(
         "container_socket_transmit_bytes_total",
         "socket_transmit_bytes",
@@ -272,7 +275,10 @@ cadvisor_version_info{cadvisorRevision=\"\",cadvisorVersion=\"kadvisor-0.1.0\",d
         assert!(!root.removed);
         assert!(root.labels.is_empty());
         assert_eq!(root.values["cpu_seconds"], 10.0);
-        assert_eq!(root.values["network_receive_bytes"], 150.0, "summed over interfaces");
+        assert_eq!(
+            root.values["network_receive_bytes"], 150.0,
+            "summed over interfaces"
+        );
         let c1 = &s.rows[1];
         assert_eq!(c1.labels["container"], "app");
         assert_eq!(c1.labels["image"], "busybox");

@@ -434,6 +434,7 @@
     {
       key: 'cpu', title: 'CPU', unit: 'cores', fmt: fmtCores,
       series: [['cpu', 'total', COLORS.blue], ['cpu_user', 'user', COLORS.green], ['cpu_system', 'system', COLORS.orange], ['cpu_quota', 'quota', COLORS.red, true]],
+      absent: 'No CPU time counted for this cgroup.',
       now: (l) => fmtCores(l.cpu) + ' cores',
     },
     {
@@ -446,12 +447,14 @@
     {
       key: 'memory', title: 'Memory', unit: 'bytes', fmt: fmtBytes,
       series: [['mem_usage', 'usage', COLORS.blue], ['mem_ws', 'working set', COLORS.purple], ['mem_rss', 'rss', COLORS.teal], ['mem_cache', 'cache', COLORS.grey], ['mem_limit', 'limit', COLORS.red, true]],
+      absent: 'No memory accounting for this cgroup (no memory controller here).',
       now: (l) => fmtBytes(l.mem_ws) + ' working set',
     },
     {
       key: 'processes', title: 'Processes', unit: 'count', fmt: fmtCount,
       series: [['processes', 'processes', COLORS.blue], ['threads', 'threads', COLORS.purple], ['fds', 'file descriptors', COLORS.teal], ['sockets', 'sockets', COLORS.orange]],
-      now: (l) => fmtCount(l.processes) + ' processes',
+      absent: 'No process counts for this cgroup.',
+      now: (l) => fmtCount(l.processes) + (l.processes === 1 ? ' process' : ' processes'),
     },
     {
       key: 'network', title: 'Network', unit: 'interfaces of its network namespace', fmt: fmtRate,
@@ -462,13 +465,13 @@
     {
       key: 'sockets', title: 'Socket traffic', unit: 'its own sockets (kernel counters)', fmt: fmtRate,
       series: [['sock_rx', 'receive', COLORS.blue], ['sock_tx', 'transmit', COLORS.orange]],
-      absent: 'Socket traffic is not collected (the socket metric group is off, or its programs are not attached).',
+      absent: 'No socket traffic counted for this cgroup (or the socket metric group is off).',
       now: (l) => '↓ ' + fmtRate(l.sock_rx) + '  ↑ ' + fmtRate(l.sock_tx),
     },
     {
       key: 'egress', title: 'Egress by destination', unit: 'bytes sent, by destination class', fmt: fmtRate,
       series: [['eg_pod', 'pod', COLORS.blue], ['eg_service', 'service', COLORS.purple], ['eg_node', 'node', COLORS.teal], ['eg_external', 'external', COLORS.orange]],
-      absent: 'Egress classes are not collected (the socket metric group is off, or its programs are not attached).',
+      absent: 'No egress counted for this cgroup (or the socket metric group is off).',
       now: (l) => fmtRate(EGRESS_CLASSES.reduce((s, c) => s + (l['eg_' + c] || 0), 0)),
     },
     {
@@ -482,8 +485,10 @@
   const charts = {}; // key → {def, card, plot, note, nowEl}
   const chartsEl = document.getElementById('charts');
 
+  const COUNT_INCRS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6];
   function axisFor(fmt) {
     return {
+      incrs: fmt === fmtCount ? COUNT_INCRS : undefined,
       stroke: '#5d6778', size: 66, grid: { stroke: '#eef0f3' }, ticks: { stroke: '#dde1e6', size: 4 },
       values: (u, vals) => vals.map((v) => (fmt === fmtRate ? fmtRateShort(v) : fmt(v))),
     };
@@ -670,7 +675,7 @@
     setBar('bar-cpu', cores ? l.cpu / cores : 0);
     setText(document.getElementById('sum-mem'), fmtBytes(l.mem_ws).replace(/ GiB$/, '') + ' / ' + fmtBytes(m.memory_bytes));
     setBar('bar-mem', m.memory_bytes ? l.mem_ws / m.memory_bytes : 0);
-    setText(document.getElementById('sum-proc'), fmtCount(l.processes) + ' (' + fmtCount(l.threads) + ' threads)');
+    setText(document.getElementById('sum-proc'), fmtCount(l.processes) + (l.threads != null ? ' (' + fmtCount(l.threads) + ' threads)' : ''));
     setText(document.getElementById('sum-net'), '↓' + fmtRateShort(l.net_rx) + ' ↑' + fmtRateShort(l.net_tx));
     setText(document.getElementById('sum-io'), 'r ' + fmtRateShort(l.io_read) + ' w ' + fmtRateShort(l.io_write));
     let live = 0;
