@@ -228,10 +228,20 @@ impl Collector {
         &self.discovery
     }
 
+    /// One scrape's exposition body (`scrape_with`).
+    pub fn scrape(&self) -> Result<String, CollectError> {
+        self.scrape_with(|_| ()).map(|(body, ())| body)
+    }
+
     /// One scrape, stage by stage (see the module doc). A failing source is counted
     /// in `kadvisor_scrape_errors_total` and logged; the families of the other
-    /// sources are still served.
-    pub fn scrape(&self) -> Result<String, CollectError> {
+    /// sources are still served. Returns the body and `view` of the sample set, taken
+    /// before the next scrape reuses it: other outputs of the same collection (the web
+    /// UI's JSON) read the structured samples instead of parsing the text back.
+    pub fn scrape_with<T>(
+        &self,
+        view: impl FnOnce(&SampleSet) -> T,
+    ) -> Result<(String, T), CollectError> {
         let start = Instant::now();
         let mut reclaim = self
             .reclaim
@@ -352,7 +362,8 @@ impl Collector {
         body.push_str(&String::from_utf8_lossy(&encoded));
         self.last_body
             .store(body.len(), std::sync::atomic::Ordering::Relaxed);
-        Ok(body)
+        let viewed = view(samples);
+        Ok((body, viewed))
     }
 
     /// Brings the tree up to date (events queued by mkdirs that returned before this

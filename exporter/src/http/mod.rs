@@ -92,13 +92,21 @@ pub async fn respond<B>(admin: Arc<Admin>, request: Request<B>) -> Response<Full
     }
 }
 
-/// One collection, the body `/metrics` serves; the UI's snapshot is made from it too,
-/// so both go through here.
+/// One collection, the body `/metrics` serves.
 async fn collect(admin: &Arc<Admin>) -> Result<String, Response<Full<Bytes>>> {
+    collect_with(admin, |_| ()).await.map(|(body, ())| body)
+}
+
+/// One collection: its body and `view` of its structured samples (the web UI's
+/// snapshot is made from the same collection as `/metrics`, through here).
+async fn collect_with<T: Send + 'static>(
+    admin: &Arc<Admin>,
+    view: impl FnOnce(&crate::collect::SampleSet) -> T + Send + 'static,
+) -> Result<(String, T), Response<Full<Bytes>>> {
     let collector = Arc::clone(&admin.collector);
     // Reading maps and cgroupfs is blocking work: keep it off the reactor.
-    match tokio::task::spawn_blocking(move || collector.scrape()).await {
-        Ok(Ok(body)) => Ok(body),
+    match tokio::task::spawn_blocking(move || collector.scrape_with(view)).await {
+        Ok(Ok(collected)) => Ok(collected),
         Ok(Err(e)) => {
             tracing::error!(error = %error_chain(&e), "scrape failed");
             Err(plain(StatusCode::INTERNAL_SERVER_ERROR, "scrape failed\n"))
@@ -115,34 +123,25 @@ async fn ui_snapshot(admin: &Arc<Admin>, gzip: bool) -> Response<Full<Bytes>> {
     let time_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let body = match collect(admin).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    let collector = Arc::clone(&admin.collector);
-    let json = tokio::task::spawn_blocking(move || {
+    let discovery = Arc::clone(admin.collector.discovery());
+    let view = move |samples: &crate::collect::SampleSet| {
         let live: std::collections::HashSet<String> =
-            collector.discovery().state().live.keys().cloned().collect();
-        let samples = ui::samples::Samples::parse(&body);
-        serde_json::to_vec(&ui::snapshot::Snapshot::build(&samples, &live, time_ms))
-    })
-    .await;
-    match json {
-        Ok(Ok(json)) => {
+            discovery.state().live.keys().cloned().collect();
+        serde_json::to_vec(&ui::snapshot::Snapshot::build(samples, &live, time_ms))
+    };
+    match collect_with(admin, view).await {
+        Ok((_, Ok(json))) => {
             let mut response = compressed(json, gzip);
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
-        Ok(Err(e)) => {
+        Ok((_, Err(e))) => {
             tracing::error!(error = %e, "snapshot encoding failed");
             plain(StatusCode::INTERNAL_SERVER_ERROR, "snapshot failed\n")
         }
-        Err(e) => {
-            tracing::error!(error = %e, "snapshot task failed");
-            plain(StatusCode::INTERNAL_SERVER_ERROR, "snapshot failed\n")
-        }
+        Err(response) => response,
     }
 }
 

@@ -11,10 +11,9 @@
 //! | `/ui/licenses/uPlot.txt` | uPlot's licence (MIT) |
 //! | `/ui/snapshot` | one collection's values as JSON (`snapshot`), polled every second |
 //!
-//! The snapshot comes from the same collection as `/metrics` (`samples` adapts it)
-//! and holds only the latest values: the page keeps the history (10 minutes) and
-//! computes rates, so the server keeps nothing per viewer.
-pub mod samples;
+//! The snapshot is made from the structured samples of the same collection as
+//! `/metrics` and holds only the latest values: the page keeps the history (10
+//! minutes) and computes rates, so the server keeps nothing per viewer.
 pub mod snapshot;
 
 /// One embedded file.

@@ -1,14 +1,21 @@
 //! `GET /ui/snapshot`: one collection's values for the page, as JSON.
 //!
-//! Only the latest values: counters as totals (the page turns consecutive snapshots
-//! into rates), gauges as they are. Nothing is kept between requests, so the
-//! response is bounded by the rows of one collection (see docs/web-ui.md for the
-//! format).
-use std::collections::{BTreeMap, HashSet};
+//! Made from the structured samples of the collection that `/metrics` renders
+//! (`collect::SampleSet`), never from its text. Only the latest values: counters as
+//! totals (the page turns consecutive snapshots into rates), gauges as they are.
+//! Nothing is kept between requests, so the response is bounded by the rows of one
+//! collection (see docs/web-ui.md for the format).
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::samples::{Sample, Samples};
+use crate::{
+    collect::{
+        SampleSet,
+        samples::{Family, Sample},
+    },
+    runtime::labels::ContainerLabels,
+};
 
 /// Bumped when a field changes meaning or disappears (new fields do not bump it).
 pub const FORMAT_VERSION: u32 = 1;
@@ -133,15 +140,11 @@ const FIELDS: &[Field] = &[
 /// The family whose samples also fill `egress_bytes`, by their `destination`.
 const EGRESS_FAMILY: &str = "container_socket_transmit_bytes_total";
 
-/// Runtime labels copied to `Row::labels` when set.
-const RUNTIME_LABELS: [&str; 5] = ["name", "image", "namespace", "pod", "container"];
-
-const MACHINE_FAMILIES: [&str; 7] = [
+const MACHINE_FAMILIES: [&str; 6] = [
     "machine_cpu_cores",
     "machine_cpu_physical_cores",
     "machine_memory_bytes",
     "machine_swap_bytes",
-    "machine_cpu_sockets",
     "cadvisor_version_info",
     "container_scrape_error",
 ];
@@ -149,28 +152,36 @@ const MACHINE_FAMILIES: [&str; 7] = [
 impl Snapshot {
     /// Builds the snapshot of one collection. `live` holds the paths of the cgroups
     /// that exist now: a row not among them is a removed cgroup in its grace period.
-    pub fn build(samples: &Samples<'_>, live: &HashSet<String>, time_ms: u64) -> Self {
+    pub fn build(set: &SampleSet, live: &HashSet<String>, time_ms: u64) -> Self {
         let mut machine = Machine::default();
         let mut rows: Vec<Row> = Vec::new();
-        // Rows by id; samples of one row are not contiguous across families.
-        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-        let wanted = |family: &str| {
-            MACHINE_FAMILIES.contains(&family) || FIELDS.iter().any(|f| f.family == family)
-        };
-        for sample in samples.of(wanted) {
-            if MACHINE_FAMILIES.contains(&sample.family) {
-                machine.add(&sample);
+        // Rows by id, in order of first appearance (root first).
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for family in set.families() {
+            let is_machine = MACHINE_FAMILIES.contains(&family.name.as_str());
+            let fields: Vec<&Field> = FIELDS
+                .iter()
+                .filter(|f| f.family == family.name)
+                .collect();
+            if !is_machine && fields.is_empty() {
                 continue;
             }
-            let id = sample.label("id");
-            if id.is_empty() {
-                continue;
+            for sample in &family.samples {
+                let extra = || set.extra(sample);
+                if is_machine {
+                    machine.add(family, sample, &extra);
+                    continue;
+                }
+                let Some(row) = &sample.row else {
+                    continue;
+                };
+                let labels = &row.labels;
+                let at = *index.entry(labels.id.clone()).or_insert_with(|| {
+                    rows.push(Row::new(labels, live));
+                    rows.len() - 1
+                });
+                rows[at].add(family, &fields, sample.value, &extra);
             }
-            let at = *index.entry(id.to_owned()).or_insert_with(|| {
-                rows.push(Row::new(&sample, live));
-                rows.len() - 1
-            });
-            rows[at].add(&sample);
         }
         Self {
             version: FORMAT_VERSION,
@@ -182,23 +193,34 @@ impl Snapshot {
     }
 }
 
+/// The value of label `name` among `pairs`, `""` when absent.
+fn label<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>, name: &str) -> &'a str {
+    pairs
+        .into_iter()
+        .find(|(key, _)| *key == name)
+        .map_or("", |(_, value)| value)
+}
+
 impl Machine {
-    fn add(&mut self, sample: &Sample<'_>) {
+    fn add<'a, I: Iterator<Item = (&'a str, &'a str)>>(
+        &mut self,
+        family: &Family,
+        sample: &Sample,
+        extra: &dyn Fn() -> I,
+    ) {
         let value = Some(sample.value);
-        match sample.family {
+        match family.name.as_str() {
             "machine_cpu_cores" => {
                 self.cpu_cores = value;
-                sample.label("machine_id").clone_into(&mut self.machine_id);
+                label(extra(), "machine_id").clone_into(&mut self.machine_id);
             }
             "machine_cpu_physical_cores" => self.cpu_physical_cores = value,
             "machine_memory_bytes" => self.memory_bytes = value,
             "machine_swap_bytes" => self.swap_bytes = value,
             "container_scrape_error" => self.container_scrape_error = value,
             "cadvisor_version_info" => {
-                sample
-                    .label("kernelVersion")
-                    .clone_into(&mut self.kernel_version);
-                sample.label("osVersion").clone_into(&mut self.os_version);
+                label(extra(), "kernelVersion").clone_into(&mut self.kernel_version);
+                label(extra(), "osVersion").clone_into(&mut self.os_version);
             }
             _ => {}
         }
@@ -206,38 +228,47 @@ impl Machine {
 }
 
 impl Row {
-    fn new(sample: &Sample<'_>, live: &HashSet<String>) -> Self {
-        let id = sample.label("id").to_owned();
-        let labels = RUNTIME_LABELS
-            .iter()
-            .filter_map(|&key| {
-                let value = sample.label(key);
-                (!value.is_empty()).then(|| (key, value.to_owned()))
-            })
-            .collect();
+    fn new(labels: &ContainerLabels, live: &HashSet<String>) -> Self {
+        let runtime = [
+            ("name", &labels.name),
+            ("image", &labels.image),
+            ("namespace", &labels.namespace),
+            ("pod", &labels.pod),
+            ("container", &labels.container),
+        ];
         Self {
-            removed: !live.contains(&id),
-            id,
-            labels,
+            removed: !live.contains(&labels.id),
+            id: labels.id.clone(),
+            labels: runtime
+                .into_iter()
+                .filter(|(_, value)| !value.is_empty())
+                .map(|(key, value)| (key, value.clone()))
+                .collect(),
             values: BTreeMap::new(),
             egress_bytes: BTreeMap::new(),
         }
     }
 
-    fn add(&mut self, sample: &Sample<'_>) {
-        for field in FIELDS.iter().filter(|f| f.family == sample.family) {
+    fn add<'a, I: Iterator<Item = (&'a str, &'a str)>>(
+        &mut self,
+        family: &Family,
+        fields: &[&Field],
+        value: f64,
+        extra: &dyn Fn() -> I,
+    ) {
+        for field in fields {
             if field
                 .only
-                .is_some_and(|(label, value)| sample.label(label) != value)
+                .is_some_and(|(name, wanted)| label(extra(), name) != wanted)
             {
                 continue;
             }
-            *self.values.entry(field.key).or_default() += sample.value;
+            *self.values.entry(field.key).or_default() += value;
         }
-        if sample.family == EGRESS_FAMILY {
-            let class = sample.label("destination");
+        if family.name == EGRESS_FAMILY {
+            let class = label(extra(), "destination");
             if !class.is_empty() {
-                *self.egress_bytes.entry(class.to_owned()).or_default() += sample.value;
+                *self.egress_bytes.entry(class.to_owned()).or_default() += value;
             }
         }
     }
@@ -245,25 +276,54 @@ impl Row {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::Arc;
 
-    const BODY: &str = "\
-container_cpu_usage_seconds_total{container=\"\",id=\"/\",image=\"\",name=\"\",namespace=\"\",pod=\"\",cpu=\"total\"} 10\n\
-container_cpu_usage_seconds_total{container=\"app\",id=\"/k/pod1/c1\",image=\"busybox\",name=\"c1\",namespace=\"ns\",pod=\"p\",cpu=\"total\"} 2.5\n\
-container_cpu_usage_seconds_total{container=\"\",id=\"/gone\",image=\"\",name=\"\",namespace=\"\",pod=\"\",cpu=\"total\"} 1\n\
-container_network_receive_bytes_total{container=\"\",id=\"/\",image=\"\",name=\"\",namespace=\"\",pod=\"\",interface=\"eth0\"} 100\n\
-container_network_receive_bytes_total{container=\"\",id=\"/\",image=\"\",name=\"\",namespace=\"\",pod=\"\",interface=\"eth1\"} 50\n\
-container_socket_transmit_bytes_total{container=\"app\",id=\"/k/pod1/c1\",image=\"busybox\",name=\"c1\",namespace=\"ns\",pod=\"p\",destination=\"pod\"} 7\n\
-container_socket_transmit_bytes_total{container=\"app\",id=\"/k/pod1/c1\",image=\"busybox\",name=\"c1\",namespace=\"ns\",pod=\"p\",destination=\"external\"} 3\n\
-container_oom_events_total{container=\"\",id=\"/gone\",image=\"\",name=\"\",namespace=\"\",pod=\"\"} 1\n\
-kadvisor_rows{state=\"live\"} 2\n\
-machine_cpu_cores{boot_id=\"b\",machine_id=\"m\",system_uuid=\"u\"} 2\n\
-machine_memory_bytes{boot_id=\"b\",machine_id=\"m\",system_uuid=\"u\"} 1024\n\
-cadvisor_version_info{cadvisorRevision=\"\",cadvisorVersion=\"kadvisor-0.1.0\",dockerVersion=\"\",kernelVersion=\"6.18\",osVersion=\"Debian\"} 1\n";
+    use super::*;
+    use crate::collect::samples::{MetricType, RowLabels};
+
+    fn row(id: &str, container: &str) -> Arc<RowLabels> {
+        RowLabels::new(ContainerLabels {
+            container: container.to_owned(),
+            image: if container.is_empty() { "" } else { "busybox" }.to_owned(),
+            ..ContainerLabels::for_path(id)
+        })
+    }
 
     fn snapshot() -> Snapshot {
+        let (root, c1, gone) = (row("/", ""), row("/k/pod1/c1", "app"), row("/gone", ""));
+        let mut set = SampleSet::default();
+        let cpu = "container_cpu_usage_seconds_total";
+        set.family(cpu, "", MetricType::Counter);
+        set.sample(cpu, Some(&root), &[("cpu", "total")], 10.0);
+        set.sample(cpu, Some(&c1), &[("cpu", "total")], 2.5);
+        set.sample(cpu, Some(&gone), &[("cpu", "total")], 1.0);
+        let rx = "container_network_receive_bytes_total";
+        set.family(rx, "", MetricType::Counter);
+        set.sample(rx, Some(&root), &[("interface", "eth0")], 100.0);
+        set.sample(rx, Some(&root), &[("interface", "eth1")], 50.0);
+        let tx = "container_socket_transmit_bytes_total";
+        set.family(tx, "", MetricType::Counter);
+        set.sample(tx, Some(&c1), &[("destination", "pod")], 7.0);
+        set.sample(tx, Some(&c1), &[("destination", "external")], 3.0);
+        let oom = "container_oom_events_total";
+        set.family(oom, "", MetricType::Counter);
+        set.sample(oom, Some(&gone), &[], 1.0);
+        set.family("kadvisor_rows", "", MetricType::Gauge);
+        set.sample("kadvisor_rows", None, &[("state", "live")], 2.0);
+        let machine = [("boot_id", "b"), ("machine_id", "m"), ("system_uuid", "u")];
+        set.family("machine_cpu_cores", "", MetricType::Gauge);
+        set.sample("machine_cpu_cores", None, &machine, 2.0);
+        set.family("machine_memory_bytes", "", MetricType::Gauge);
+        set.sample("machine_memory_bytes", None, &machine, 1024.0);
+        set.family("cadvisor_version_info", "", MetricType::Gauge);
+        set.sample(
+            "cadvisor_version_info",
+            None,
+            &[("kernelVersion", "6.18"), ("osVersion", "Debian")],
+            1.0,
+        );
         let live: HashSet<String> = ["/", "/k/pod1/c1"].map(str::to_owned).into();
-        Snapshot::build(&Samples::parse(BODY), &live, 1_000)
+        Snapshot::build(&set, &live, 1_000)
     }
 
     #[test]
