@@ -159,10 +159,7 @@ impl Snapshot {
         let mut index: HashMap<String, usize> = HashMap::new();
         for family in set.families() {
             let is_machine = MACHINE_FAMILIES.contains(&family.name.as_str());
-            let fields: Vec<&Field> = FIELDS
-                .iter()
-                .filter(|f| f.family == family.name)
-                .collect();
+            let fields: Vec<&Field> = FIELDS.iter().filter(|f| f.family == family.name).collect();
             if !is_machine && fields.is_empty() {
                 continue;
             }
