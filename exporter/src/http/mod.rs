@@ -123,11 +123,14 @@ async fn ui_snapshot(admin: &Arc<Admin>, gzip: bool) -> Response<Full<Bytes>> {
     let time_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let started = std::time::Instant::now();
     let discovery = Arc::clone(admin.collector.discovery());
     let view = move |samples: &crate::collect::SampleSet| {
         let live: std::collections::HashSet<String> =
             discovery.state().live.keys().cloned().collect();
-        serde_json::to_vec(&ui::snapshot::Snapshot::build(samples, &live, time_ms))
+        let interval = ui::snapshot::poll_interval(started.elapsed());
+        let snapshot = ui::snapshot::Snapshot::build(samples, &live, time_ms, interval);
+        serde_json::to_vec(&snapshot)
     };
     match collect_with(admin, view).await {
         Ok((_, Ok(json))) => {

@@ -5,7 +5,10 @@
 //! totals (the page turns consecutive snapshots into rates), gauges as they are.
 //! Nothing is kept between requests, so the response is bounded by the rows of one
 //! collection (see docs/web-ui.md for the format).
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    time::Duration,
+};
 
 use serde::Serialize;
 
@@ -20,8 +23,19 @@ use crate::{
 /// Bumped when a field changes meaning or disappears (new fields do not bump it).
 pub const FORMAT_VERSION: u32 = 1;
 
-/// How the page should poll (it may poll slower, never needs to poll faster).
-pub const POLL_INTERVAL_MS: u64 = 1000;
+/// The page polls every second while a collection is cheap...
+const MIN_POLL: Duration = Duration::from_secs(1);
+/// ...and at least this often however slow collections get.
+const MAX_POLL: Duration = Duration::from_secs(10);
+/// A page left open may keep kadvisor busy for at most 1/`COST_SHARE` of the time.
+const COST_SHARE: u32 = 10;
+
+/// How long the page should wait before its next poll, given how long this
+/// collection took: every collection of a page is a full scrape, so a slow host
+/// (thousands of cgroups) is polled less often rather than kept busy by a browser.
+pub fn poll_interval(collection: Duration) -> Duration {
+    (collection * COST_SHARE).clamp(MIN_POLL, MAX_POLL)
+}
 
 /// One snapshot. Field names are the JSON's.
 #[derive(Debug, Serialize)]
@@ -30,6 +44,7 @@ pub struct Snapshot {
     /// Wall-clock time the collection started, ms since the Unix epoch: counters
     /// are read right after, so rates divide by the difference of two of these.
     pub time_ms: u64,
+    /// When to poll next (`poll_interval`).
     pub interval_ms: u64,
     pub machine: Machine,
     /// Every row of the collection, root first, in the body's order.
@@ -152,7 +167,12 @@ const MACHINE_FAMILIES: [&str; 6] = [
 impl Snapshot {
     /// Builds the snapshot of one collection. `live` holds the paths of the cgroups
     /// that exist now: a row not among them is a removed cgroup in its grace period.
-    pub fn build(set: &SampleSet, live: &HashSet<String>, time_ms: u64) -> Self {
+    pub fn build(
+        set: &SampleSet,
+        live: &HashSet<String>,
+        time_ms: u64,
+        interval: Duration,
+    ) -> Self {
         let mut machine = Machine::default();
         let mut rows: Vec<Row> = Vec::new();
         // Rows by id, in order of first appearance (root first).
@@ -183,7 +203,7 @@ impl Snapshot {
         Self {
             version: FORMAT_VERSION,
             time_ms,
-            interval_ms: POLL_INTERVAL_MS,
+            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
             machine,
             rows,
         }
@@ -320,7 +340,17 @@ mod tests {
             1.0,
         );
         let live: HashSet<String> = ["/", "/k/pod1/c1"].map(str::to_owned).into();
-        Snapshot::build(&set, &live, 1_000)
+        Snapshot::build(&set, &live, 1_000, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn slow_collections_are_polled_less_often() {
+        assert_eq!(poll_interval(Duration::from_millis(5)), MIN_POLL);
+        assert_eq!(
+            poll_interval(Duration::from_millis(250)),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(poll_interval(Duration::from_secs(3)), MAX_POLL);
     }
 
     #[test]
@@ -358,6 +388,7 @@ mod tests {
         let json: serde_json::Value = serde_json::to_value(&s).unwrap();
         assert_eq!(json["version"], FORMAT_VERSION);
         assert_eq!(json["time_ms"], 1_000);
+        assert_eq!(json["interval_ms"], 1_000);
         assert_eq!(json["rows"][1]["values"]["cpu_seconds"], 2.5);
         assert_eq!(json["rows"][1]["egress_bytes"]["pod"], 7.0);
         assert!(json["rows"][0].get("egress_bytes").is_none());
