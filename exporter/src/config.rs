@@ -21,8 +21,11 @@ use crate::cost::{Aggregation, Glob, Level, MetricGroups, Selection, Shaping};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "kadvisor", version, about)]
 pub struct Config {
-    /// Address to listen on. The default serves this host only; set 0.0.0.0 (or put a
-    /// proxy in front) to let a remote Prometheus scrape.
+    /// Address to listen on. The default serves this host only. Caution: /metrics has
+    /// no authentication and names every container, pod and image on the host; before
+    /// listening beyond loopback (e.g. 0.0.0.0) restrict who reaches the port, or keep
+    /// 127.0.0.1 behind an authenticating proxy (the DaemonSet's kube-rbac-proxy).
+    /// kadvisor logs a warning at start when the address is not loopback.
     #[arg(long = "listen_ip", default_value = "127.0.0.1")]
     pub listen_ip: IpAddr,
 
@@ -401,6 +404,65 @@ impl Config {
                 self.deleted_grace_seconds,
                 "must be a number of seconds ≥ 0",
             ));
+        }
+        // Upper bounds keep every later `Instant + duration` and timeout product far
+        // from overflow; zero would be silently raised to something else.
+        if !(1..=600_000).contains(&self.runtime_timeout_ms) {
+            return Err(bad(
+                "runtime_timeout_ms",
+                self.runtime_timeout_ms,
+                "must be from 1 to 600000 (10 minutes)",
+            ));
+        }
+        if self.deleted_grace_seconds > 86_400.0 {
+            return Err(bad(
+                "deleted_grace_seconds",
+                self.deleted_grace_seconds,
+                "must be at most 86400 (a day)",
+            ));
+        }
+        if !(1..=86_400).contains(&self.reconcile_seconds) {
+            return Err(bad(
+                "reconcile_seconds",
+                self.reconcile_seconds,
+                "must be from 1 to 86400 (a day)",
+            ));
+        }
+        if self.max_housekeeping_interval > std::time::Duration::from_secs(86_400) {
+            return Err(bad(
+                "max_housekeeping_interval",
+                format_args!("{:?}", self.max_housekeeping_interval),
+                "must be at most 24h",
+            ));
+        }
+        let empty_path = |key: &'static str, path: &std::path::Path| {
+            if path.as_os_str().is_empty() {
+                Err(bad(key, "", "must not be empty"))
+            } else {
+                Ok(())
+            }
+        };
+        empty_path("btf_path", &self.btf_path)?;
+        if let Some(root) = &self.cgroup_root {
+            empty_path("cgroup_root", root)?;
+        }
+        if let Some(file) = &self.config {
+            empty_path("config", file)?;
+        }
+        for endpoint in &self.cri_endpoints {
+            empty_path("cri_endpoints", endpoint)?;
+        }
+        for path in &self.kubelet_extra_cgroups {
+            if !path.starts_with('/') {
+                return Err(bad(
+                    "kubelet_extra_cgroups",
+                    path,
+                    "must be a cgroup path starting with /",
+                ));
+            }
+        }
+        if self.log_level.trim().is_empty() {
+            return Err(bad("log_level", &self.log_level, "must not be empty"));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err(bad("log_level", &self.log_level, e));

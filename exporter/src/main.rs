@@ -5,11 +5,17 @@ use std::{process::ExitCode, sync::Arc};
 use anyhow::Context as _;
 use kadvisor::{
     bpf::{self, CgroupFilter, KernelPrograms, LoadOptions, PROGRAMS},
-    cgroup::{CgroupTree, Hierarchies, discovery::Discovery},
+    cgroup::{
+        CgroupTree, Hierarchies,
+        discovery::{Discovery, UnwatchedMetric},
+    },
     collect::{Collector, Retention, RowFilter, cpu},
     config::{Config, ConfigError},
     cost::CostControls,
-    http::{self, Admin},
+    http::{
+        self, Admin,
+        admission::{Collections, Limits},
+    },
     runtime::Metadata,
 };
 
@@ -92,7 +98,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     kernel.set_destinations(&destinations)?;
     let metadata = Arc::new(Metadata::new(
         config.cri_endpoints.clone(),
-        std::time::Duration::from_millis(config.runtime_timeout_ms.max(1)),
+        std::time::Duration::from_millis(config.runtime_timeout_ms),
     )?);
     let lookups = Arc::clone(&metadata);
     let selection = cost.selection.clone();
@@ -110,7 +116,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     discovery
         .spawn_watcher(
             tree.clone(),
-            std::time::Duration::from_secs(config.reconcile_seconds.max(1)),
+            std::time::Duration::from_secs(config.reconcile_seconds),
         )
         .context("watching the cgroup tree")?;
     let grace = std::time::Duration::try_from_secs_f64(config.deleted_grace_seconds)
@@ -139,11 +145,19 @@ fn run(config: Config) -> anyhow::Result<()> {
                 ..Retention::default()
             }),
     );
+    let collections = Arc::new(Collections::new(
+        Arc::clone(&collector) as Arc<dyn kadvisor::http::admission::Source>,
+        Limits::default(),
+    )?);
+    collections.register(Box::new(metadata.up_metric()))?;
+    collections.register(Box::new(UnwatchedMetric::new(Arc::clone(
+        collector.discovery(),
+    ))?))?;
     // The first walk proves the tree is readable before we report ready.
-    collector.scrape().context("first collection")?;
+    collections.prime()?;
     // Loading the programs and parsing BTF freed tens of MB: give them back.
     kadvisor::heap::release_free_memory();
-    let admin = Arc::new(Admin::new(Arc::clone(&collector)));
+    let admin = Arc::new(Admin::new(collections, Arc::clone(&collector)));
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -156,6 +170,7 @@ fn run(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {address}"))?;
         let bound = listener.local_addr().context("listener address")?;
+        http::warn_if_exposed(bound.ip());
         // Runtime lookups and the grace-period sweep run beside the server.
         tokio::spawn(async move { metadata.run().await });
         let sweeper = Arc::clone(&collector);

@@ -323,6 +323,14 @@ def cmd_daemonset():
     port = int(args["port"])
     probe = kadvisor["readinessProbe"]["httpGet"]
     check("readiness probe on kadvisor's /readyz", (probe["host"], probe["port"], probe["path"]) == ("127.0.0.1", port, "/readyz"))
+    live = kadvisor["livenessProbe"]
+    check("liveness probe on kadvisor's /healthz", (live["httpGet"]["host"], live["httpGet"]["port"], live["httpGet"]["path"]) == ("127.0.0.1", port, "/healthz"))
+    # /healthz may run a collection, bounded by 20 s (http::admission::Limits).
+    check("probe timeouts outlast a health collection", live["timeoutSeconds"] > 20 and kadvisor["readinessProbe"]["timeoutSeconds"] > 20)
+    check("no service account token automounted", pod.get("automountServiceAccountToken") is False)
+    token_path = "/var/run/secrets/kubernetes.io/serviceaccount"
+    check("no token in the kadvisor container", all(m["mountPath"] != token_path for m in kadvisor["volumeMounts"]))
+    check("kube-rbac-proxy gets the token", any(m["mountPath"] == token_path for m in proxy["volumeMounts"]))
     pargs = dict(a.lstrip("-").split("=", 1) for a in proxy["args"])
     check("kube-rbac-proxy upstream is kadvisor", pargs["upstream"] == f"http://127.0.0.1:{port}/")
     proxy_port = int(pargs["secure-listen-address"].rsplit(":", 1)[1])

@@ -58,9 +58,23 @@ pub struct Kadvisor {
 
 impl Kadvisor {
     pub fn start(extra_args: &[&str]) -> Self {
+        Self::start_wrapped(&[], extra_args)
+    }
+
+    /// Like `start`, run through `wrapper` (a command line such as `setpriv
+    /// --bounding-set=...` that then runs the binary).
+    pub fn start_wrapped(wrapper: &[&str], extra_args: &[&str]) -> Self {
         crate::require_root();
         let port = free_port();
-        let child = Command::new(binary())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let child = command
             .args(["--listen_ip", "127.0.0.1", "--port", &port.to_string()])
             .args(extra_args)
             .stdin(Stdio::null())

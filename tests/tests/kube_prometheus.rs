@@ -140,6 +140,9 @@ fn daemonset_asks_for_what_kadvisor_needs_and_no_more() {
         "ok kadvisor adds exactly",
         "ok kube-rbac-proxy upstream is kadvisor",
         "ok readiness probe",
+        "ok liveness probe",
+        "ok no service account token automounted",
+        "ok no token in the kadvisor container",
     ] {
         assert!(out.contains(want), "{want} not checked:\n{out}");
     }

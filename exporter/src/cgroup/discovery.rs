@@ -161,6 +161,10 @@ pub struct Discovery {
     on_new: Option<OnNew>,
     /// The inotify side, shared by the watcher thread and [`Discovery::sync`].
     watcher: Mutex<Option<Watcher>>,
+    /// Cgroup directories without an inotify watch (fs.inotify.max_user_watches
+    /// reached): cgroups created below them are found by the next reconciliation
+    /// walk only. Exported as `kadvisor_cgroup_dirs_unwatched`.
+    unwatched: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Discovery {
@@ -177,6 +181,7 @@ impl Discovery {
             state: Mutex::default(),
             on_new: Some(on_new),
             watcher: Mutex::default(),
+            unwatched: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -187,6 +192,27 @@ impl Discovery {
             for path in &fresh {
                 on_new(path);
             }
+        }
+    }
+
+    /// Cgroup directories that have no inotify watch at the moment.
+    pub fn unwatched_dirs(&self) -> usize {
+        self.unwatched.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Publishes the watcher's count of unwatched directories, logging changes of
+    /// the degraded state.
+    fn set_unwatched(&self, count: usize) {
+        let before = self
+            .unwatched
+            .swap(count, std::sync::atomic::Ordering::Relaxed);
+        if before == 0 && count > 0 {
+            tracing::warn!(
+                unwatched = count,
+                "inotify watches missing (fs.inotify.max_user_watches reached?): new cgroups below these directories appear only at the next reconciliation walk, and their CPU time is charged to their parent until then"
+            );
+        } else if before > 0 && count == 0 {
+            tracing::info!("every cgroup directory is watched again");
         }
     }
 
@@ -267,13 +293,44 @@ impl Discovery {
     }
 }
 
+/// `kadvisor_cgroup_dirs_unwatched`, read from the discovery at each gather.
+pub struct UnwatchedMetric {
+    discovery: Arc<Discovery>,
+    gauge: prometheus::IntGauge,
+}
+
+impl UnwatchedMetric {
+    pub fn new(discovery: Arc<Discovery>) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            discovery,
+            gauge: prometheus::IntGauge::new(
+                "kadvisor_cgroup_dirs_unwatched",
+                "Cgroup directories without an inotify watch (fs.inotify.max_user_watches reached): cgroups created below them are found only by the next reconciliation walk.",
+            )?,
+        })
+    }
+}
+
+impl prometheus::core::Collector for UnwatchedMetric {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.gauge
+            .set(i64::try_from(self.discovery.unwatched_dirs()).unwrap_or(i64::MAX));
+        self.gauge.collect()
+    }
+}
+
 /// The inotify instance and which watch descriptor is which cgroup path.
 struct Watcher {
     fd: std::os::fd::OwnedFd,
     tree: CgroupTree,
     root: std::path::PathBuf,
     dirs: HashMap<i32, String>,
-    warned_full: bool,
+    /// Paths whose watch could not be added.
+    unwatched: std::collections::HashSet<String>,
     buf: Vec<u8>,
 }
 
@@ -297,7 +354,7 @@ impl Watcher {
             tree,
             root,
             dirs: HashMap::new(),
-            warned_full: false,
+            unwatched: std::collections::HashSet::new(),
             buf: vec![0_u8; 64 * 1024],
         })
     }
@@ -317,6 +374,7 @@ impl Watcher {
         };
         if wd >= 0 {
             self.dirs.insert(wd, path.to_owned());
+            self.unwatched.remove(path);
             return;
         }
         let error = io::Error::last_os_error();
@@ -324,16 +382,12 @@ impl Watcher {
             // Removed again before we got to it.
             return;
         }
-        if !self.warned_full {
-            // ENOSPC: fs.inotify.max_user_watches reached. The reconciliation walk
-            // still finds what events miss, only later.
-            self.warned_full = true;
-            tracing::warn!(
-                path,
-                error = %error,
-                "cannot watch cgroup directory; new cgroups below it appear at the next reconciliation"
-            );
+        // ENOSPC: fs.inotify.max_user_watches reached. The reconciliation walk
+        // still finds what events miss, only later; it also retries the watch.
+        if self.unwatched.is_empty() {
+            tracing::debug!(path, error = %error, "cannot watch cgroup directory");
         }
+        self.unwatched.insert(path.to_owned());
     }
 
     fn reconcile(&mut self, discovery: &Discovery) -> Result<(), CgroupError> {
@@ -342,6 +396,10 @@ impl Watcher {
         for c in &walked {
             self.watch(&c.path);
         }
+        let present: std::collections::HashSet<&str> =
+            walked.iter().map(|c| c.path.as_str()).collect();
+        self.unwatched.retain(|p| present.contains(p.as_str()));
+        discovery.set_unwatched(self.unwatched.len());
         discovery.state().reconcile(walked);
         discovery.announce();
         Ok(())
@@ -427,6 +485,9 @@ impl Watcher {
     /// before the watch existed.
     fn created(&mut self, discovery: &Discovery, path: &str) {
         self.watch(path);
+        if !self.unwatched.is_empty() {
+            discovery.set_unwatched(self.unwatched.len());
+        }
         let sub = CgroupTree::at(self.root.join(path.trim_start_matches('/')));
         let Ok(found) = sub.walk() else {
             return; // removed again already

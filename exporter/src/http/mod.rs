@@ -4,17 +4,24 @@
 //! |---|---|
 //! | `GET /metrics` | every family, text format 0.0.4, gzip when the client accepts it |
 //! | `GET /metrics/cadvisor` | the same (the kubelet's path, for drop-in scrape configs) |
-//! | `GET /healthz` | 200 while the process serves |
-//! | `GET /readyz` | 200 once programs are attached and the first cgroup walk is done, 503 before |
+//! | `GET /healthz` | 200 with the age of the last completed collection; 503 when it is older than `Limits::max_age` and a new one cannot complete |
+//! | `GET /readyz` | 200 once programs are attached, the first cgroup walk is done and health is good, 503 before |
 //! | `GET /` and `GET /ui/...` | the web UI and its JSON snapshot (`ui`) |
 //!
-//! Anything else is 404; a method other than GET or HEAD is 405. Connections are
-//! bounded (`MAX_CONNECTIONS`), slow clients time out reading headers, and shutdown
-//! drains in-flight requests for at most `DRAIN_TIMEOUT`.
+//! Anything else is 404; a method other than GET or HEAD is 405. Scrapes and UI
+//! snapshots go through admission control ([`admission`]): one collection at a time,
+//! shared by concurrent requests, waiters bounded (503 with `Retry-After`).
+//! Connections are bounded (`MAX_CONNECTIONS`; beyond, new ones wait in the listen
+//! backlog); headers must arrive within `HEADER_READ_TIMEOUT`, and a read or write
+//! that makes no progress for `IDLE_TIMEOUT` / `WRITE_TIMEOUT` ends the connection
+//! ([`deadline`]). Shutdown drains in-flight requests for at most `DRAIN_TIMEOUT`.
+pub mod admission;
+pub mod deadline;
 use std::{
     convert::Infallible,
     future::Future,
     io::Write as _,
+    net::IpAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -28,7 +35,7 @@ use hyper::{
     body::Bytes,
     header::{
         ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
-        HeaderValue, X_CONTENT_TYPE_OPTIONS,
+        HeaderValue, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS,
     },
     server::conn::http1,
     service::service_fn,
@@ -36,26 +43,35 @@ use hyper::{
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::Semaphore};
 
-use crate::{
-    collect::{Collector, render::CONTENT_TYPE as METRICS_CONTENT_TYPE},
-    error_chain,
-};
+use admission::{Collections, Refused};
+
+use crate::collect::{Collector, render::CONTENT_TYPE as METRICS_CONTENT_TYPE};
 
 pub mod ui;
 
-const MAX_CONNECTIONS: usize = 64;
+/// Far above what Prometheus (one connection per replica), the kubelet's probes and
+/// a few curls need, so that a burst of stalled clients does not fill it; each idle
+/// connection costs a socket and a few KiB, bodies are shared (see `admission`).
+const MAX_CONNECTIONS: usize = 512;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Between requests on a keep-alive connection (Prometheus reconnects if closed).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A reply the client does not read for this long ends the connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// State shared by every request.
 pub struct Admin {
+    collections: Arc<Collections>,
+    /// For what a route needs beside the collection (the UI's live cgroup paths).
     collector: Arc<Collector>,
     ready: AtomicBool,
 }
 
 impl Admin {
-    pub fn new(collector: Arc<Collector>) -> Self {
+    pub fn new(collections: Arc<Collections>, collector: Arc<Collector>) -> Self {
         Self {
+            collections,
             collector,
             ready: AtomicBool::new(false),
         }
@@ -63,6 +79,12 @@ impl Admin {
 
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
+    }
+
+    /// The admission-controlled collection handle, for routes that serve the same
+    /// data in another shape (the web UI's JSON endpoint).
+    pub fn collections(&self) -> &Arc<Collections> {
+        &self.collections
     }
 }
 
@@ -74,17 +96,17 @@ pub async fn respond<B>(admin: Arc<Admin>, request: Request<B>) -> Response<Full
     match request.uri().path() {
         "/metrics" | "/metrics/cadvisor" => {
             let gzip = accepts_gzip(&request);
-            match collect(&admin).await {
-                Ok(body) => metrics_response(body, gzip),
-                Err(response) => response,
+            match admin.collections.fresh().await {
+                Ok(collection) => metrics_response(collection, gzip).await,
+                Err(refused) => refused_response(&refused),
             }
         }
         ui::SNAPSHOT_PATH => {
             let gzip = accepts_gzip(&request);
             ui_snapshot(&admin, gzip).await
         }
-        "/healthz" => plain(StatusCode::OK, "ok\n"),
-        "/readyz" if admin.ready.load(Ordering::Acquire) => plain(StatusCode::OK, "ready\n"),
+        "/healthz" => health(&admin.collections).await,
+        "/readyz" if admin.ready.load(Ordering::Acquire) => health(&admin.collections).await,
         "/readyz" => plain(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         path => {
             ui::asset(path).map_or_else(|| plain(StatusCode::NOT_FOUND, "not found\n"), ui_asset)
@@ -92,33 +114,45 @@ pub async fn respond<B>(admin: Arc<Admin>, request: Request<B>) -> Response<Full
     }
 }
 
-/// One collection, the body `/metrics` serves.
-async fn collect(admin: &Arc<Admin>) -> Result<String, Response<Full<Bytes>>> {
-    collect_with(admin, |_| ()).await.map(|(body, ())| body)
-}
-
-/// One collection: its body and `view` of its structured samples (the web UI's
-/// snapshot is made from the same collection as `/metrics`, through here).
-async fn collect_with<T: Send + 'static>(
-    admin: &Arc<Admin>,
-    view: impl FnOnce(&crate::collect::SampleSet) -> T + Send + 'static,
-) -> Result<(String, T), Response<Full<Bytes>>> {
-    let collector = Arc::clone(&admin.collector);
-    // Reading maps and cgroupfs is blocking work: keep it off the reactor.
-    match tokio::task::spawn_blocking(move || collector.scrape_with(view)).await {
-        Ok(Ok(collected)) => Ok(collected),
-        Ok(Err(e)) => {
-            tracing::error!(error = %error_chain(&e), "scrape failed");
-            Err(plain(StatusCode::INTERNAL_SERVER_ERROR, "scrape failed\n"))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "scrape task failed");
-            Err(plain(StatusCode::INTERNAL_SERVER_ERROR, "scrape failed\n"))
+/// Good while the last completed collection is younger than `max_age`; when it is
+/// older (nobody scraped lately, or collections hang), runs one through admission
+/// control and is good if it completes.
+async fn health(collections: &Collections) -> Response<Full<Bytes>> {
+    let max_age = collections.limits().max_age;
+    if let Some(age) = collections.age().filter(|age| *age <= max_age) {
+        return text(
+            StatusCode::OK,
+            format!(
+                "ok: last collection completed {:.1}s ago\n",
+                age.as_secs_f64()
+            ),
+        );
+    }
+    match collections.fresh().await {
+        Ok(c) => text(
+            StatusCode::OK,
+            format!(
+                "ok: last collection completed {:.1}s ago\n",
+                c.finished.elapsed().as_secs_f64()
+            ),
+        ),
+        Err(refused) => {
+            let age = collections.age().map_or_else(
+                || "never".to_owned(),
+                |a| format!("{:.1}s ago", a.as_secs_f64()),
+            );
+            tracing::warn!(last_completed = %age, error = %refused, "unhealthy: no recent collection");
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("unhealthy: last collection completed {age}; {refused}\n"),
+            )
         }
     }
 }
 
-/// `GET /ui/snapshot`: the collection's rows as JSON (`ui::snapshot`).
+/// `GET /ui/snapshot`: the collection's rows as JSON (`ui::snapshot`), made from a
+/// collection that goes through the same admission control as `/metrics` (and is
+/// shared with the scrapes waiting for it).
 async fn ui_snapshot(admin: &Arc<Admin>, gzip: bool) -> Response<Full<Bytes>> {
     let time_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -132,9 +166,14 @@ async fn ui_snapshot(admin: &Arc<Admin>, gzip: bool) -> Response<Full<Bytes>> {
         let snapshot = ui::snapshot::Snapshot::build(samples, &live, time_ms, interval);
         serde_json::to_vec(&snapshot)
     };
-    match collect_with(admin, view).await {
+    match admin.collections.fresh_with(view).await {
         Ok((_, Ok(json))) => {
-            let mut response = compressed(json, gzip);
+            // Compression is blocking work: not on the reactor.
+            let Ok(mut response) =
+                tokio::task::spawn_blocking(move || compressed(json, gzip)).await
+            else {
+                return plain(StatusCode::INTERNAL_SERVER_ERROR, "compression failed\n");
+            };
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -144,7 +183,7 @@ async fn ui_snapshot(admin: &Arc<Admin>, gzip: bool) -> Response<Full<Bytes>> {
             tracing::error!(error = %e, "snapshot encoding failed");
             plain(StatusCode::INTERNAL_SERVER_ERROR, "snapshot failed\n")
         }
-        Err(response) => response,
+        Err(refused) => refused_response(&refused),
     }
 }
 
@@ -172,8 +211,24 @@ fn accepts_gzip<B>(request: &Request<B>) -> bool {
         .any(|coding| coding.trim().split(';').next() == Some("gzip"))
 }
 
-fn metrics_response(body: String, gzip: bool) -> Response<Full<Bytes>> {
-    let mut response = compressed(body.into_bytes(), gzip);
+async fn metrics_response(
+    collection: Arc<admission::Collection>,
+    gzip: bool,
+) -> Response<Full<Bytes>> {
+    let mut response = if gzip {
+        // Compressing a multi-MiB body takes milliseconds: not on the reactor.
+        match tokio::task::spawn_blocking(move || collection.gzip()).await {
+            Ok(compressed) if !compressed.is_empty() => {
+                let mut r = Response::new(Full::new(compressed));
+                r.headers_mut()
+                    .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                r
+            }
+            _ => return plain(StatusCode::INTERNAL_SERVER_ERROR, "compression failed\n"),
+        }
+    } else {
+        Response::new(Full::new(collection.text.clone()))
+    };
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
@@ -203,8 +258,29 @@ fn compressed(body: Vec<u8>, gzip: bool) -> Response<Full<Bytes>> {
     }
 }
 
+fn refused_response(refused: &Refused) -> Response<Full<Bytes>> {
+    let mut response = match refused {
+        Refused::Busy => plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy: too many scrapes waiting\n",
+        ),
+        Refused::TimedOut(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "collection timed out\n"),
+        Refused::Failed => plain(StatusCode::INTERNAL_SERVER_ERROR, "collection failed\n"),
+    };
+    if matches!(refused, Refused::Busy | Refused::TimedOut(_)) {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
 fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    text(status, body.to_owned())
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -213,33 +289,53 @@ fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     response
 }
 
+/// Logs a warning when `ip` is reachable beyond this host: /metrics names every
+/// container, pod and image on the node, and has no authentication of its own.
+pub fn warn_if_exposed(ip: IpAddr) {
+    if !ip.is_loopback() {
+        tracing::warn!(
+            listen_ip = %ip,
+            "listening beyond loopback: anyone who reaches this address can read every container's, pod's and image's name and can load the node with scrapes; keep --listen_ip=127.0.0.1 behind an authenticating proxy (the DaemonSet's kube-rbac-proxy) unless a firewall restricts it"
+        );
+    }
+}
+
 /// Serves `admin` on `listener` until `shutdown` completes, then drains.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: impl Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        // At the cap, stop accepting: new connections wait in the kernel's backlog
+        // (Prometheus' among them) while held ones finish, give up or hit their
+        // deadlines, instead of being reset.
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break, // the semaphore is never closed
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
                     // Usually EMFILE/ENFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    if !admin.collections.note_fd_limit("accept", &e) {
+                        tracing::warn!(error = %e, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            tracing::warn!(%peer, "too many connections; closing");
-            continue;
-        };
         let admin = Arc::clone(&admin);
         let service = service_fn(move |request| {
             let admin = Arc::clone(&admin);
             async move { Ok::<_, Infallible>(respond(admin, request).await) }
         });
+        let stream = deadline::Deadlined::new(stream, IDLE_TIMEOUT, WRITE_TIMEOUT);
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -320,8 +416,14 @@ mod tests {
         let hierarchies =
             crate::cgroup::Hierarchies::from_parts(Some(dir.path().to_owned()), HashMap::new())
                 .unwrap();
-        let collector = Collector::new(Box::new(FixedKernel { a_id }), tree, hierarchies).unwrap();
-        let admin = Arc::new(Admin::new(Arc::new(collector)));
+        let collector =
+            Arc::new(Collector::new(Box::new(FixedKernel { a_id }), tree, hierarchies).unwrap());
+        let collections = Collections::new(
+            Arc::clone(&collector) as Arc<dyn admission::Source>,
+            admission::Limits::default(),
+        )
+        .unwrap();
+        let admin = Arc::new(Admin::new(Arc::new(collections), collector));
         if ready {
             admin.set_ready();
         }

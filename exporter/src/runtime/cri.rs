@@ -1,11 +1,16 @@
 //! A CRI v1 client over a unix socket (containerd's CRI plugin, CRI-O, cri-dockerd):
 //! one call lists every pod sandbox and container with what the kubelet's labels need.
-use std::{collections::HashMap, path::Path, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+    time::Duration,
+};
 
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
-    ContainerStatusRequest, ListContainersRequest, ListPodSandboxRequest, PodSandboxStatusRequest,
-    VersionRequest, runtime_service_client::RuntimeServiceClient,
+    ContainerState, ContainerStatusRequest, ListContainersRequest, ListPodSandboxRequest,
+    PodSandboxState, PodSandboxStatusRequest, VersionRequest,
+    runtime_service_client::RuntimeServiceClient,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -77,12 +82,26 @@ fn container_name(
     }
 }
 
-/// One runtime's view: containers (sandboxes included) by id, pods by UID.
-#[derive(Debug, Default)]
-pub struct Listing {
-    pub containers: HashMap<String, ContainerMeta>,
-    pub pods: HashMap<String, PodMeta>,
+/// What a listing learns, handed over one at a time so that whatever was learnt
+/// before a slow or failing call is kept.
+#[derive(Debug)]
+pub enum Found {
+    Pod {
+        uid: String,
+        pod: PodMeta,
+    },
+    Container {
+        id: String,
+        meta: ContainerMeta,
+    },
+    /// A lookup of one container failed; the others go on.
+    Failed(RuntimeError),
 }
+
+/// A reply may be as large as the kubelet accepts from its runtime (16 MiB,
+/// `maxMsgSize` in the kubelet's remote runtime client), not tonic's default 4 MiB:
+/// a node with thousands of containers lists more than 4 MiB.
+pub const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
 
 /// A gRPC channel over the unix socket `socket`, every call bounded by `timeout`.
 pub async fn connect_channel(socket: &Path, timeout: Duration) -> Result<Channel, RuntimeError> {
@@ -110,11 +129,17 @@ pub struct CriClient {
     endpoint: String,
 }
 
+/// Gone between the listing and its status call: not an error.
+fn vanished(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::NotFound
+}
+
 impl CriClient {
     /// Connects to the CRI socket at `socket`; every call is bounded by `timeout`.
     pub async fn connect(socket: &Path, timeout: Duration) -> Result<Self, RuntimeError> {
         Ok(Self {
-            client: RuntimeServiceClient::new(connect_channel(socket, timeout).await?),
+            client: RuntimeServiceClient::new(connect_channel(socket, timeout).await?)
+                .max_decoding_message_size(MAX_REPLY_BYTES),
             endpoint: socket.display().to_string(),
         })
     }
@@ -127,12 +152,19 @@ impl CriClient {
         }
     }
 
-    /// Lists sandboxes and containers. `known` says which container ids already have
-    /// metadata: only new ones cost a status call (for the image name).
+    /// Lists sandboxes and containers, handing each to `found` as soon as it is
+    /// known. Only containers not in `known` cost a status call (for the image
+    /// name); exited ones only if `wanted` names them (their cgroup is still
+    /// exported), so the cache does not refill with what the runtime keeps listing
+    /// after exit. A container removed between the listing and its status call is
+    /// skipped; any other failed status call is handed over as `Found::Failed` and
+    /// the rest go on. Errs only when the runtime cannot be listed at all.
     pub async fn list(
         &mut self,
-        known: &std::collections::HashSet<String>,
-    ) -> Result<Listing, RuntimeError> {
+        known: &HashSet<String>,
+        wanted: &HashSet<String>,
+        found: &mut (dyn FnMut(Found) + Send),
+    ) -> Result<(), RuntimeError> {
         let version = self
             .client
             .version(VersionRequest {
@@ -157,14 +189,15 @@ impl CriClient {
             .into_inner()
             .containers;
 
-        let mut listing = Listing::default();
-        let mut pod_of_sandbox: HashMap<String, (PodMeta, String, u32)> = HashMap::new();
+        let mut pod_of_sandbox: HashMap<String, (PodMeta, String)> = HashMap::new();
+        let mut new_sandboxes = Vec::new();
         for sandbox in sandboxes {
             let Some(md) = sandbox.metadata else {
-                return Err(RuntimeError::Garbage {
+                found(Found::Failed(RuntimeError::Garbage {
                     endpoint: self.endpoint.clone(),
                     what: "pod sandbox without metadata",
-                });
+                }));
+                continue;
             };
             let pod = PodMeta {
                 pod: md.name.clone(),
@@ -177,46 +210,65 @@ impl CriClient {
                         .collect(),
                 ),
             };
-            listing.pods.insert(md.uid.clone(), pod.clone());
-            pod_of_sandbox.insert(
-                sandbox.id.clone(),
-                (pod.clone(), md.uid.clone(), md.attempt),
-            );
-            if known.contains(&sandbox.id) {
+            found(Found::Pod {
+                uid: md.uid.clone(),
+                pod: pod.clone(),
+            });
+            pod_of_sandbox.insert(sandbox.id.clone(), (pod.clone(), md.uid.clone()));
+            let ready = sandbox.state == PodSandboxState::SandboxReady as i32;
+            if known.contains(&sandbox.id) || !(ready || wanted.contains(&sandbox.id)) {
                 continue;
             }
-            let image = self.sandbox_image(&sandbox.id).await?;
-            let (name, container) = sandbox_names(flavor, &sandbox.id, &md);
-            listing.containers.insert(
-                sandbox.id,
-                ContainerMeta {
+            new_sandboxes.push((sandbox.id, md, pod));
+        }
+        for (id, md, pod) in new_sandboxes {
+            let image = match self.sandbox_image(&id).await {
+                Ok(image) => image,
+                Err(RuntimeError::Call { source, .. }) if vanished(&source) => continue,
+                Err(e) => {
+                    found(Found::Failed(e));
+                    continue;
+                }
+            };
+            let (name, container) = sandbox_names(flavor, &id, &md);
+            found(Found::Container {
+                id,
+                meta: ContainerMeta {
                     name,
                     image,
                     container,
                     pod: pod.pod,
                     namespace: pod.namespace,
                 },
-            );
+            });
         }
         for c in containers {
-            if known.contains(&c.id) {
+            let exited = c.state == ContainerState::ContainerExited as i32;
+            if known.contains(&c.id) || (exited && !wanted.contains(&c.id)) {
                 continue;
             }
             let Some(md) = c.metadata else {
-                return Err(RuntimeError::Garbage {
+                found(Found::Failed(RuntimeError::Garbage {
                     endpoint: self.endpoint.clone(),
                     what: "container without metadata",
-                });
+                }));
+                continue;
             };
-            let status = self
+            let status = match self
                 .client
                 .container_status(ContainerStatusRequest {
                     container_id: c.id.clone(),
                     verbose: false,
                 })
                 .await
-                .map_err(self.call_err("container_status"))?
-                .into_inner();
+            {
+                Ok(status) => status.into_inner(),
+                Err(status) if vanished(&status) => continue,
+                Err(status) => {
+                    found(Found::Failed(self.call_err("container_status")(status)));
+                    continue;
+                }
+            };
             // The status carries the image's repo tag (what the user wrote); the
             // listing may only have the image id.
             let image = status
@@ -225,23 +277,23 @@ impl CriClient {
                 .or(c.image)
                 .map(|i| i.image)
                 .unwrap_or_default();
-            let (pod, uid, _) = pod_of_sandbox
+            let (pod, uid) = pod_of_sandbox
                 .get(&c.pod_sandbox_id)
                 .cloned()
                 .unwrap_or_default();
             let name = container_name(flavor, &c.id, &md, &pod, &uid);
-            listing.containers.insert(
-                c.id,
-                ContainerMeta {
+            found(Found::Container {
+                id: c.id,
+                meta: ContainerMeta {
                     name,
                     image,
                     container: md.name,
                     pod: pod.pod,
                     namespace: pod.namespace,
                 },
-            );
+            });
         }
-        Ok(listing)
+        Ok(())
     }
 
     /// The sandbox's (pause) image: containerd and CRI-O put it in the verbose

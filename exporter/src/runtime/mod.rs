@@ -92,6 +92,11 @@ pub const DEFAULT_ENDPOINTS: &[&str] = &[
 /// the runtime lists it); doubled up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// One listing round may take this many call timeouts (list calls plus a status
+/// call per new container); what it learnt before is kept.
+const LIST_BUDGET_CALLS: u32 = 4;
+/// Containers held in the cache beyond those a cgroup asked for.
+pub const MAX_CACHED_CONTAINERS: usize = 16_384;
 
 #[derive(Debug, Default)]
 struct Cache {
@@ -123,6 +128,7 @@ pub struct Metadata {
     pending: Mutex<HashSet<String>>,
     wake: tokio::sync::Notify,
     errors: prometheus::IntCounterVec,
+    up: prometheus::IntGaugeVec,
 }
 
 impl Metadata {
@@ -136,6 +142,14 @@ impl Metadata {
             &["op"],
         )
         .map_err(RuntimeError::Metrics)?;
+        let up = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "kadvisor_runtime_up",
+                "1 when the container runtime at this socket answered its last listing, 0 when it could not be listed (its new containers get no runtime labels).",
+            ),
+            &["endpoint"],
+        )
+        .map_err(RuntimeError::Metrics)?;
         Ok(Self {
             endpoints,
             timeout,
@@ -143,12 +157,18 @@ impl Metadata {
             pending: Mutex::default(),
             wake: tokio::sync::Notify::new(),
             errors,
+            up,
         })
     }
 
     /// The `kadvisor_runtime_errors_total` counter, for the collector's registry.
     pub fn error_metric(&self) -> prometheus::IntCounterVec {
         self.errors.clone()
+    }
+
+    /// The `kadvisor_runtime_up` gauge (one series per socket that exists).
+    pub fn up_metric(&self) -> prometheus::IntGaugeVec {
+        self.up.clone()
     }
 
     /// Labels for each path, from the cache. Misses are queued for the background
@@ -319,35 +339,64 @@ impl Metadata {
             if !endpoint.exists() {
                 continue;
             }
-            let result = tokio::time::timeout(self.timeout * 4, self.list(endpoint)).await;
+            let name = endpoint.display().to_string();
+            // Whatever arrives within the budget is kept; the rest stays a miss and
+            // is asked again (with backoff) in the next round.
+            let budget = self.timeout * LIST_BUDGET_CALLS;
+            let result = tokio::time::timeout(budget, self.list(endpoint, wanted)).await;
             let result = result.unwrap_or_else(|_| {
                 Err(RuntimeError::Timeout {
-                    endpoint: endpoint.display().to_string(),
-                    timeout: self.timeout * 4,
+                    endpoint: name.clone(),
+                    timeout: budget,
                 })
             });
             match result {
-                Ok(listing) => {
-                    let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
-                    for (id, meta) in listing.containers {
-                        cache.misses.remove(&id);
-                        cache.containers.insert(id, meta);
-                    }
-                    for (uid, pod) in listing.pods {
-                        // Only pods whose cgroup we exported are kept (bounded cache).
-                        if wanted.contains(&uid) || cache.pods.contains_key(&uid) {
-                            cache.misses.remove(&uid);
-                            cache.pods.insert(uid, pod);
-                        }
-                    }
-                }
+                Ok(()) => self.set_up(&name, true),
                 Err(e) => {
                     self.errors.with_label_values(&[e.op()]).inc();
+                    // A listing cut by the budget still answered: the runtime is up.
+                    self.set_up(&name, matches!(e, RuntimeError::Timeout { .. }));
                     tracing::warn!(error = %crate::error_chain(&e), "runtime lookup failed; rows keep their id without runtime labels");
                 }
             }
         }
         self.note_misses(wanted);
+    }
+
+    fn set_up(&self, endpoint: &str, up: bool) {
+        let gauge = self.up.with_label_values(&[endpoint]);
+        if up && gauge.get() == 0 {
+            tracing::info!(endpoint, "container runtime answers");
+        }
+        gauge.set(i64::from(up));
+    }
+
+    /// Commits one thing a listing learnt.
+    fn commit(&self, wanted: &HashSet<String>, found: cri::Found) {
+        let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+        match found {
+            cri::Found::Container { id, meta } => {
+                // Preloading containers no cgroup asked for yet spares a round trip
+                // when their cgroup shows up; bounded so a runtime listing thousands
+                // of stale entries cannot grow the cache without limit.
+                if wanted.contains(&id) || cache.containers.len() < MAX_CACHED_CONTAINERS {
+                    cache.misses.remove(&id);
+                    cache.containers.insert(id, meta);
+                }
+            }
+            cri::Found::Pod { uid, pod } => {
+                // Only pods whose cgroup we exported are kept (bounded cache).
+                if wanted.contains(&uid) || cache.pods.contains_key(&uid) {
+                    cache.misses.remove(&uid);
+                    cache.pods.insert(uid, pod);
+                }
+            }
+            cri::Found::Failed(e) => {
+                drop(cache);
+                self.errors.with_label_values(&[e.op()]).inc();
+                tracing::debug!(error = %crate::error_chain(&e), "one runtime lookup failed");
+            }
+        }
     }
 
     /// Whatever is still unknown is asked again later, with backoff.
@@ -366,7 +415,11 @@ impl Metadata {
         }
     }
 
-    async fn list(&self, endpoint: &std::path::Path) -> Result<cri::Listing, RuntimeError> {
+    async fn list(
+        &self,
+        endpoint: &std::path::Path,
+        wanted: &HashSet<String>,
+    ) -> Result<(), RuntimeError> {
         let mut client = cri::CriClient::connect(endpoint, self.timeout).await?;
         let known: HashSet<String> = self
             .cache
@@ -376,7 +429,9 @@ impl Metadata {
             .keys()
             .cloned()
             .collect();
-        client.list(&known).await
+        client
+            .list(&known, wanted, &mut |found| self.commit(wanted, found))
+            .await
     }
 }
 

@@ -1,0 +1,207 @@
+//! The HTTP surface under load and abuse: Prometheus keeps getting its scrape while
+//! many clients scrape at once, stall, or connect and hang up; memory stays bounded.
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use kadvisor_tests::{cgroup::TestCgroup, kadvisor::Kadvisor};
+
+/// The DaemonSet's memory limit (deploy/kube-prometheus/base/daemonset.yaml).
+const MEMORY_LIMIT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// One HTTP/1.1 GET on a fresh connection, as Prometheus sends it (gzip accepted),
+/// bounded by `timeout`: the status and the body's length.
+fn scrape_like_prometheus(port: u16, timeout: Duration) -> Result<(u16, usize), String> {
+    let started = Instant::now();
+    let mut stream =
+        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept-Encoding: gzip\r\nConnection: close\r\nX-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n"
+    )
+    .map_err(|e| format!("send: {e}"))?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| format!("read after {:?}: {e}", started.elapsed()))?;
+    if started.elapsed() > timeout {
+        return Err(format!("took {:?}", started.elapsed()));
+    }
+    let head_end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no header end")?;
+    let head = String::from_utf8_lossy(&response[..head_end]);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line: {head}"))?;
+    Ok((status, response.len() - head_end - 4))
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(Iterator::count)
+        .unwrap_or(0)
+}
+
+/// 100 concurrent scrapers, 64 connections that send a request and never read, and
+/// a connect/GET/close loop, for 30 s. A scraper like Prometheus (one request a
+/// second, 10 s timeout) must succeed every time, and RSS stay under the DaemonSet's
+/// limit.
+#[test]
+fn prometheus_is_served_through_concurrent_stalled_and_abandoned_scrapes() {
+    // Rows enough that one body (~2 MiB) exceeds what loopback socket buffers absorb,
+    // so the never-reading clients really stall the writes.
+    let parent = TestCgroup::new("faults-http");
+    let rows: Vec<TestCgroup> = (0..300).map(|i| parent.child(&format!("r{i}"))).collect();
+    let kadvisor = Kadvisor::start(&[]);
+    let port = kadvisor.port();
+    let pid = kadvisor.pid();
+    let body = kadvisor.get("/metrics").1.len();
+    assert!(
+        body > 1_000_000,
+        "body of {body} bytes is too small to stall a socket"
+    );
+    let rss_start = rss_bytes(pid);
+    let fds_start = open_fds(pid);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let concurrent_ok = Arc::new(AtomicU64::new(0));
+    let concurrent_refused = Arc::new(AtomicU64::new(0));
+    let abandoned = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for _ in 0..100 {
+        let (stop, ok, refused) = (
+            Arc::clone(&stop),
+            Arc::clone(&concurrent_ok),
+            Arc::clone(&concurrent_refused),
+        );
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match scrape_like_prometheus(port, Duration::from_secs(60)) {
+                    Ok((200, _)) => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => refused.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    {
+        // Send a request, never read; replaced every 10 s so the pressure stays on
+        // after kadvisor's deadlines close them.
+        let stop = Arc::clone(&stop);
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let stalled: Vec<TcpStream> = (0..64)
+                    .filter_map(|_| {
+                        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+                        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                            .ok()?;
+                        Some(s)
+                    })
+                    .collect();
+                let until = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                drop(stalled);
+            }
+        }));
+    }
+    {
+        let (stop, abandoned) = (Arc::clone(&stop), Arc::clone(&abandoned));
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
+                    abandoned.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+
+    let mut failures = Vec::new();
+    let mut latencies = Vec::new();
+    let mut rss_max = rss_start;
+    for attempt in 0..30 {
+        let tick = Instant::now();
+        match scrape_like_prometheus(port, Duration::from_secs(10)) {
+            Ok((200, len)) if len > 0 => latencies.push(tick.elapsed()),
+            other => failures.push(format!("scrape {attempt}: {other:?}")),
+        }
+        rss_max = rss_max.max(rss_bytes(pid));
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().expect("load thread");
+    }
+    latencies.sort();
+    let health = kadvisor.get("/healthz");
+    let metrics = kadvisor.scrape();
+    eprintln!(
+        "figures: body {body} B; prometheus-like scrapes ok {}/30, latency p50 {:?} max {:?}; \
+         concurrent scrapes ok {} refused {}; abandoned requests {}; RSS start {} KiB max {} KiB; \
+         fds start {fds_start} end {}; collections {}; {}",
+        latencies.len(),
+        latencies.get(latencies.len() / 2),
+        latencies.last(),
+        concurrent_ok.load(Ordering::Relaxed),
+        concurrent_refused.load(Ordering::Relaxed),
+        abandoned.load(Ordering::Relaxed),
+        rss_start / 1024,
+        rss_max / 1024,
+        open_fds(pid),
+        metrics.value("kadvisor_collections_total", &[]),
+        health.1.trim(),
+    );
+    assert!(
+        failures.is_empty(),
+        "Prometheus-like scrapes failed: {failures:#?}"
+    );
+    assert!(
+        rss_max < MEMORY_LIMIT_BYTES,
+        "RSS {rss_max} B over the DaemonSet limit {MEMORY_LIMIT_BYTES} B"
+    );
+    assert!(
+        concurrent_ok.load(Ordering::Relaxed) > 100,
+        "the concurrent scrapers were served too"
+    );
+    // Shared collections: far fewer than the requests served.
+    let served = concurrent_ok.load(Ordering::Relaxed) + 30;
+    assert!(
+        metrics.value("kadvisor_collections_total", &[]) < served as f64 / 2.0,
+        "collections are shared: {} for {served} scrapes",
+        metrics.value("kadvisor_collections_total", &[])
+    );
+    assert_eq!(health.0, 200, "{}", health.1);
+    assert!(
+        health.1.contains("last collection completed"),
+        "{}",
+        health.1
+    );
+    drop(rows);
+}
