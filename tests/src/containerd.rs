@@ -97,6 +97,34 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         self.child.id()
     }
 
+    /// Sends `signal` to this containerd (SIGSTOP hangs it, SIGCONT resumes it).
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill() with the PID of the containerd this helper started.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+    }
+
+    /// SIGKILLs containerd (its shims and containers keep running, as when a node's
+    /// runtime crashes) and starts it again on the same root, state and socket.
+    pub fn restart(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+        let _ = fs::remove_file(self.socket());
+        let d = self.dir.path();
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(d.join("containerd.log"))
+            .expect("log file");
+        self.child = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("restart containerd");
+        self.wait_for_socket();
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("containerd.sock")
     }
@@ -435,6 +463,25 @@ impl Cri {
         Self {
             runtime,
             client: RuntimeServiceClient::new(channel),
+        }
+    }
+
+    /// Waits until the CRI plugin answers (after a restart it says "server is not
+    /// initialized yet" while it reloads its state).
+    pub fn wait_initialized(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let answer = self.runtime.block_on(
+                self.client
+                    .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }),
+            );
+            match answer {
+                Ok(_) => return,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("CRI not initialized within {within:?}: {e}"),
+            }
         }
     }
 

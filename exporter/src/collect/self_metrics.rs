@@ -107,6 +107,9 @@ impl Collector {
                     MetricType::Counter,
                 );
                 for (error, count) in errors {
+                    if error.reason() == "map_full" {
+                        note_map_full(count);
+                    }
                     out.sample(name, None, &[("reason", error.reason())], count as f64);
                 }
             }
@@ -158,5 +161,19 @@ impl Collector {
             MetricType::Gauge,
         );
         out.sample(tracked, None, &[], tracked_cgroups as f64);
+    }
+}
+
+/// Logs when the kernel's map-full count grows: new cgroups go untracked (their time
+/// lands in an ancestor) until entries are reclaimed or `--max_cgroups` is raised.
+fn note_map_full(total: u64) {
+    static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let before = SEEN.swap(total, std::sync::atomic::Ordering::Relaxed);
+    if total > before {
+        tracing::warn!(
+            new = total - before,
+            total,
+            "kernel maps full: cgroups are not tracked (see kadvisor_kernel_errors_total{{reason=\"map_full\"}}; raise --max_cgroups)"
+        );
     }
 }
