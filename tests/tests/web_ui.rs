@@ -299,6 +299,12 @@ fn short_lived_cgroup_is_marked_gone_and_an_oom_kill_is_on_the_timeline() {
             n = node(&victim_id)
         ),
     );
+    // A few seconds of history on the victim's charts for the picture.
+    browser.wait_for(
+        "five points on the victim's memory chart",
+        Duration::from_secs(15),
+        "kadvisor.charts.memory.plot.data[0].length >= 5",
+    );
     screenshot(&mut browser, "oom-kill.png");
 
     // The host view: every event of the window on the root's timeline.

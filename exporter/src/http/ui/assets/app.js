@@ -564,7 +564,9 @@
         axes: [xAxis(), axisFor(def.fmt)],
         series: [{ value: (u, v) => (v == null ? '–' : fmtClock(v)) }].concat(def.series.map(([, label, color, dashed]) => ({
           label, stroke: color, width: 1.5, dash: dashed ? [6, 4] : undefined,
-          fill: dashed ? undefined : color + '14', points: { show: false },
+          fill: dashed ? undefined : color + '14',
+          // A young row has a point or two: dots, since a line needs two.
+          points: { show: (u) => u.data[0].length <= 3, size: 6, fill: color },
           value: (u, v) => def.fmt(v),
         }))),
         plugins: [markersPlugin(), latestInLegend()],
@@ -642,7 +644,9 @@
       c.note.hidden = has;
       c.chartEl.hidden = !has;
       if (!has) {
-        setText(c.note, !rec ? 'No values: this path is not exported as a row.' : def.applies && !def.applies(rec) ? def.absent : def.absent || 'Not collected for this cgroup.');
+        const young = rec && rec.t.length < 2 && !rec.removed && keys.some((k) => k in RATES || k.startsWith('eg_'));
+        setText(c.note, !rec ? 'No values: this path is not exported as a row.'
+          : young ? 'Rates appear with the second update.' : def.absent || 'Not collected for this cgroup.');
         setText(c.nowEl, '');
         continue;
       }
