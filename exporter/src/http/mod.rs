@@ -154,36 +154,42 @@ async fn health(collections: &Collections) -> Response<Full<Bytes>> {
 /// collection that goes through the same admission control as `/metrics` (and is
 /// shared with the scrapes waiting for it).
 async fn ui_snapshot(admin: &Arc<Admin>, gzip: bool) -> Response<Full<Bytes>> {
-    let time_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let started = std::time::Instant::now();
     let discovery = Arc::clone(admin.collector.discovery());
     let view = move |samples: &crate::collect::SampleSet| {
         let live: std::collections::HashSet<String> =
             discovery.state().live.keys().cloned().collect();
-        let interval = ui::snapshot::poll_interval(started.elapsed());
-        let snapshot = ui::snapshot::Snapshot::build(samples, &live, time_ms, interval);
-        serde_json::to_vec(&snapshot)
+        ui::snapshot::Snapshot::build(samples, &live)
     };
-    match admin.collections.fresh_with(view).await {
-        Ok((_, Ok(json))) => {
-            // Compression is blocking work: not on the reactor.
-            let Ok(mut response) =
-                tokio::task::spawn_blocking(move || compressed(json, gzip)).await
-            else {
-                return plain(StatusCode::INTERNAL_SERVER_ERROR, "compression failed\n");
-            };
+    let (collection, snapshot) = match admin.collections.fresh_with(view).await {
+        Ok(viewed) => viewed,
+        Err(refused) => return refused_response(&refused),
+    };
+    // Stamped with the collection's own start, however long this request waited for it.
+    let started = std::time::SystemTime::now()
+        .checked_sub(collection.started.elapsed())
+        .unwrap_or(std::time::UNIX_EPOCH);
+    let took = collection.finished.duration_since(collection.started);
+    let snapshot = snapshot.stamped(started, took);
+    // Encoding and compression are blocking work: not on the reactor.
+    let encoded = tokio::task::spawn_blocking(move || {
+        serde_json::to_vec(&snapshot).map(|json| compressed(json, gzip))
+    })
+    .await;
+    match encoded {
+        Ok(Ok(mut response)) => {
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
-        Ok((_, Err(e))) => {
+        Ok(Err(e)) => {
             tracing::error!(error = %e, "snapshot encoding failed");
             plain(StatusCode::INTERNAL_SERVER_ERROR, "snapshot failed\n")
         }
-        Err(refused) => refused_response(&refused),
+        Err(e) => {
+            tracing::error!(error = %e, "snapshot task failed");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "snapshot failed\n")
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //! collection (see docs/web-ui.md for the format).
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde::Serialize;
@@ -167,12 +167,7 @@ const MACHINE_FAMILIES: [&str; 6] = [
 impl Snapshot {
     /// Builds the snapshot of one collection. `live` holds the paths of the cgroups
     /// that exist now: a row not among them is a removed cgroup in its grace period.
-    pub fn build(
-        set: &SampleSet,
-        live: &HashSet<String>,
-        time_ms: u64,
-        interval: Duration,
-    ) -> Self {
+    pub fn build(set: &SampleSet, live: &HashSet<String>) -> Self {
         let mut machine = Machine::default();
         let mut rows: Vec<Row> = Vec::new();
         // Rows by id, in order of first appearance (root first).
@@ -202,11 +197,23 @@ impl Snapshot {
         }
         Self {
             version: FORMAT_VERSION,
-            time_ms,
-            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+            time_ms: 0,
+            interval_ms: u64::try_from(MIN_POLL.as_millis()).unwrap_or(u64::MAX),
             machine,
             rows,
         }
+    }
+
+    /// Sets when the collection started (wall clock, so the page's rates divide by
+    /// the time between two collections' counter reads, not between two requests)
+    /// and how long it took (`poll_interval`).
+    #[must_use]
+    pub fn stamped(mut self, started: SystemTime, took: Duration) -> Self {
+        self.time_ms = started
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.interval_ms = u64::try_from(poll_interval(took).as_millis()).unwrap_or(u64::MAX);
+        self
     }
 }
 
@@ -340,7 +347,10 @@ mod tests {
             1.0,
         );
         let live: HashSet<String> = ["/", "/k/pod1/c1"].map(str::to_owned).into();
-        Snapshot::build(&set, &live, 1_000, Duration::from_secs(1))
+        Snapshot::build(&set, &live).stamped(
+            UNIX_EPOCH + Duration::from_secs(1),
+            Duration::from_millis(50),
+        )
     }
 
     #[test]
