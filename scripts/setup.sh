@@ -33,6 +33,8 @@ DEB_PACKAGES+=(containernetworking-plugins)
 # chromium: the web UI test drives the page in a real headless browser (tests/tests/web_ui.rs).
 # fonts-dejavu-core: a font for its text in screenshots.
 DEB_PACKAGES+=(chromium fonts-dejavu-core)
+# strace: the scrape-engine benchmark counts one scrape's syscalls (bench/src/engine.rs).
+DEB_PACKAGES+=(strace)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -36,3 +36,13 @@ pub fn get(port: u16, path: &str, gzip: bool) -> Fetched {
         latency,
     }
 }
+
+/// The status of `GET path`, `None` when nothing answers.
+pub fn try_get(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let text = String::from_utf8_lossy(&response);
+    text.split(' ').nth(1)?.parse().ok()
+}

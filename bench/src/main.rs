@@ -11,10 +11,13 @@
 //! memory; the baseline collector on the same cgroups; (4) kadvisor's CPU over a
 //! minute with nobody scraping; (5) series and scrape CPU at 1000 containers with the
 //! defaults and with a cost-conscious configuration (`cost.rs`). `--cost-only` runs
-//! phase 5 alone.
+//! phase 5 alone. `--engine` runs the scrape-engine figures alone (`engine.rs`: every
+//! row fresh; syscalls by kind, CPU per row, fixed cost, peak RSS, idle CPU; before
+//! and after when `KADVISOR_BIN_BEFORE` names a second binary).
 mod baseline;
 mod cgroups;
 mod cost;
+mod engine;
 mod http;
 mod proc;
 
@@ -26,7 +29,7 @@ use std::{
 
 use kadvisor_tests::{kadvisor::Kadvisor, scrape::Scrape};
 
-struct Row {
+pub struct Row {
     what: String,
     value: String,
     target: String,
@@ -34,7 +37,7 @@ struct Row {
 }
 
 #[derive(Default)]
-struct Report {
+pub struct Report {
     rows: Vec<Row>,
 }
 
@@ -84,6 +87,15 @@ fn main() {
     let scrape_only = args.iter().any(|a| a == "--scrape-only");
     let mut report = Report::default();
     machine(&mut report);
+    if args.iter().any(|a| a == "--engine") {
+        engine::engine(
+            &mut report,
+            if quick { 10 } else { 30 },
+            if quick { 20 } else { 60 },
+        );
+        report.print();
+        return;
+    }
     if std::env::args().any(|a| a == "--cost-only") {
         cost::cost_controls(&mut report, 1000, if quick { 20 } else { 50 });
         report.print();

@@ -8,34 +8,41 @@ use std::{
     io::{self, Read as _},
     os::{
         fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-        unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
+        unix::{
+            ffi::OsStrExt as _,
+            fs::{FileExt as _, MetadataExt as _},
+        },
     },
     path::Path,
     sync::{LazyLock, Mutex},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use super::CgroupError;
 
 /// The file's contents, or `None` when it (or its cgroup) does not exist.
 ///
-/// Reads with plain `read` calls into a small buffer: `fs::read_to_string` first
-/// `statx`es the file for a size hint, which cgroupfs and procfs files do not have
-/// (they report 0 or 4096), so that is one wasted syscall per file — tens of
-/// thousands per scrape at 1000 cgroups.
+/// Inside a `DirScope` (a scrape) a cgroupfs file is opened once and kept open:
+/// each later read is one `pread` at offset 0, which makes the kernel generate the
+/// file afresh (see `HeldFiles`). Otherwise, or beyond the open-file budget: open,
+/// plain `read` calls into a small buffer, close — never `fs::read_to_string`, which
+/// first `statx`es the file for a size hint that cgroupfs and procfs files do not
+/// have (they report 0 or 4096).
 pub fn read_optional(path: &Path) -> Result<Option<String>, CgroupError> {
-    match read_small(path) {
+    match read_held(path).unwrap_or_else(|| read_small(path)) {
         Ok(text) => Ok(Some(text)),
-        // ENODEV: some controller files exist but refuse reads when the controller is
-        // not usable in this cgroup.
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV) => {
-            Ok(None)
-        }
+        Err(e) if is_missing(&e) => Ok(None),
         Err(source) => Err(CgroupError::Read {
             path: path.to_owned(),
             source,
         }),
     }
+}
+
+/// ENOENT: the file or its cgroup does not exist. ENODEV: some controller files
+/// exist but refuse reads when the controller is not usable in this cgroup; it is
+/// also what reading a file of a removed cgroup through an open fd returns.
+fn is_missing(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV)
 }
 
 /// open + read until EOF + close, nothing else.
@@ -60,6 +67,160 @@ fn read_small(path: &Path) -> io::Result<String> {
         }
     }
     String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// The whole file from offset 0, in one `pread` when `hint` bytes (the last
+/// length, plus room) hold it. A cgroupfs (kernfs seq_file) read returns less than
+/// asked only at the end of the file, so a short read is the end: no second call.
+fn pread_all(file: &fs::File, hint: usize) -> io::Result<String> {
+    let mut buf = vec![0_u8; (hint + hint / 2).max(1024)];
+    let mut len = 0;
+    loop {
+        match file.read_at(&mut buf[len..], len as u64) {
+            Ok(n) => {
+                len += n;
+                if len < buf.len() {
+                    break;
+                }
+                buf.resize(buf.len() * 2, 0);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// cgroupfs files kept open from one scrape to the next, re-read with `pread`.
+///
+/// Bounded: at most `budget` files (a share of RLIMIT_NOFILE, which `main` raises to
+/// its hard limit); beyond it a file is opened, read and closed each time
+/// (`over_budget`). A held file that answers ENODEV or ENOENT belongs to a removed
+/// cgroup (maybe re-created under the same path, with a new inode): it is closed
+/// and the path opened again, once. Files no scrape read in the last scope (rows
+/// gone, groups disabled) are closed when it ends. Only cgroupfs files are held
+/// (procfs pids come and go; elsewhere a replaced file cannot be told by its fd).
+struct HeldFiles {
+    files: HashMap<OsString, HeldFile>,
+    budget: usize,
+    /// Opens that could not be held (budget), in total.
+    over_budget: u64,
+    /// Held files re-opened because their cgroup was removed or re-created.
+    reopened: u64,
+    /// Paths read inside a scope that are not on cgroupfs: never held.
+    elsewhere: std::collections::HashSet<OsString>,
+}
+
+struct HeldFile {
+    file: fs::File,
+    /// Length of the last read: the next read's buffer.
+    len: usize,
+    generation: u64,
+}
+
+static HELD: LazyLock<Mutex<HeldFiles>> = LazyLock::new(|| {
+    Mutex::new(HeldFiles {
+        files: HashMap::new(),
+        budget: 0,
+        over_budget: 0,
+        reopened: 0,
+        elsewhere: std::collections::HashSet::new(),
+    })
+});
+
+fn held() -> std::sync::MutexGuard<'static, HeldFiles> {
+    HELD.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether `file` is on a cgroup v1 or v2 filesystem (one `fstatfs`, at open only).
+fn on_cgroupfs(file: &fs::File) -> bool {
+    // SAFETY: all-zero bytes are a valid `statfs`.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `file` is an open fd and `fs` writable.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &raw mut fs) };
+    rc == 0 && matches!(fs.f_type, libc::CGROUP2_SUPER_MAGIC | libc::CGROUP_SUPER_MAGIC)
+}
+
+/// What the held files cost, for `kadvisor_cgroup_files_*`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeldStats {
+    pub open: usize,
+    pub budget: usize,
+    pub over_budget: u64,
+    pub reopened: u64,
+}
+
+pub fn held_stats() -> HeldStats {
+    let files = held();
+    HeldStats {
+        open: files.files.len(),
+        budget: files.budget,
+        over_budget: files.over_budget,
+        reopened: files.reopened,
+    }
+}
+
+/// Reads `path` through its held file (opening and holding it first if the budget
+/// allows); `None` outside a scope, for procfs, or over the budget.
+fn read_held(path: &Path) -> Option<io::Result<String>> {
+    let generation = {
+        let dirs = dirs();
+        if dirs.scopes == 0 {
+            return None;
+        }
+        dirs.generation
+    };
+    if path.starts_with("/proc") {
+        return None;
+    }
+    let key = path.as_os_str();
+    let mut files = held();
+    if let Some(entry) = files.files.get_mut(key) {
+        entry.generation = generation;
+        match pread_all(&entry.file, entry.len) {
+            Ok(text) => {
+                entry.len = text.len();
+                return Some(Ok(text));
+            }
+            Err(e) if is_missing(&e) => {
+                files.files.remove(key);
+                files.reopened += 1;
+            }
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    if files.files.len() >= files.budget {
+        files.over_budget += 1;
+        return None;
+    }
+    if files.elsewhere.contains(key) {
+        return None;
+    }
+    drop(files);
+    let file = match open_file(path) {
+        Ok(file) => file,
+        Err(e) => return Some(Err(e)),
+    };
+    let text = pread_all(&file, 0);
+    if !on_cgroupfs(&file) {
+        // Only cgroupfs tells a removed file by ENODEV; elsewhere (fixture trees,
+        // /sys) a held fd would keep reading a replaced file's old inode.
+        held().elsewhere.insert(key.to_owned());
+        return Some(text);
+    }
+    if let Ok(text) = &text {
+        held().files.insert(
+            key.to_owned(),
+            HeldFile {
+                file,
+                len: text.len(),
+                generation,
+            },
+        );
+    }
+    Some(text)
 }
 
 /// Identity and modification time of a file.
@@ -101,7 +262,8 @@ fn dirs() -> std::sync::MutexGuard<'static, DirFds> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// While a scope is alive, files are opened (and stated) relative to their directory,
+/// While a scope is alive, cgroupfs files are held open (`HeldFiles`), and files are
+/// opened (and stated) relative to their directory,
 /// which stays open (`O_PATH`) from one scrape to the next. Opening
 /// `/sys/fs/cgroup/memory/kubepods/burstable/pod…/…/memory.stat` by its full path
 /// makes the kernel walk and revalidate every component, and that walk was the
@@ -125,9 +287,12 @@ impl DirScope {
         } else {
             1024
         };
+        // Leave room for connections, maps and the /proc walks; held files get
+        // most of the rest (directories are needed only to open files).
+        let spare = soft.saturating_sub(1024);
+        held().budget = spare / 10 * 9;
         let mut dirs = dirs();
-        // Leave room for connections, maps and the /proc walks.
-        dirs.budget = soft.saturating_sub(512) / 2;
+        dirs.budget = spare / 10;
         dirs.scopes += 1;
         dirs.generation += 1;
         Self(())
@@ -141,6 +306,10 @@ impl Drop for DirScope {
         let current = dirs.generation;
         dirs.fds
             .retain(|_, entry| entry.fd.is_some() && entry.generation == current);
+        if dirs.scopes == 0 {
+            drop(dirs);
+            held().files.retain(|_, entry| entry.generation == current);
+        }
     }
 }
 
@@ -254,103 +423,6 @@ pub fn stat_file(path: &Path) -> io::Result<FileStamp> {
 /// "max" (and v1's -1 / page-counter maximum), `None` when missing or unparsable.
 pub fn read_value(path: &Path) -> Result<Option<Value>, CgroupError> {
     Ok(read_optional(path)?.and_then(|text| parse_value(&text)))
-}
-
-/// Like `read_optional`, for files that change only when someone writes them (limits,
-/// weights, quotas: `memory.max`, `cpu.cfs_quota_us`, `pids.max`...). Such a file is
-/// re-read only when its inode or mtime changed (kernfs stamps a write's time on the
-/// file), so a scrape costs one `statx` per file instead of open + read + read + close.
-/// kernfs timestamps are coarse (one jiffy): a value read within a second of its
-/// mtime is not trusted and is read again next time.
-pub fn read_spec(path: &Path) -> Result<Option<String>, CgroupError> {
-    let stamp = match stat_file(path) {
-        Ok(stamp) => stamp,
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV) => {
-            return Ok(None);
-        }
-        Err(source) => {
-            return Err(CgroupError::Read {
-                path: path.to_owned(),
-                source,
-            });
-        }
-    };
-    let now = Instant::now();
-    let mut cache = SPEC_CACHE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(entry) = cache.entries.get_mut(path.as_os_str())
-        && entry.stamp == stamp
-    {
-        entry.used = now;
-        return Ok(Some(entry.text.clone()));
-    }
-    let Some(text) = read_optional(path)? else {
-        cache.entries.remove(path.as_os_str());
-        return Ok(None);
-    };
-    let modified = UNIX_EPOCH
-        + Duration::new(
-            u64::try_from(stamp.mtime_sec).unwrap_or(0),
-            u32::try_from(stamp.mtime_nsec).unwrap_or(0),
-        );
-    let settled = SystemTime::now()
-        .duration_since(modified)
-        .is_ok_and(|age| age > SPEC_SETTLE);
-    if settled {
-        cache.insert(path, stamp, &text, now);
-    } else {
-        cache.entries.remove(path.as_os_str());
-    }
-    Ok(Some(text))
-}
-
-/// `read_value` through the spec cache (`read_spec`).
-pub fn read_spec_value(path: &Path) -> Result<Option<Value>, CgroupError> {
-    Ok(read_spec(path)?.and_then(|text| parse_value(&text)))
-}
-
-/// How old a file's mtime must be before its cached contents are trusted.
-const SPEC_SETTLE: Duration = Duration::from_secs(1);
-/// Entries not used for this long (their cgroup is gone) are dropped.
-const SPEC_IDLE: Duration = Duration::from_secs(600);
-
-static SPEC_CACHE: LazyLock<Mutex<SpecCache>> = LazyLock::new(|| {
-    Mutex::new(SpecCache {
-        entries: HashMap::new(),
-        pruned_at: 0,
-    })
-});
-
-/// `read_spec`'s cache: contents by path, stamped with (inode, mtime).
-struct SpecCache {
-    entries: HashMap<OsString, SpecEntry>,
-    /// Entry count after the last prune.
-    pruned_at: usize,
-}
-
-struct SpecEntry {
-    stamp: FileStamp,
-    text: String,
-    used: Instant,
-}
-
-impl SpecCache {
-    fn insert(&mut self, path: &Path, stamp: FileStamp, text: &str, now: Instant) {
-        self.entries.insert(
-            path.as_os_str().to_owned(),
-            SpecEntry {
-                stamp,
-                text: text.to_owned(),
-                used: now,
-            },
-        );
-        if self.entries.len() > 2 * self.pruned_at.max(1024) {
-            self.entries
-                .retain(|_, e| now.duration_since(e.used) < SPEC_IDLE);
-            self.pruned_at = self.entries.len();
-        }
-    }
 }
 
 /// A numeric cgroup value, or the "no limit" marker.
@@ -504,36 +576,6 @@ mod tests {
     fn pids_skip_blank_lines() {
         assert_eq!(parse_pids("12\n345\n\n").collect::<Vec<_>>(), [12, 345]);
         assert_eq!(parse_pids("").count(), 0);
-    }
-
-    #[test]
-    fn spec_cache_follows_writes_and_removal() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("memory.max");
-        fs::write(&file, "100\n").unwrap();
-        // Fresh mtime: read, not trusted yet.
-        assert_eq!(read_spec_value(&file).unwrap(), Some(Value::Number(100)));
-        let old = SystemTime::now() - Duration::from_secs(60);
-        let set_mtime = |when: SystemTime| {
-            fs::File::options()
-                .write(true)
-                .open(&file)
-                .unwrap()
-                .set_modified(when)
-                .unwrap();
-        };
-        set_mtime(old);
-        assert_eq!(read_spec_value(&file).unwrap(), Some(Value::Number(100)));
-        // Cached now; a write moves the mtime and is seen at once.
-        fs::write(&file, "max\n").unwrap();
-        assert_eq!(read_spec_value(&file).unwrap(), Some(Value::Max));
-        set_mtime(old - Duration::from_secs(5));
-        assert_eq!(read_spec_value(&file).unwrap(), Some(Value::Max));
-        fs::write(&file, "7\n").unwrap();
-        set_mtime(old - Duration::from_secs(10));
-        assert_eq!(read_spec_value(&file).unwrap(), Some(Value::Number(7)));
-        fs::remove_file(&file).unwrap();
-        assert_eq!(read_spec_value(&file).unwrap(), None);
     }
 
     #[test]

@@ -19,10 +19,7 @@ use super::{
 };
 use crate::cgroup::{
     CgroupError, Controller, ControllerDir, Hierarchies,
-    files::{
-        Value, keyed_value, parse_cpu_max, read_optional, read_spec, read_spec_value,
-        weight_to_shares,
-    },
+    files::{Value, keyed_value, parse_cpu_max, read_optional, read_value, weight_to_shares},
 };
 
 /// What the cpu and cpuacct files say about one cgroup; `None` where a file is absent.
@@ -55,9 +52,14 @@ fn user_hz() -> f64 {
 /// Reads one cgroup's files.
 pub fn read(hierarchies: &Hierarchies, path: &str) -> Result<CpuFiles, CgroupError> {
     let mut files = CpuFiles::default();
-    read_user_system(hierarchies, path, &mut files)?;
+    // The v2 cpu.stat serves user/system and throttling: read once.
+    let v2_stat = match hierarchies.v2_dir(path) {
+        Some(dir) => read_optional(&dir.join("cpu.stat"))?,
+        None => None,
+    };
+    read_user_system(hierarchies, path, v2_stat.as_deref(), &mut files)?;
     match hierarchies.controller_dir(Controller::Cpu, path) {
-        Some(ControllerDir::V2(dir)) => read_cpu_v2(&dir, &mut files)?,
+        Some(ControllerDir::V2(dir)) => read_cpu_v2(&dir, v2_stat.as_deref(), &mut files)?,
         Some(ControllerDir::V1(dir)) => read_cpu_v1(&dir, &mut files)?,
         None => {}
     }
@@ -70,13 +72,13 @@ pub fn read(hierarchies: &Hierarchies, path: &str) -> Result<CpuFiles, CgroupErr
 fn read_user_system(
     hierarchies: &Hierarchies,
     path: &str,
+    v2_stat: Option<&str>,
     files: &mut CpuFiles,
 ) -> Result<(), CgroupError> {
-    if let Some(dir) = hierarchies.v2_dir(path)
-        && let Some(text) = read_optional(&dir.join("cpu.stat"))?
+    if let Some(text) = v2_stat
         && let (Some(user), Some(system)) = (
-            keyed_value(&text, "user_usec"),
-            keyed_value(&text, "system_usec"),
+            keyed_value(text, "user_usec"),
+            keyed_value(text, "system_usec"),
         )
     {
         files.user_seconds = Some(user as f64 / 1e6);
@@ -93,8 +95,8 @@ fn read_user_system(
     Ok(())
 }
 
-fn read_cpu_v2(dir: &Path, files: &mut CpuFiles) -> Result<(), CgroupError> {
-    if let Some((quota, period)) = read_spec(&dir.join("cpu.max"))?
+fn read_cpu_v2(dir: &Path, stat: Option<&str>, files: &mut CpuFiles) -> Result<(), CgroupError> {
+    if let Some((quota, period)) = read_optional(&dir.join("cpu.max"))?
         .as_deref()
         .and_then(parse_cpu_max)
     {
@@ -104,7 +106,7 @@ fn read_cpu_v2(dir: &Path, files: &mut CpuFiles) -> Result<(), CgroupError> {
             Value::Max => None,
         };
     }
-    files.shares = match read_spec_value(&dir.join("cpu.weight"))? {
+    files.shares = match read_value(&dir.join("cpu.weight"))? {
         Some(Value::Number(weight)) => Some(weight_to_shares(weight)),
         _ => None,
     };
@@ -112,26 +114,26 @@ fn read_cpu_v2(dir: &Path, files: &mut CpuFiles) -> Result<(), CgroupError> {
         // Throttling is only exported with a quota (see `read`): skip the read.
         return Ok(());
     }
-    files.throttling = read_optional(&dir.join("cpu.stat"))?.and_then(|text| {
+    files.throttling = stat.and_then(|text| {
         Some(Throttling {
-            periods: keyed_value(&text, "nr_periods")?,
-            throttled_periods: keyed_value(&text, "nr_throttled")?,
-            throttled_seconds: keyed_value(&text, "throttled_usec")? as f64 / 1e6,
+            periods: keyed_value(text, "nr_periods")?,
+            throttled_periods: keyed_value(text, "nr_throttled")?,
+            throttled_seconds: keyed_value(text, "throttled_usec")? as f64 / 1e6,
         })
     });
     Ok(())
 }
 
 fn read_cpu_v1(dir: &Path, files: &mut CpuFiles) -> Result<(), CgroupError> {
-    files.period_us = match read_spec_value(&dir.join("cpu.cfs_period_us"))? {
+    files.period_us = match read_value(&dir.join("cpu.cfs_period_us"))? {
         Some(Value::Number(p)) => Some(p),
         _ => None,
     };
-    files.quota_us = match read_spec_value(&dir.join("cpu.cfs_quota_us"))? {
+    files.quota_us = match read_value(&dir.join("cpu.cfs_quota_us"))? {
         Some(Value::Number(q)) => Some(q),
         _ => None,
     };
-    files.shares = match read_spec_value(&dir.join("cpu.shares"))? {
+    files.shares = match read_value(&dir.join("cpu.shares"))? {
         Some(Value::Number(s)) => Some(s),
         _ => None,
     };

@@ -167,6 +167,15 @@ impl<'a> KernelSnapshot<'a> {
         self.programs.get_or_init(|| self.kernel.program_stats())
     }
 
+    /// Every id in a per-cgroup map, from this scrape's reads (`None` if one failed).
+    pub fn tracked_ids(&self) -> Option<HashSet<u64>> {
+        let mut ids: HashSet<u64> = self.cgroup_cpu().ok()?.keys().copied().collect();
+        ids.extend(self.cgroup_crashes().ok()?.keys());
+        ids.extend(self.cgroup_net().ok()?.keys());
+        ids.extend(self.cgroup_oom_kills().ok()?.keys());
+        Some(ids)
+    }
+
     /// Whether every program of `family` is attached (see `KernelSource`).
     pub fn family_attached(&self, family: &str) -> bool {
         self.kernel.family_attached(family)

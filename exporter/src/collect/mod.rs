@@ -257,6 +257,9 @@ impl Collector {
             row_cache,
         } = &mut *scratch;
         samples.clear();
+        // Every cgroup file of this scrape is read through its held open file, or
+        // opened relative to its directory (`cgroup::files`).
+        let _files = crate::cgroup::files::DirScope::enter();
         self.refresh_tree(&mut reclaim, start)?;
         let state = self.discovery.state();
         let kernel = KernelSnapshot::new(self.kernel.as_ref());
@@ -349,6 +352,13 @@ impl Collector {
         drop((ctx, pod_ctx));
         row_cache.write_self_metrics(samples);
         drop(state);
+        // After the scrape (the tree's state released): ids the tree never knew,
+        // from the maps this scrape read.
+        if self.unknown_scan_due(&reclaim, start, false)
+            && let Some(tracked) = kernel.tracked_ids()
+        {
+            self.reclaim_unknown(&mut reclaim, tracked, start);
+        }
         drop(reclaim);
 
         // 5. Render, sized from the previous body: no doubling copies of a

@@ -28,7 +28,7 @@ use super::{
 };
 use crate::cgroup::{
     CgroupError, Controller, Hierarchies,
-    files::{parse_pids, read_optional, read_spec_value, read_value},
+    files::{parse_pids, read_optional, read_value},
 };
 
 /// Counts for one cgroup; `None` where the source is absent.
@@ -66,7 +66,7 @@ pub fn count(
     let mut counts = ProcessCounts::default();
     if let Some(dir) = hierarchies.controller_dir(Controller::Pids, path) {
         counts.threads = read_value(&dir.join("pids.current"))?.map(|v| v.or(0));
-        counts.threads_max = read_spec_value(&dir.join("pids.max"))?.map(|v| v.or(0));
+        counts.threads_max = read_value(&dir.join("pids.max"))?.map(|v| v.or(0));
     }
     let Some(pids) = pids else {
         return Ok(counts);

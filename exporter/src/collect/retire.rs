@@ -51,7 +51,18 @@ impl Collector {
             .reclaim
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.sweep_locked(&mut reclaim, Instant::now());
+        let now = Instant::now();
+        self.sweep_locked(&mut reclaim, now);
+        if self.unknown_scan_due(&reclaim, now, true) {
+            match self.kernel.tracked_ids() {
+                Ok(tracked) => self.reclaim_unknown(&mut reclaim, tracked, now),
+                Err(e) => {
+                    reclaim.last_unknown_scan = Some(now);
+                    self.scrape_errors.with_label_values(&["retire"]).inc();
+                    tracing::warn!(error = %error_chain(&e), "cannot list map keys");
+                }
+            }
+        }
     }
 
     pub(super) fn sweep_locked(&self, reclaim: &mut Reclaim, now: Instant) {
@@ -86,22 +97,20 @@ impl Collector {
             // the pages back.
             crate::heap::release_free_memory();
         }
-        // Ids in the maps that the tree never knew. Listing every map key costs a
-        // syscall per entry: done a few times per `unknown_grace`, not every second.
-        if reclaim.last_unknown_scan.is_some_and(|last| {
-            now.saturating_duration_since(last) < self.retention.unknown_grace / 4
-        }) {
-            return;
-        }
+    }
+
+    /// Reclaims map entries of ids the tree never knew (a cgroup created and removed
+    /// between two events) once they are older than `unknown_grace`: their counters
+    /// are credited to the root. `tracked` is every id in a per-cgroup map: the
+    /// scrape passes the keys of the maps it read anyway, so this costs no syscall
+    /// unless such ids exist.
+    pub(super) fn reclaim_unknown(
+        &self,
+        reclaim: &mut Reclaim,
+        tracked: HashSet<u64>,
+        now: Instant,
+    ) {
         reclaim.last_unknown_scan = Some(now);
-        let tracked = match self.kernel.tracked_ids() {
-            Ok(ids) => ids,
-            Err(e) => {
-                self.scrape_errors.with_label_values(&["retire"]).inc();
-                tracing::warn!(error = %error_chain(&e), "cannot list map keys");
-                return;
-            }
-        };
         let unknown: Vec<u64> = {
             let state = self.discovery.state();
             tracked
@@ -125,4 +134,21 @@ impl Collector {
             }
         }
     }
+
+    /// Whether the unknown-id scan is due: a few times per `unknown_grace` while
+    /// scrapes come, at most once a minute from the idle timer (listing every map key
+    /// costs a syscall per entry).
+    pub(super) fn unknown_scan_due(&self, reclaim: &Reclaim, now: Instant, idle: bool) -> bool {
+        let every = if idle {
+            IDLE_UNKNOWN_SCAN.max(self.retention.unknown_grace)
+        } else {
+            self.retention.unknown_grace / 4
+        };
+        reclaim
+            .last_unknown_scan
+            .is_none_or(|last| now.saturating_duration_since(last) >= every)
+    }
 }
+
+/// How often the timer lists the kernel maps for unknown ids when nobody scrapes.
+const IDLE_UNKNOWN_SCAN: Duration = Duration::from_secs(60);

@@ -154,6 +154,28 @@ impl Collector {
                 cpu::ns_to_seconds(s.run_time_ns),
             );
         }
+        let files = crate::cgroup::files::held_stats();
+        let name = "kadvisor_cgroup_files_open";
+        out.family(
+            name,
+            "cgroupfs files held open between scrapes (each re-read with one pread), and the most that may be (a share of RLIMIT_NOFILE).",
+            MetricType::Gauge,
+        );
+        out.sample(name, None, &[("state", "open")], files.open as f64);
+        out.sample(name, None, &[("state", "limit")], files.budget as f64);
+        let name = "kadvisor_cgroup_file_opens_total";
+        out.family(
+            name,
+            "cgroupfs files opened again: over_limit (read by open/read/close because the open-file limit was reached), reopened (the held file's cgroup was removed or re-created).",
+            MetricType::Counter,
+        );
+        out.sample(
+            name,
+            None,
+            &[("reason", "over_limit")],
+            files.over_budget as f64,
+        );
+        out.sample(name, None, &[("reason", "reopened")], files.reopened as f64);
         let tracked = "kadvisor_tracked_cgroups";
         out.family(
             tracked,
