@@ -140,7 +140,11 @@ fn on_cgroupfs(file: &fs::File) -> bool {
     let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: `file` is an open fd and `fs` writable.
     let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &raw mut fs) };
-    rc == 0 && matches!(fs.f_type, libc::CGROUP2_SUPER_MAGIC | libc::CGROUP_SUPER_MAGIC)
+    rc == 0
+        && matches!(
+            fs.f_type,
+            libc::CGROUP2_SUPER_MAGIC | libc::CGROUP_SUPER_MAGIC
+        )
 }
 
 /// What the held files cost, for `kadvisor_cgroup_files_*`.
@@ -308,7 +312,16 @@ impl Drop for DirScope {
             .retain(|_, entry| entry.fd.is_some() && entry.generation == current);
         if dirs.scopes == 0 {
             drop(dirs);
-            held().files.retain(|_, entry| entry.generation == current);
+            let mut held = held();
+            let before = held.files.len();
+            held.files.retain(|_, entry| entry.generation == current);
+            let len = held.files.len();
+            if before - len > 256 {
+                // After churn: give back the table's peak size and the freed pages.
+                held.files.shrink_to(len + len / 4);
+                drop(held);
+                crate::heap::release_free_memory();
+            }
         }
     }
 }

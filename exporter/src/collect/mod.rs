@@ -84,7 +84,7 @@ pub struct Collector {
     retention: Retention,
     /// Serialises scrapes and sweeps; holds what a scrape keeps for the next.
     reclaim: Mutex<Reclaim>,
-    /// The sample set and row cache of the last scrape, reused (their buffers).
+    /// What a scrape keeps for the next: shaping's counters, the idle-row cache.
     scratch: Mutex<Scratch>,
     registry: prometheus::Registry,
     scrape_errors: prometheus::IntCounterVec,
@@ -97,7 +97,6 @@ pub struct Collector {
 
 /// Kept from one scrape to the next.
 struct Scratch {
-    samples: SampleSet,
     shaper: shape::Shaper,
     /// Quiet rows' file-based values (`refresh`).
     row_cache: refresh::RowCache,
@@ -152,7 +151,6 @@ impl Collector {
             retention: Retention::default(),
             reclaim: Mutex::new(Reclaim::default()),
             scratch: Mutex::new(Scratch {
-                samples: SampleSet::default(),
                 shaper: shape::Shaper::default(),
                 row_cache: refresh::RowCache::new(Duration::ZERO),
             }),
@@ -251,12 +249,10 @@ impl Collector {
             .scratch
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Scratch {
-            samples,
-            shaper,
-            row_cache,
-        } = &mut *scratch;
-        samples.clear();
+        let Scratch { shaper, row_cache } = &mut *scratch;
+        // Made per scrape, not kept: a burst of rows does not pin its peak memory.
+        let mut sample_set = SampleSet::default();
+        let samples = &mut sample_set;
         // Every cgroup file of this scrape is read through its held open file, or
         // opened relative to its directory (`cgroup::files`).
         let _files = crate::cgroup::files::DirScope::enter();
@@ -367,6 +363,7 @@ impl Collector {
         let last = self.last_body.load(std::sync::atomic::Ordering::Relaxed);
         let mut body = String::with_capacity((last + last / 16).max(64 * 1024));
         render::render(samples, &mut body);
+        drop(sample_set);
         let mut encoded = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut encoded)?;
         body.push_str(&String::from_utf8_lossy(&encoded));

@@ -79,11 +79,16 @@ fn span(text: &mut String, s: &str) -> Span {
 }
 
 impl SampleSet {
-    /// Empties the set, keeping its buffers for the next scrape.
+    /// Empties the set, keeping its buffers for the next scrape at the size the
+    /// last one used (a burst of rows does not pin its peak memory).
     pub fn clear(&mut self) {
+        let (families, pairs, text) = (self.families.len(), self.pairs.len(), self.text.len());
         self.families.clear();
+        self.families.shrink_to(families);
         self.pairs.clear();
+        self.pairs.shrink_to(pairs);
         self.text.clear();
+        self.text.shrink_to(text);
     }
 
     /// Starts a family. All its samples follow before the next family starts.
