@@ -233,8 +233,8 @@ impl Collector {
 
     /// One scrape, stage by stage (see the module doc). A failing source is counted
     /// in `kadvisor_scrape_errors_total` and logged; the families of the other
-    /// sources are still served. Returns the body and `view` of the sample set, taken
-    /// before the next scrape reuses it: other outputs of the same collection (the web
+    /// sources are still served. Returns the body and `view` of the sample set (which
+    /// lives for this scrape only): other outputs of the same collection (the web
     /// UI's JSON) read the structured samples instead of parsing the text back.
     pub fn scrape_with<T>(
         &self,
@@ -363,13 +363,13 @@ impl Collector {
         let last = self.last_body.load(std::sync::atomic::Ordering::Relaxed);
         let mut body = String::with_capacity((last + last / 16).max(64 * 1024));
         render::render(samples, &mut body);
-        drop(sample_set);
         let mut encoded = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut encoded)?;
         body.push_str(&String::from_utf8_lossy(&encoded));
         self.last_body
             .store(body.len(), std::sync::atomic::Ordering::Relaxed);
         let viewed = view(samples);
+        drop(sample_set);
         Ok((body, viewed))
     }
 
