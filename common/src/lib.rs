@@ -9,20 +9,50 @@
 pub const MAX_CGROUPS: u32 = 16_384;
 
 /// Value of the per-CPU `CGROUP_CPU` map, keyed by cgroup v2 id (the inode number of
-/// the cgroup directory). Each CPU's slot is only written by that CPU.
+/// the cgroup directory): the final scheduler totals of the cgroup's tasks that have
+/// exited, added by `sched_process_exit` (see kernel/src/sched.rs). Live tasks' values
+/// come from the scrape-time task iterator (`TaskRecord`). Each CPU's slot is only
+/// written by that CPU.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CgroupCpu {
-    /// Nanoseconds of CPU time charged to tasks of the cgroup, exactly as the
-    /// scheduler charges them to the cgroup's own `cpu.stat usage_usec`.
+    /// `se.sum_exec_runtime` of the exited tasks: nanoseconds they ran.
     pub runtime_ns: u64,
-    /// Nanoseconds tasks of the cgroup spent runnable but waiting for a CPU: from
-    /// wakeup (or preemption) to being switched in. The per-task `run_delay` of
-    /// `/proc/<pid>/schedstat`, summed per cgroup.
+    /// `sched_info.run_delay` of the exited tasks: nanoseconds they were runnable but
+    /// waiting for a CPU (`/proc/<pid>/schedstat`'s second field).
     pub runqueue_ns: u64,
-    /// Times a task of the cgroup was switched in (`/proc/<pid>/schedstat`'s third
-    /// field, summed per cgroup).
+    /// `sched_info.pcount` of the exited tasks: times they were switched in
+    /// (`/proc/<pid>/schedstat`'s third field).
     pub run_periods: u64,
+}
+
+/// One live task, as the `iter/task` program writes it to the iterator's output at
+/// scrape time (one record per thread; exited tasks are not written).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskRecord {
+    /// The task's cgroup v2 id.
+    pub cgroup_id: u64,
+    /// `sched_info.run_delay` (ns).
+    pub run_delay_ns: u64,
+    /// `sched_info.pcount`.
+    pub run_periods: u64,
+    /// Soft `RLIMIT_NOFILE` of the task's process (`signal->rlim`); `u64::MAX` is
+    /// unlimited.
+    pub nofile_soft: u64,
+    pub pid: u32,
+    pub tgid: u32,
+}
+
+/// One open file descriptor, as the `iter/task_file` program writes it: the kernel
+/// visits each process's descriptor table once (threads sharing it are skipped).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileRecord {
+    /// The process holding the descriptor.
+    pub tgid: u32,
+    /// 1 when the descriptor is a socket (`S_ISSOCK(file->f_inode->i_mode)`).
+    pub socket: u32,
 }
 
 /// Indexes into the per-CPU `ERRORS` array: kernel-side failures the daemon exports
@@ -96,22 +126,33 @@ pub struct CgroupCrashes {
     pub by_signal: [u64; CRASH_SIGNAL_COUNT],
 }
 
-/// Offsets the scheduler programs need beyond the cgroup walk, resolved from BTF by
-/// the loader (see `TaskCgroupOffsets`).
+/// Offsets the scheduler and task-iterator programs need beyond the cgroup walk,
+/// resolved from BTF by the loader (see `TaskCgroupOffsets`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SchedOffsets {
-    /// `offsetof(struct task_struct, pid)`: pid 0 is a CPU's idle task.
+pub struct TaskOffsets {
+    /// `offsetof(struct task_struct, pid)`.
     pub task_pid: u32,
-    /// `offsetof(struct task_struct, se) + offsetof(struct sched_entity, cfs_rq)`, or 0
-    /// when this kernel has no `sched_entity.cfs_rq` (built without
-    /// `CONFIG_FAIR_GROUP_SCHED`): the scheduler programs then time waits with
-    /// `bpf_ktime_get_ns()` instead of the run queue's clock.
-    pub task_cfs_rq: u32,
-    /// `offsetof(struct cfs_rq, rq)`.
-    pub cfs_rq_rq: u32,
-    /// `offsetof(struct rq, clock)`.
-    pub rq_clock: u32,
+    /// `offsetof(struct task_struct, tgid)`.
+    pub task_tgid: u32,
+    /// `offsetof(struct task_struct, exit_state)`: non-zero once the task is a zombie
+    /// (its totals were credited at `sched_process_exit`).
+    pub task_exit_state: u32,
+    /// `offsetof(task_struct, se) + offsetof(sched_entity, sum_exec_runtime)`.
+    pub task_runtime: u32,
+    /// `offsetof(task_struct, sched_info) + offsetof(sched_info, run_delay)`.
+    pub task_run_delay: u32,
+    /// `offsetof(task_struct, sched_info) + offsetof(sched_info, pcount)`.
+    pub task_pcount: u32,
+    /// `offsetof(struct task_struct, signal)`.
+    pub task_signal: u32,
+    /// `offsetof(signal_struct, rlim) + RLIMIT_NOFILE * sizeof(struct rlimit)`
+    /// (`rlim_cur` is the first member).
+    pub signal_nofile_cur: u32,
+    /// `offsetof(struct file, f_inode)`.
+    pub file_inode: u32,
+    /// `offsetof(struct inode, i_mode)`.
+    pub inode_mode: u32,
 }
 
 /// Offsets the signal program needs, resolved from BTF by the loader.
@@ -163,8 +204,12 @@ mod user {
     unsafe impl aya::Pod for super::TaskCgroupOffsets {}
     // SAFETY: plain-old-data: #[repr(C)], only u64 fields, no padding.
     unsafe impl aya::Pod for super::CgroupCrashes {}
-    // SAFETY: plain-old-data: #[repr(C)], one u32 field.
-    unsafe impl aya::Pod for super::SchedOffsets {}
+    // SAFETY: plain-old-data: #[repr(C)], only u32 fields, no padding.
+    unsafe impl aya::Pod for super::TaskOffsets {}
+    // SAFETY: plain-old-data: #[repr(C)], u64 then u32 fields, no padding.
+    unsafe impl aya::Pod for super::TaskRecord {}
+    // SAFETY: plain-old-data: #[repr(C)], two u32 fields.
+    unsafe impl aya::Pod for super::FileRecord {}
     // SAFETY: plain-old-data: #[repr(C)], one u32 field.
     unsafe impl aya::Pod for super::SignalOffsets {}
 }

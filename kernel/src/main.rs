@@ -4,6 +4,7 @@
 #![no_std]
 #![no_main]
 
+mod iter;
 mod maps;
 mod net;
 mod oom;

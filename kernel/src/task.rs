@@ -1,4 +1,4 @@
-//! Reading a task's cgroup v2 id when the task is not `current`.
+//! Reading a task's members, and its cgroup v2 id when the task is not `current`.
 //!
 //! `bpf_get_current_cgroup_id()` only knows `current`. Scheduler tracepoints often
 //! name another task (an `update_curr()` on a remote runqueue, the `next` task of a
@@ -14,7 +14,7 @@
 //! # Minimum kernel version
 //! BTF pointer walking from tp_btf arguments: 5.5. Constant reads from frozen
 //! read-only maps: 5.2.
-use kadvisor_common::{KernelError, TaskCgroupOffsets};
+use kadvisor_common::{KernelError, TaskCgroupOffsets, TaskOffsets};
 
 use crate::maps::count_error;
 
@@ -27,6 +27,30 @@ static TASK_CGROUP_OFFSETS: TaskCgroupOffsets = TaskCgroupOffsets {
     kernfs_node_id: 0,
 };
 
+/// Filled in by the loader from `/sys/kernel/btf/vmlinux` before the program loads:
+/// the task members the exit hook and the iterators read.
+#[unsafe(no_mangle)]
+static TASK_OFFSETS: TaskOffsets = TaskOffsets {
+    task_pid: 0,
+    task_tgid: 0,
+    task_exit_state: 0,
+    task_runtime: 0,
+    task_run_delay: 0,
+    task_pcount: 0,
+    task_signal: 0,
+    signal_nofile_cur: 0,
+    file_inode: 0,
+    inode_mode: 0,
+};
+
+/// The loader's `TASK_OFFSETS`.
+#[inline(always)]
+pub(crate) fn task_offsets() -> TaskOffsets {
+    // SAFETY: a plain read of a global; volatile so the compiler does not fold in the
+    // zero initialiser that the loader replaces before load.
+    unsafe { core::ptr::read_volatile(&raw const TASK_OFFSETS) }
+}
+
 #[inline(always)]
 fn offsets() -> TaskCgroupOffsets {
     // SAFETY: a plain read of a global; volatile so the compiler does not fold in the
@@ -36,7 +60,7 @@ fn offsets() -> TaskCgroupOffsets {
 
 /// Loads the member at `base + offset`.
 #[inline(always)]
-fn member<T: Copy>(base: *const u8, offset: u32) -> T {
+pub(crate) fn member<T: Copy>(base: *const u8, offset: u32) -> T {
     // SAFETY: `base` is a BTF-typed kernel pointer (a tp_btf argument or loaded
     // through one) and `offset` a member offset from this kernel's BTF. The verifier
     // checks the access against BTF and turns it into a load that yields 0 instead

@@ -66,7 +66,7 @@ fn disabling_network_leaves_the_socket_programs_unattached() {
     assert_eq!(
         scrape.value(
             "kadvisor_bpf_program_attached",
-            &[("program", "sched_stat_runtime")]
+            &[("program", "sched_process_exit")]
         ),
         1.0
     );

@@ -1,5 +1,6 @@
-//! Process families (processes, threads, fds, sockets, ulimits) for a workload with
-//! known counts, checked against /proc and the pids controller.
+//! Process families (processes, threads, fds, sockets, ulimits) from the kernel's
+//! scrape-time task pass, for a workload with known counts (100 files and 20 sockets
+//! per process), checked against /proc and the pids controller.
 use std::{
     fs,
     process::{Command, Stdio},
@@ -8,8 +9,8 @@ use std::{
 
 use kadvisor_tests::{cgroup::TestCgroup, kadvisor::Kadvisor};
 
-const FILES: usize = 5;
-const SOCKETS: usize = 3;
+const FILES: usize = 100;
+const SOCKETS: usize = 20;
 const THREADS: usize = 4;
 const NOFILE: u64 = 777;
 

@@ -1,5 +1,6 @@
-//! Run-queue delay and run periods from the scheduler hooks, checked against the
-//! kernel's per-task accounting (`/proc/<pid>/schedstat`) of the same processes.
+//! Run-queue delay and run periods from the scrape-time task pass (live tasks) and
+//! `sched_process_exit` (exited tasks), checked against the kernel's per-task
+//! accounting (`/proc/<pid>/schedstat`) of the same processes.
 use std::time::Duration;
 
 use kadvisor_tests::{
@@ -51,7 +52,7 @@ fn run_queue_delay_grows_when_three_share_two_cpus() {
     let kadvisor = Kadvisor::start(&[]);
     assert!(
         kadvisor.scrape().text.contains(RUNQUEUE),
-        "schedstat families missing: are sched_wakeup/sched_switch attached?"
+        "schedstat families missing: is the task_pass iterator attached?"
     );
 
     let (one, one_kernel) = busy(&kadvisor, 1);
@@ -113,4 +114,59 @@ fn run_seconds_equal_usage() {
             "{id}: run seconds are the usage counter"
         );
     }
+}
+
+#[test]
+fn counters_keep_exited_processes_and_never_decrease() {
+    let _cpu = exclusive_cpu();
+    let kadvisor = Kadvisor::start(&[]);
+    let mut cg = TestCgroup::new("exits");
+    let start = ours(&kadvisor.scrape(), &cg);
+    let mut last = start;
+    let check = |last: &mut (f64, f64, f64), scrape: (f64, f64, f64)| {
+        assert!(
+            scrape.0 >= last.0 && scrape.1 >= last.1 && scrape.2 >= last.2,
+            "a counter decreased: {last:?} -> {scrape:?}"
+        );
+        *last = scrape;
+    };
+    let mut kernel_total = (0.0, 0.0);
+    for round in 0..2 {
+        for _ in 0..3 {
+            cg.spawn_busy();
+        }
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(500));
+            check(&mut last, ours(&kadvisor.scrape(), &cg));
+        }
+        cg.freeze_started();
+        let (_, delay, periods) = cg.started_processes_schedstat();
+        kernel_total.0 += delay as f64 / 1e9;
+        kernel_total.1 += periods as f64;
+        check(&mut last, ours(&kadvisor.scrape(), &cg));
+        // Stopped processes neither run nor wait: killed, they exit with these values.
+        cg.stop_all();
+        for _ in 0..3 {
+            check(&mut last, ours(&kadvisor.scrape(), &cg));
+        }
+        eprintln!("round {round}: ours {last:?}, processes' schedstat {kernel_total:?}");
+    }
+    // Both rounds' processes are gone: what they had is still counted.
+    assert!(
+        kernel_total.0 > 0.5,
+        "3 loops on 2 CPUs waited {} s",
+        kernel_total.0
+    );
+    assert_close(
+        "exited processes' run-queue time",
+        last.1 - start.1,
+        kernel_total.0,
+        0.05,
+    );
+    assert_close(
+        "exited processes' run periods",
+        last.2 - start.2,
+        kernel_total.1,
+        0.05,
+    );
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use btf_rs::{Btf, Type};
-use kadvisor_common::{SchedOffsets, SignalOffsets, TaskCgroupOffsets};
+use kadvisor_common::{SignalOffsets, TaskCgroupOffsets, TaskOffsets};
 
 use super::BpfError;
 
@@ -25,41 +25,39 @@ pub(super) fn task_cgroup_offsets(path: &Path) -> Result<TaskCgroupOffsets, BpfE
     })
 }
 
-/// Offsets of the scheduler programs (`task_struct.pid`) and of the signal program
-/// (`k_sigaction.sa.sa_handler`).
-pub(super) fn family_offsets(path: &Path) -> Result<(SchedOffsets, SignalOffsets), BpfError> {
+/// Offsets of the exit hook and the task iterators (`task_offsets`) and of the signal
+/// program (`k_sigaction.sa.sa_handler`).
+pub(super) fn family_offsets(path: &Path) -> Result<(TaskOffsets, SignalOffsets), BpfError> {
     let btf = parse(path)?;
     let offset = |structure, member| member_offset(&btf, path, structure, member);
     Ok((
-        sched_offsets(&btf, path)?,
+        task_offsets(&btf, path)?,
         SignalOffsets {
             k_sigaction_handler: offset("k_sigaction", "sa")? + offset("sigaction", "sa_handler")?,
         },
     ))
 }
 
-/// `task_struct.pid`, and the walk `task->se.cfs_rq->rq->clock` to the run queue's
-/// clock (zeros when the kernel lacks any of those members: the programs then use
-/// `bpf_ktime_get_ns()`).
-fn sched_offsets(btf: &Btf, path: &Path) -> Result<SchedOffsets, BpfError> {
+/// `RLIMIT_NOFILE` (include/uapi/asm-generic/resource.h; x86 and arm64 use it).
+const RLIMIT_NOFILE: u32 = 7;
+/// `sizeof(struct rlimit)`: two `unsigned long`s on 64-bit kernels.
+const RLIMIT_SIZE: u32 = 16;
+
+/// The task, file and inode members read by `sched_process_exit` and the iterators.
+fn task_offsets(btf: &Btf, path: &Path) -> Result<TaskOffsets, BpfError> {
     let offset = |structure, member| member_offset(btf, path, structure, member);
-    let clock = || -> Result<(u32, u32, u32), BpfError> {
-        Ok((
-            offset("task_struct", "se")? + offset("sched_entity", "cfs_rq")?,
-            offset("cfs_rq", "rq")?,
-            offset("rq", "clock")?,
-        ))
-    };
-    let (task_cfs_rq, cfs_rq_rq, rq_clock) = match clock() {
-        Ok(offsets) => offsets,
-        Err(BpfError::BtfMember { .. }) => (0, 0, 0),
-        Err(e) => return Err(e),
-    };
-    Ok(SchedOffsets {
+    let sched_info = offset("task_struct", "sched_info")?;
+    Ok(TaskOffsets {
         task_pid: offset("task_struct", "pid")?,
-        task_cfs_rq,
-        cfs_rq_rq,
-        rq_clock,
+        task_tgid: offset("task_struct", "tgid")?,
+        task_exit_state: offset("task_struct", "exit_state")?,
+        task_runtime: offset("task_struct", "se")? + offset("sched_entity", "sum_exec_runtime")?,
+        task_run_delay: sched_info + offset("sched_info", "run_delay")?,
+        task_pcount: sched_info + offset("sched_info", "pcount")?,
+        task_signal: offset("task_struct", "signal")?,
+        signal_nofile_cur: offset("signal_struct", "rlim")? + RLIMIT_NOFILE * RLIMIT_SIZE,
+        file_inode: offset("file", "f_inode")?,
+        inode_mode: offset("inode", "i_mode")?,
     })
 }
 

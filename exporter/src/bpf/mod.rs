@@ -4,6 +4,7 @@ mod batch;
 mod btf;
 pub mod counters;
 mod filter;
+mod iter;
 mod programs;
 mod raw;
 
@@ -16,6 +17,7 @@ use aya::{
 use kadvisor_common::{CgroupCpu, CgroupCrashes, CgroupNet, DestinationAddr, KernelError};
 
 pub use filter::CgroupFilter;
+pub use iter::{CgroupTasks, IterError};
 pub use programs::{KernelVersion, MinKernel, PROGRAMS, ProgramKind, ProgramSpec, Requirement};
 
 /// The object file built from `kernel/` by build.rs.
@@ -80,6 +82,10 @@ pub enum BpfError {
         #[source]
         source: std::io::Error,
     },
+    #[error("scrape-time task pass failed")]
+    Iter(#[from] IterError),
+    #[error("the scrape-time task pass is not attached on this kernel")]
+    NoTaskPass,
     #[error("cannot read map {name}")]
     Map {
         name: &'static str,
@@ -121,6 +127,9 @@ pub struct KernelPrograms {
     per_cgroup: Vec<(&'static str, std::os::fd::OwnedFd)>,
     /// Names of the programs that attached.
     attached: Vec<&'static str>,
+    /// Links of the attached iterator programs, by program name: each read creates a
+    /// fresh iterator fd from one.
+    iterators: Vec<(&'static str, std::os::fd::OwnedFd)>,
     /// The kernel cgroup filter, when a selection is configured.
     filter: Option<std::sync::Arc<CgroupFilter>>,
 }
@@ -168,7 +177,7 @@ impl KernelPrograms {
     ) -> Result<Self, BpfError> {
         let cgroup_filter = u32::from(options.cgroup_filter);
         let offsets = btf::task_cgroup_offsets(btf_path)?;
-        let (sched_offsets, signal_offsets) = btf::family_offsets(btf_path)?;
+        let (task_offsets, signal_offsets) = btf::family_offsets(btf_path)?;
         let btf = aya::Btf::parse_file(btf_path, aya::Endianness::default()).map_err(|e| {
             BpfError::BtfParse {
                 path: btf_path.to_owned(),
@@ -178,7 +187,7 @@ impl KernelPrograms {
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global("TASK_CGROUP_OFFSETS", &offsets, true)
-            .override_global("SCHED_OFFSETS", &sched_offsets, true)
+            .override_global("TASK_OFFSETS", &task_offsets, true)
             .override_global("SIGNAL_OFFSETS", &signal_offsets, true)
             .override_global("CGROUP_FILTER", &cgroup_filter, true)
             .map_max_entries("CGROUP_EXCLUDED", max_cgroups)
@@ -189,6 +198,7 @@ impl KernelPrograms {
             .load(KERNEL_OBJECT)
             .map_err(BpfError::Load)?;
         let mut attached = Vec::new();
+        let mut iterators = Vec::new();
         let kernel = KernelVersion::running();
         for spec in PROGRAMS {
             if options.disabled_families.contains(&spec.family) {
@@ -207,9 +217,12 @@ impl KernelPrograms {
                 continue;
             }
             match programs::attach(&mut ebpf, spec, &btf, btf_path, cgroup_root) {
-                Ok(()) => {
+                Ok(link) => {
                     tracing::info!(program = spec.name, hook = spec.hook, "attached");
                     attached.push(spec.name);
+                    if let Some(link) = link {
+                        iterators.push((spec.name, link));
+                    }
                 }
                 Err(e) if !spec.required => match (kernel, spec.min_kernel) {
                     (Some(running), Some(min)) if !spec.expected_on(running) => tracing::info!(
@@ -262,6 +275,7 @@ impl KernelPrograms {
             cgroup_oom,
             per_cgroup,
             attached,
+            iterators,
             filter,
         })
     }
@@ -484,6 +498,26 @@ impl KernelPrograms {
                 }
             })
             .collect()
+    }
+
+    /// One scrape-time pass over every task (and every descriptor table, when that
+    /// iterator attached), summed per cgroup id.
+    pub fn task_pass(&self) -> Result<HashMap<u64, CgroupTasks>, BpfError> {
+        let link = |name| {
+            self.iterators
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, link)| link)
+        };
+        let tasks = iter::run("task_pass", link("task_pass").ok_or(BpfError::NoTaskPass)?)?;
+        let files = match link("file_pass") {
+            Some(files) => Some(iter::run("file_pass", files)?),
+            None => None,
+        };
+        Ok(iter::summarize(
+            iter::task_records(&tasks),
+            files.as_deref().map(iter::file_records),
+        ))
     }
 
     /// Whether the program `name` is attached.

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use aya::{
     Btf, Ebpf,
-    programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, FEntry},
+    programs::{BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, FEntry, Iter},
 };
 
 use super::BpfError;
@@ -31,6 +31,9 @@ pub enum ProgramKind {
     /// fentry: `hook` is a kernel function in BTF (kernel ≥ 5.5, needs ftrace direct
     /// calls, which every distribution kernel with BTF has).
     FEntry,
+    /// A BPF iterator over this kernel object kind (`"task"`, `"task_file"`): it runs
+    /// only when the daemon reads it, at scrape time (kernel ≥ 5.8).
+    Iter(&'static str),
 }
 
 /// A kernel property a program needs, checked in the running kernel's BTF before
@@ -115,58 +118,43 @@ impl ProgramSpec {
 
 /// Every program kadvisor attaches.
 pub const PROGRAMS: &[ProgramSpec] = &[
-    // CPU time per cgroup: the scheduler's own runtime updates (see kernel/src/sched.rs).
-    // tp_btf needs kernel ≥ 5.5.
+    // Exited tasks' scheduler totals per cgroup (kernel/src/sched.rs): a removed
+    // cgroup's final CPU time and monotonic run-queue counters. Fires once per exiting
+    // task; nothing of kadvisor runs per context switch, tick or wakeup.
     ProgramSpec {
-        name: "sched_stat_runtime",
-        hook: "sched_stat_runtime",
+        name: "sched_process_exit",
+        hook: "sched_process_exit",
         kind: ProgramKind::BtfTracePoint,
         family: "cpu",
-        required: true,
-        requires: Requirement::None,
-        unless_attached: None,
-        min_kernel: None,
-    },
-    // Run-queue delay and run periods (see kernel/src/sched.rs): a task's wait starts
-    // at wakeup or preemption and ends when sched_switch picks it. Needs all three;
-    // sched_switch's prev_state argument needs kernel ≥ 5.18.
-    ProgramSpec {
-        name: "sched_wakeup",
-        hook: "sched_wakeup",
-        kind: ProgramKind::BtfTracePoint,
-        family: "schedstat",
         required: false,
         requires: Requirement::None,
         unless_attached: None,
         min_kernel: None,
     },
+    // Scrape-time task pass (kernel/src/iter.rs): live tasks' run-queue delay and run
+    // periods, processes and their open-files limit per cgroup. Runs only when read, so
+    // it belongs to no metric group; the schedstat and process collectors read it.
     ProgramSpec {
-        name: "sched_wakeup_new",
-        hook: "sched_wakeup_new",
-        kind: ProgramKind::BtfTracePoint,
-        family: "schedstat",
+        name: "task_pass",
+        hook: "task",
+        kind: ProgramKind::Iter("task"),
+        family: "tasks",
         required: false,
         requires: Requirement::None,
         unless_attached: None,
         min_kernel: None,
     },
+    // Scrape-time descriptor pass (kernel/src/iter.rs): open files and sockets per
+    // process.
     ProgramSpec {
-        name: "sched_switch",
-        hook: "sched_switch",
-        kind: ProgramKind::BtfTracePoint,
-        family: "schedstat",
+        name: "file_pass",
+        hook: "task_file",
+        kind: ProgramKind::Iter("task_file"),
+        family: "files",
         required: false,
         requires: Requirement::None,
         unless_attached: None,
-        // prev_state became the tracepoint's fourth argument in 5.18 ("sched/tracing: Don't
-        // re-read p->state when emitting sched_switch event").
-        min_kernel: Some(MinKernel {
-            version: KernelVersion {
-                major: 5,
-                minor: 18,
-            },
-            source: "https://elixir.bootlin.com/linux/v5.18/source/include/trace/events/sched.h",
-        }),
+        min_kernel: None,
     },
     // Crashes: fatal signals delivered with the default action (kernel/src/signal.rs).
     ProgramSpec {
@@ -245,7 +233,7 @@ pub(super) fn attach(
     btf: &Btf,
     btf_path: &Path,
     cgroup_root: &Path,
-) -> Result<(), BpfError> {
+) -> Result<Option<std::os::fd::OwnedFd>, BpfError> {
     match spec.requires {
         Requirement::None => {}
         Requirement::PointerArg { index } => {
@@ -287,8 +275,22 @@ pub(super) fn attach(
                 .attach(cgroup, attach_type, cgroup_attach_mode())
                 .map_err(program_err)?;
         }
+        ProgramKind::Iter(target) => {
+            let program: &mut Iter = program.try_into().map_err(program_err)?;
+            program.load(target, btf).map_err(program_err)?;
+            // Our own link (aya's `IterLink` does not lend its fd): each scrape creates
+            // a fresh iterator from it.
+            let link =
+                super::iter::link_create(program.fd().map_err(program_err)?).map_err(|source| {
+                    BpfError::Raw {
+                        name: spec.name,
+                        source,
+                    }
+                })?;
+            return Ok(Some(link));
+        }
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]

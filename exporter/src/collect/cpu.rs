@@ -1,15 +1,27 @@
-//! CPU families from the scheduler hooks' per-cgroup counters, summed up the tree at
-//! scrape time so that a parent includes its descendants, like the kernel's own
-//! `cpu.stat`:
-//! - `container_cpu_usage_seconds_total{cpu="total"}` (sched_stat_runtime),
-//! - `container_cpu_schedstat_run_seconds_total` (the same runtime: cAdvisor sums
-//!   the first field of /proc/<pid>/schedstat, the same `sum_exec_runtime`),
+//! CPU families, from the kernel's own accounting:
+//! - `container_cpu_usage_seconds_total{cpu="total"}`: a live row's hierarchical
+//!   `cpu.stat usage_usec` (v2, also present on hybrid hosts), else v1
+//!   `cpuacct.usage`, read at scrape time: exact, and as current as the scrape. A
+//!   removed row (inside its grace period) shows the CPU time its tasks had when they
+//!   exited, captured by `sched_process_exit` (kernel/src/sched.rs) and summed up the
+//!   tree. Its parent's own `cpu.stat` already includes it, in the grace period and
+//!   after retirement alike.
+//! - `container_cpu_schedstat_run_seconds_total`: the same usage counter (cAdvisor
+//!   sums the first field of /proc/<pid>/schedstat, the same `sum_exec_runtime`).
 //! - `container_cpu_schedstat_runqueue_seconds_total` and
-//!   `container_cpu_schedstat_run_periods_total` (sched_wakeup/sched_switch), served
-//!   only when all their hooks are attached.
-use std::collections::HashMap;
-
-use kadvisor_common::CgroupCpu;
+//!   `container_cpu_schedstat_run_periods_total`: the live tasks' `sched_info`
+//!   (`run_delay`, `pcount`) from the scrape-time task pass, plus the exited tasks'
+//!   values credited at `sched_process_exit`, summed up the tree. Served when the task
+//!   pass is attached.
+//!
+//! Counters never go backwards: a row's value never falls below the last one
+//! exported for its cgroup id (a task moving to another cgroup takes its run-queue
+//! time along; a removed cgroup's exit-time totals miss the few µs its tasks ran after
+//! the exit tracepoint).
+use std::{
+    collections::HashMap,
+    sync::{Mutex, PoisonError},
+};
 
 use super::{
     Row, ScrapeContext,
@@ -20,44 +32,41 @@ use crate::cgroup::{
     files::{keyed_value, read_optional, read_value},
 };
 
-/// CPU nanoseconds each cgroup had used before the programs were attached, by
-/// cgroup id. The kernel hook only counts from attach; adding this makes a row equal
-/// the kernel's lifetime `cpu.stat` after a kadvisor restart too, as cAdvisor's
-/// would. A cgroup created later (new id) has no baseline: the hook saw all of it.
+/// CPU nanoseconds each cgroup had used before the programs were attached, by cgroup
+/// id. No longer needed for usage (read from the kernel's files at every scrape);
+/// kept for callers that seed from it.
 pub type StartBaselines = HashMap<u64, u64>;
 
-/// Reads every live cgroup's hierarchical CPU usage: v2 `cpu.stat usage_usec` (also
-/// present on hybrid hosts), else v1 `cpuacct.usage`. Call before attaching.
+/// Reads every live cgroup's hierarchical CPU usage (see `live_usage_ns`).
 pub fn read_start_baselines(
     tree: &CgroupTree,
     hierarchies: &Hierarchies,
 ) -> Result<StartBaselines, CgroupError> {
     let mut baselines = HashMap::new();
     for cgroup in tree.walk()? {
-        let v2 = hierarchies
-            .v2_dir(&cgroup.path)
-            .map(|dir| dir.join("cpu.stat"));
-        let usage_ns = match v2 {
-            Some(file) => read_optional(&file)?
-                .and_then(|text| keyed_value(&text, "usage_usec"))
-                .map(|usec| usec * 1000),
-            None => None,
-        };
-        let usage_ns = match (
-            usage_ns,
-            hierarchies.controller_dir(Controller::Cpuacct, &cgroup.path),
-        ) {
-            (Some(ns), _) => Some(ns),
-            (None, Some(ControllerDir::V1(dir))) => {
-                read_value(&dir.join("cpuacct.usage"))?.map(|v| v.or(0))
-            }
-            (None, _) => None,
-        };
-        if let Some(ns) = usage_ns {
+        if let Some(ns) = live_usage_ns(hierarchies, &cgroup.path)? {
             baselines.insert(cgroup.id, ns);
         }
     }
     Ok(baselines)
+}
+
+/// One cgroup's hierarchical CPU usage in ns from the kernel's own accounting: v2
+/// `cpu.stat usage_usec` (present on hybrid hosts too, without the cpu controller),
+/// else v1 `cpuacct.usage`. `None` when neither file exists (a removed cgroup).
+pub fn live_usage_ns(hierarchies: &Hierarchies, path: &str) -> Result<Option<u64>, CgroupError> {
+    if let Some(dir) = hierarchies.v2_dir(path)
+        && let Some(usec) =
+            read_optional(&dir.join("cpu.stat"))?.and_then(|text| keyed_value(&text, "usage_usec"))
+    {
+        return Ok(Some(usec * 1000));
+    }
+    match hierarchies.controller_dir(Controller::Cpuacct, path) {
+        Some(ControllerDir::V1(dir)) => {
+            Ok(read_value(&dir.join("cpuacct.usage"))?.map(|v| v.or(0)))
+        }
+        _ => Ok(None),
+    }
 }
 
 pub const USAGE: &str = "container_cpu_usage_seconds_total";
@@ -69,69 +78,119 @@ pub use crate::bpf::counters::{
     CPU_NS as COUNTER, RUN_PERIODS as PERIODS_COUNTER, RUNQUEUE_NS as RUNQUEUE_COUNTER,
 };
 
+/// The last value exported per cgroup id and counter (usage, run-queue ns, run
+/// periods), so no counter is exported lower than before. One per process: cgroup
+/// ids are the host's, whichever collector reads them; entries of ids no longer in
+/// the path memory are dropped at each scrape.
+static EXPORTED: Mutex<Option<HashMap<u64, [u64; 3]>>> = Mutex::new(None);
+
+/// One row's three CPU counters (ns, ns, count).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowCpu {
+    pub usage_ns: Option<u64>,
+    pub runqueue_ns: u64,
+    pub run_periods: u64,
+}
+
 /// Writes the CPU families.
 pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
-    match ctx.kernel.cgroup_cpu() {
-        Ok(cpu) => {
-            let field = |f: fn(&CgroupCpu) -> u64| -> HashMap<u64, u64> {
-                cpu.iter().map(|(&id, v)| (id, f(v))).collect()
-            };
-            let totals = |f: fn(&CgroupCpu) -> u64, counter: &'static str| {
-                hierarchical_totals(&field(f), ctx.paths, ctx.retired.of(counter))
-            };
-            let runtime = totals(|c| c.runtime_ns, COUNTER);
-            write_usage(out, ctx.rows, &runtime, ctx.cpu_baselines);
-            if ctx.kernel.family_attached("schedstat") {
-                let runqueue = totals(|c| c.runqueue_ns, RUNQUEUE_COUNTER);
-                let periods = totals(|c| c.run_periods, PERIODS_COUNTER);
-                write_schedstat(
-                    out,
-                    ctx.rows,
-                    &runtime,
-                    ctx.cpu_baselines,
-                    &runqueue,
-                    &periods,
-                );
-            }
+    let none = HashMap::new();
+    let exited = match ctx.kernel.cgroup_cpu() {
+        Ok(exited) => exited,
+        Err(e) => {
+            ctx.failed("cpu", e);
+            &none
         }
-        Err(e) => ctx.failed("cpu", &e),
+    };
+    let field = |f: fn(&kadvisor_common::CgroupCpu) -> u64| -> HashMap<u64, u64> {
+        exited.iter().map(|(&id, v)| (id, f(v))).collect()
+    };
+    let exited_runtime =
+        hierarchical_totals(&field(|c| c.runtime_ns), ctx.paths, ctx.retired.of(COUNTER));
+    let tasks = ctx.task_pass();
+    let schedstat = tasks.map(|tasks| {
+        let mut runqueue = field(|c| c.runqueue_ns);
+        let mut periods = field(|c| c.run_periods);
+        for (&id, live) in tasks {
+            *runqueue.entry(id).or_default() += live.run_delay_ns;
+            *periods.entry(id).or_default() += live.run_periods;
+        }
+        (
+            hierarchical_totals(&runqueue, ctx.paths, ctx.retired.of(RUNQUEUE_COUNTER)),
+            hierarchical_totals(&periods, ctx.paths, ctx.retired.of(PERIODS_COUNTER)),
+        )
+    });
+    let mut values = Vec::with_capacity(ctx.rows.len());
+    for row in ctx.rows {
+        let live = match live_usage_ns(ctx.hierarchies, &row.path) {
+            Ok(live) => live,
+            Err(e) => {
+                ctx.failed("cpu", &e);
+                None
+            }
+        };
+        let get = |totals: &HashMap<&str, u64>| totals.get(row.path.as_str()).copied();
+        let usage_ns = live.or_else(|| get(&exited_runtime));
+        let (runqueue_ns, run_periods) = schedstat
+            .as_ref()
+            .map_or((0, 0), |(q, p)| (get(q).unwrap_or(0), get(p).unwrap_or(0)));
+        values.push(RowCpu {
+            usage_ns,
+            runqueue_ns,
+            run_periods,
+        });
+    }
+    never_backwards(ctx.rows, &mut values, |id| ctx.paths.path(id).is_some());
+    write_usage(out, ctx.rows, &values);
+    if schedstat.is_some() {
+        write_schedstat(out, ctx.rows, &values);
     }
 }
 
-/// cAdvisor's opt-in `container_cpu_schedstat_*` families, always on here. Run
-/// time is the usage counter (baseline included); run-queue time and periods count
-/// from attach (the kernel keeps no per-cgroup totals of them to seed from).
-pub fn write_schedstat(
-    out: &mut SampleSet,
-    rows: &[Row],
-    runtime: &HashMap<&str, u64>,
-    baselines: &StartBaselines,
-    runqueue: &HashMap<&str, u64>,
-    periods: &HashMap<&str, u64>,
-) {
-    let get = |totals: &HashMap<&str, u64>, row: &Row| {
-        totals.get(row.path.as_str()).copied().unwrap_or(0)
-    };
+/// Raises each row's counters to at least what was last exported for its cgroup id,
+/// then remembers them; forgets ids `known` no longer holds.
+fn never_backwards(rows: &[Row], values: &mut [RowCpu], known: impl Fn(u64) -> bool) {
+    let mut exported = EXPORTED.lock().unwrap_or_else(PoisonError::into_inner);
+    let exported = exported.get_or_insert_with(HashMap::new);
+    exported.retain(|&id, _| known(id));
+    for (row, value) in rows.iter().zip(values.iter_mut()) {
+        let last = exported.entry(row.id).or_default();
+        // A removed row with nothing credited keeps what it showed while live.
+        if value.usage_ns.is_some() || last[0] > 0 {
+            let usage = value.usage_ns.unwrap_or(0).max(last[0]);
+            value.usage_ns = Some(usage);
+            last[0] = usage;
+        }
+        value.runqueue_ns = value.runqueue_ns.max(last[1]);
+        value.run_periods = value.run_periods.max(last[2]);
+        last[1] = value.runqueue_ns;
+        last[2] = value.run_periods;
+    }
+}
+
+/// cAdvisor's opt-in `container_cpu_schedstat_*` families, always on here.
+pub fn write_schedstat(out: &mut SampleSet, rows: &[Row], values: &[RowCpu]) {
     out.family(
         SCHEDSTAT_RUN,
         "Time duration the processes of the container have run on the CPU.",
         MetricType::Counter,
     );
-    for row in rows {
-        let ns = get(runtime, row) + baselines.get(&row.id).copied().unwrap_or(0);
-        out.sample(SCHEDSTAT_RUN, Some(&row.labels), &[], ns_to_seconds(ns));
+    for (row, value) in rows.iter().zip(values) {
+        if let Some(ns) = value.usage_ns {
+            out.sample(SCHEDSTAT_RUN, Some(&row.labels), &[], ns_to_seconds(ns));
+        }
     }
     out.family(
         SCHEDSTAT_RUNQUEUE,
         "Time duration processes of the container have been waiting on a runqueue.",
         MetricType::Counter,
     );
-    for row in rows {
+    for (row, value) in rows.iter().zip(values) {
         out.sample(
             SCHEDSTAT_RUNQUEUE,
             Some(&row.labels),
             &[],
-            ns_to_seconds(get(runqueue, row)),
+            ns_to_seconds(value.runqueue_ns),
         );
     }
     out.family(
@@ -139,12 +198,12 @@ pub fn write_schedstat(
         "Number of times processes of the cgroup have run on the cpu",
         MetricType::Counter,
     );
-    for row in rows {
+    for (row, value) in rows.iter().zip(values) {
         out.sample(
             SCHEDSTAT_RUN_PERIODS,
             Some(&row.labels),
             &[],
-            get(periods, row) as f64,
+            value.run_periods as f64,
         );
     }
 }
@@ -180,26 +239,21 @@ pub fn hierarchical_totals<'a>(
     totals
 }
 
-pub fn write_usage(
-    out: &mut SampleSet,
-    rows: &[Row],
-    totals: &HashMap<&str, u64>,
-    baselines: &StartBaselines,
-) {
+pub fn write_usage(out: &mut SampleSet, rows: &[Row], values: &[RowCpu]) {
     out.family(
         USAGE,
         "Cumulative cpu time consumed in seconds.",
         MetricType::Counter,
     );
-    for row in rows {
-        let ns = totals.get(row.path.as_str()).copied().unwrap_or(0)
-            + baselines.get(&row.id).copied().unwrap_or(0);
-        out.sample(
-            USAGE,
-            Some(&row.labels),
-            &[("cpu", "total")],
-            ns_to_seconds(ns),
-        );
+    for (row, value) in rows.iter().zip(values) {
+        if let Some(ns) = value.usage_ns {
+            out.sample(
+                USAGE,
+                Some(&row.labels),
+                &[("cpu", "total")],
+                ns_to_seconds(ns),
+            );
+        }
     }
 }
 
@@ -245,6 +299,7 @@ mod tests {
     }
 
     use crate::cgroup::{Cgroup, RetiredTotals};
+    use kadvisor_common::CgroupCpu;
 
     fn cg(id: u64, path: &str) -> Cgroup {
         Cgroup {
@@ -301,9 +356,9 @@ mod tests {
         assert_eq!(totals["/"], 520);
     }
 
-    /// One CPU counter for cgroup 1; `sched_switch` attached or not.
+    /// Exited tasks of cgroup 1 and, when `task_pass`, its live tasks.
     struct Kernel {
-        sched_switch: bool,
+        task_pass: bool,
     }
 
     impl crate::collect::KernelSource for Kernel {
@@ -314,6 +369,19 @@ mod tests {
                     runtime_ns: 3_000_000_000,
                     runqueue_ns: 250_000_000,
                     run_periods: 42,
+                },
+            )]))
+        }
+        fn task_pass(&self) -> Result<HashMap<u64, crate::bpf::CgroupTasks>, crate::bpf::BpfError> {
+            if !self.task_pass {
+                return Err(crate::bpf::BpfError::NoTaskPass);
+            }
+            Ok(HashMap::from([(
+                1,
+                crate::bpf::CgroupTasks {
+                    run_delay_ns: 500_000_000,
+                    run_periods: 8,
+                    ..Default::default()
                 },
             )]))
         }
@@ -331,30 +399,27 @@ mod tests {
             Ok(Vec::new())
         }
         fn program_stats(&self) -> Vec<crate::bpf::ProgramStats> {
-            crate::bpf::PROGRAMS
-                .iter()
-                .map(|spec| crate::bpf::ProgramStats {
-                    name: spec.name,
-                    family: spec.family,
-                    attached: spec.name != "sched_switch" || self.sched_switch,
-                    run_count: 0,
-                    run_time_ns: 0,
-                })
-                .collect()
+            Vec::new()
         }
     }
 
+    /// A scrape of one row, `/`, whose v2 `cpu.stat` says 4 s.
     fn scrape(kernel: &Kernel) -> String {
         let errors = prometheus::IntCounterVec::new(
             prometheus::Opts::new("errors_total", "test"),
             &["source"],
         )
         .unwrap();
-        let hierarchies = crate::cgroup::Hierarchies::default();
-        let rows = vec![Row::new(1, "/")];
-        let baselines = StartBaselines::from([(1, 1_000_000_000)]);
+        let v2 = tempfile::tempdir().unwrap();
+        std::fs::write(v2.path().join("cpu.stat"), "usage_usec 4000000\n").unwrap();
+        let hierarchies =
+            Hierarchies::from_parts(Some(v2.path().to_owned()), HashMap::new()).unwrap();
+        // An id no other test uses: the never-backwards memory is per process.
+        let id = u64::from(kernel.task_pass) + 9_000_001;
+        let rows = vec![Row::new(id, "/")];
+        let baselines = StartBaselines::new();
         let mut memory = PathMemory::default();
-        memory.insert(1, "/");
+        memory.insert(id, "/");
         let retired = RetiredTotals::default();
         let kernel = crate::collect::KernelSnapshot::new(kernel);
         let failures = std::cell::Cell::new(0);
@@ -377,36 +442,68 @@ mod tests {
     }
 
     #[test]
-    fn schedstat_families_need_every_scheduler_hook() {
-        let text = scrape(&Kernel { sched_switch: true });
+    fn usage_is_cpu_stat_and_schedstat_adds_live_to_exited_tasks() {
+        let text = scrape(&Kernel { task_pass: true });
         let labels = "{container=\"\",id=\"/\",image=\"\",name=\"\",namespace=\"\",pod=\"\"}";
         for line in [
-            // 3 s since attach plus the 1 s baseline, like the usage counter.
+            // cpu.stat, not the exited tasks' 3 s.
             format!("{SCHEDSTAT_RUN}{labels} 4\n"),
-            format!("{SCHEDSTAT_RUNQUEUE}{labels} 0.25\n"),
-            format!("{SCHEDSTAT_RUN_PERIODS}{labels} 42\n"),
+            format!("{SCHEDSTAT_RUNQUEUE}{labels} 0.75\n"),
+            format!("{SCHEDSTAT_RUN_PERIODS}{labels} 50\n"),
         ] {
             assert!(text.contains(&line), "{line} missing from {text}");
         }
 
-        let text = scrape(&Kernel {
-            sched_switch: false,
-        });
+        let text = scrape(&Kernel { task_pass: false });
         assert!(text.contains(USAGE), "usage stays: {text}");
         assert!(
             !text.contains("schedstat"),
-            "left out without sched_switch: {text}"
+            "left out without the task pass: {text}"
+        );
+    }
+
+    #[test]
+    fn counters_never_go_below_what_was_exported() {
+        let rows = vec![Row::new(8_000_001, "/gone")];
+        let mut first = vec![RowCpu {
+            usage_ns: Some(1_000),
+            runqueue_ns: 50,
+            run_periods: 5,
+        }];
+        never_backwards(&rows, &mut first, |_| true);
+        // Removed: the exit-time total is a little lower, the live pass lost a task.
+        let mut second = vec![RowCpu {
+            usage_ns: Some(990),
+            runqueue_ns: 40,
+            run_periods: 6,
+        }];
+        never_backwards(&rows, &mut second, |_| true);
+        assert_eq!(
+            second[0],
+            RowCpu {
+                usage_ns: Some(1_000),
+                runqueue_ns: 50,
+                run_periods: 6
+            }
+        );
+        let mut unknown = vec![RowCpu::default()];
+        never_backwards(&rows, &mut unknown, |_| true);
+        assert_eq!(
+            unknown[0].usage_ns,
+            Some(1_000),
+            "kept with nothing credited"
         );
     }
 
     #[test]
     fn usage_rows_carry_cpu_total_and_seconds() {
         let rows = vec![Row::new(1, "/"), Row::new(3, "/a")];
-        let totals = HashMap::from([("/", 2_000_000_000), ("/a", 1_000)]);
-        // The root had used 0.5 s before attach; /a is new.
-        let baselines = HashMap::from([(1, 500_000_000)]);
+        let values = [2_500_000_000, 1_000].map(|ns| RowCpu {
+            usage_ns: Some(ns),
+            ..RowCpu::default()
+        });
         let mut out = SampleSet::default();
-        write_usage(&mut out, &rows, &totals, &baselines);
+        write_usage(&mut out, &rows, &values);
         let text = out.to_text();
         assert!(text.contains(
             "container_cpu_usage_seconds_total{container=\"\",id=\"/\",image=\"\",name=\"\",namespace=\"\",pod=\"\",cpu=\"total\"} 2.5\n"

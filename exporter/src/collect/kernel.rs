@@ -8,7 +8,7 @@ use std::{
 
 use kadvisor_common::{CgroupCpu, CgroupCrashes, CgroupNet, KernelError};
 
-use crate::bpf::{BpfError, KernelPrograms, ProgramStats};
+use crate::bpf::{BpfError, CgroupTasks, KernelPrograms, ProgramStats};
 
 /// What the collectors need from the kernel side. `KernelPrograms` is the real one;
 /// tests substitute fixed values to test exposition without BPF.
@@ -40,6 +40,11 @@ pub trait KernelSource: Send + Sync {
         ids.extend(self.cgroup_net()?.into_keys());
         ids.extend(self.cgroup_oom_kills()?.into_keys());
         Ok(ids)
+    }
+    /// One scrape-time pass over every task, summed per cgroup id (`bpf::CgroupTasks`).
+    /// The default (no pass) serves test fakes.
+    fn task_pass(&self) -> Result<HashMap<u64, CgroupTasks>, BpfError> {
+        Err(BpfError::NoTaskPass)
     }
     /// Final hierarchical counter values of one cgroup, by counter name (what a
     /// retired cgroup leaves to its parent).
@@ -94,6 +99,9 @@ impl KernelSource for KernelPrograms {
     fn tracked_ids(&self) -> Result<HashSet<u64>, BpfError> {
         Self::tracked_ids(self)
     }
+    fn task_pass(&self) -> Result<HashMap<u64, CgroupTasks>, BpfError> {
+        Self::task_pass(self)
+    }
     fn counters_of(&self, id: u64) -> Result<Vec<(&'static str, u64)>, BpfError> {
         Self::counters_of(self, id)
     }
@@ -115,6 +123,7 @@ pub struct KernelSnapshot<'a> {
     net: OnceLock<Result<HashMap<u64, CgroupNet>, BpfError>>,
     oom_kills: OnceLock<Result<HashMap<u64, u64>, BpfError>>,
     errors: OnceLock<Result<Vec<(KernelError, u64)>, BpfError>>,
+    tasks: OnceLock<Result<HashMap<u64, CgroupTasks>, BpfError>>,
     programs: OnceLock<Vec<ProgramStats>>,
 }
 
@@ -127,6 +136,7 @@ impl<'a> KernelSnapshot<'a> {
             net: OnceLock::new(),
             oom_kills: OnceLock::new(),
             errors: OnceLock::new(),
+            tasks: OnceLock::new(),
             programs: OnceLock::new(),
         }
     }
@@ -161,6 +171,12 @@ impl<'a> KernelSnapshot<'a> {
             .get_or_init(|| self.kernel.kernel_errors())
             .as_ref()
             .map(Vec::as_slice)
+    }
+
+    /// The scrape-time task pass (`iter/task` + `iter/task_file`) per cgroup id: run at
+    /// the first use, shared by the schedstat and process families.
+    pub fn task_pass(&self) -> Result<&HashMap<u64, CgroupTasks>, &BpfError> {
+        self.tasks.get_or_init(|| self.kernel.task_pass()).as_ref()
     }
 
     pub fn program_stats(&self) -> &[ProgramStats] {

@@ -279,17 +279,18 @@ impl Collector {
         };
 
         // 2. Sources: which quiet rows the idle-row cache serves.
-        let usage = refresh::usage(&kernel, &state.paths, &reclaim.retired);
+        // A live row's CPU usage from the kernel's own accounting; removed rows have
+        // none and are read every scrape.
         row_cache.begin(
             &rows.rows,
             rows.live,
             |row| {
-                let (totals, absent) = usage.as_ref()?;
-                totals.get(row.path.as_str()).copied().or(*absent)
+                cpu::live_usage_ns(&self.hierarchies, &row.path)
+                    .ok()
+                    .flatten()
             },
             start,
         );
-        drop(usage);
         let host = machine::Machine::read(&self.host);
         let failures = Cell::new(0);
         let ctx = ScrapeContext {

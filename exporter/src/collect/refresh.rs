@@ -24,12 +24,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kadvisor_common::KernelError;
-
 use super::{
-    KernelSnapshot, Row,
+    Row,
     blkio::DeviceIo,
-    cpu,
     cpu_stat::CpuFiles,
     memory::MemoryStats,
     pressure::RowPressure,
@@ -195,31 +192,6 @@ impl RowCache {
         );
         out.sample(name, None, &[], self.cached as f64);
     }
-}
-
-/// Each row's hierarchical CPU usage in ns (what `container_cpu_usage_seconds_total`
-/// exports, without the start baseline), by path. `None` when it is unknown for every
-/// row: the CPU map cannot be read. The second value is what a path absent from the
-/// map used: 0 (nothing of it ran since attach), unless the map was ever full (an
-/// absent cgroup may then have run untracked: unknown).
-pub fn usage<'a>(
-    kernel: &KernelSnapshot<'_>,
-    paths: &'a crate::cgroup::PathMemory,
-    retired: &'a crate::cgroup::RetiredTotals,
-) -> Option<(HashMap<&'a str, u64>, Option<u64>)> {
-    let per_cgroup: HashMap<u64, u64> = kernel
-        .cgroup_cpu()
-        .ok()?
-        .iter()
-        .map(|(id, c)| (*id, c.runtime_ns))
-        .collect();
-    let full = kernel.kernel_errors().map_or(true, |errors| {
-        errors
-            .iter()
-            .any(|(e, count)| *e == KernelError::MapFull && *count > 0)
-    });
-    let totals = cpu::hierarchical_totals(&per_cgroup, paths, retired.of(cpu::COUNTER));
-    Some((totals, (!full).then_some(0)))
 }
 
 #[cfg(test)]

@@ -4,10 +4,9 @@
 //! row's parsed values from the idle-row cache (`refresh`); each row's
 //! `cgroup.procs` once for every family that needs the row's processes.
 //!
-//! Seam for the task iterator (issue 14): the process families and the network
-//! namespaces read the rows' pids here (`row_pids`); a per-cgroup process source
-//! from the kernel replaces `row_pids` + `process::read` without touching the
-//! families table.
+//! The kernel's scrape-time task pass (`task_pass`: `iter/task` + `iter/task_file`,
+//! one typed `bpf::CgroupTasks` per cgroup) feeds the schedstat and process
+//! families; the network namespaces still read the rows' pids here (`row_pids`).
 use std::cell::{Cell, OnceCell, RefCell};
 
 use super::{Row, kernel::KernelSnapshot, memory, refresh};
@@ -80,6 +79,19 @@ impl ScrapeContext<'_> {
                 })
                 .collect()
         })
+    }
+
+    /// The kernel's task pass per cgroup id, run once per scrape; `None` when it is not
+    /// attached or failed (a failure is reported under source `task_pass`).
+    pub fn task_pass(&self) -> Option<&std::collections::HashMap<u64, crate::bpf::CgroupTasks>> {
+        match self.kernel.task_pass() {
+            Ok(tasks) => Some(tasks),
+            Err(crate::bpf::BpfError::NoTaskPass) => None,
+            Err(e) => {
+                self.failed("task_pass", e);
+                None
+            }
+        }
     }
 
     /// Row `index`'s value of one file-based family: kept from an earlier scrape when
