@@ -284,7 +284,7 @@ def cmd_rules():
 
 
 # Capabilities the kadvisor container keeps (README "How it is served" says why).
-CAPABILITIES = ["BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"]
+CAPABILITIES = ["BPF", "PERFMON", "NET_ADMIN", "DAC_READ_SEARCH"]
 
 
 def cmd_daemonset():

@@ -10,8 +10,8 @@
 //! | `container_ulimits_soft{ulimit="max_open_files"}` | soft `RLIMIT_NOFILE` of the row's lowest-numbered process (absent when unlimited) |
 //!
 //! No `cgroup.procs` read, no `/proc/<pid>/fd` walk with a `readlink` per descriptor,
-//! no `/proc/<pid>/limits`: so no `CAP_SYS_PTRACE` and no host pid namespace are
-//! needed to count other processes' descriptors. A removed row (its directory is
+//! no `/proc/<pid>/limits`: these families need neither `CAP_SYS_PTRACE` nor the host
+//! pid namespace to count other processes' descriptors. A removed row (its directory is
 //! gone) has no process counts, as before.
 use super::{
     Row, ScrapeContext,
