@@ -19,10 +19,7 @@ use super::{
 };
 use crate::{
     bpf::CgroupTasks,
-    cgroup::{
-        CgroupError, Controller, Hierarchies,
-        files::read_value,
-    },
+    cgroup::{CgroupError, Controller, Hierarchies, files::read_value},
 };
 
 /// Counts for one cgroup; `None` where the source is absent.
