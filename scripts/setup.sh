@@ -18,6 +18,8 @@ DEB_PACKAGES=(prometheus linux-perf stress-ng busybox-static iproute2 qemu-syste
 # python3: workloads of the CPU, process and crash tests (/usr/bin/python3) and
 # scripts/measure-sched-hook.sh.
 DEB_PACKAGES+=(python3)
+# python3-yaml: scripts/gen-profiles.py (reads the upstream manifests of the profiles).
+DEB_PACKAGES+=(python3-yaml)
 # iperf3: network load for scripts/measure-net-hooks.sh.
 DEB_PACKAGES+=(iperf3)
 # containerd + runc: the real runtime of the container end-to-end tests (started by the
