@@ -28,7 +28,8 @@ ip -n "$a" addr add 192.0.2.1/24 dev km$$a; ip -n "$b" addr add 192.0.2.2/24 dev
 ip -n "$a" link set km$$a up; ip -n "$b" link set km$$b up
 ip netns exec "$b" iperf3 -s -p 5202 >/dev/null 2>&1 & server=$!
 
-"$bin" --port "$port" --log_level warn --pod_cidr 192.0.2.0/24 &
+"$bin" --port "$port" --log_level warn --pod_cidr 192.0.2.0/24 \
+  --enable_metrics cpu,memory,network,socket,socket_packets &
 pid=$!
 for _ in $(seq 100); do curl -sf "localhost:$port/readyz" >/dev/null && break; sleep 0.1; done
 sleep 0.5

@@ -16,6 +16,7 @@ use clap::{CommandFactory as _, FromArgMatches as _, Parser, parser::ValueSource
 use serde::Deserialize;
 
 use crate::cost::{Aggregation, Glob, Level, MetricGroups, Selection, Shaping};
+use crate::profile::{Profile, ProfileRows};
 
 /// cAdvisor's per-container metrics, computed in the kernel with eBPF.
 #[derive(Debug, Clone, Parser)]
@@ -188,6 +189,18 @@ pub struct Config {
     /// in kadvisor_series_dropped_total{family}.
     #[arg(long = "max_series_per_family", default_value_t = 0, value_name = "N")]
     pub max_series_per_family: usize,
+
+    /// Serve exactly what one consumer reads: kube-prometheus (its rules, alerts,
+    /// dashboards and prometheus-adapter, on the kubelet's rows), kube-prometheus-stack
+    /// (the Helm chart's defaults: fewer families, pod rows only) or cadvisor (every
+    /// cAdvisor group). Families left out attach no program and read no file.
+    /// Excludes --enable_metrics; --disable_metrics removes groups from it.
+    #[arg(
+        long = "profile",
+        value_name = "NAME",
+        conflicts_with = "enable_metrics"
+    )]
+    pub profile: Option<String>,
 }
 
 /// The configuration file: every flag, by the flag's name. All optional.
@@ -221,6 +234,7 @@ struct FileConfig {
     /// `[aggregate]` table: group = "level".
     aggregate: Option<HashMap<String, String>>,
     max_series_per_family: Option<usize>,
+    profile: Option<String>,
     max_housekeeping_interval: Option<String>,
 }
 
@@ -380,6 +394,11 @@ impl Config {
             self.aggregate = pairs;
         }
         take!(max_series_per_family);
+        if let Some(v) = file.profile
+            && !on_command_line("profile")
+        {
+            self.profile = Some(v);
+        }
         if let Some(v) = file.max_housekeeping_interval
             && !on_command_line("max_housekeeping_interval")
         {
@@ -488,8 +507,19 @@ impl Config {
         };
         groups("disable_metrics", &self.disable_metrics)?;
         groups("enable_metrics", &self.enable_metrics)?;
-        let groups = MetricGroups::from_lists(&self.enable_metrics, &self.disable_metrics)
-            .map_err(|e| bad("disable_metrics", e.name.clone(), e))?;
+        let profile = self.profile()?;
+        let groups = match &profile {
+            Some(_) if !self.enable_metrics.is_empty() => {
+                return Err(bad(
+                    "enable_metrics",
+                    self.enable_metrics.join(","),
+                    "a profile decides the groups: use --disable_metrics to remove some",
+                ));
+            }
+            Some(p) => MetricGroups::for_profile(p.families.as_deref(), &self.disable_metrics),
+            None => MetricGroups::from_lists(&self.enable_metrics, &self.disable_metrics),
+        }
+        .map_err(|e| bad("disable_metrics", e.name.clone(), e))?;
         let globs = |key: &'static str, patterns: &[String]| {
             patterns
                 .iter()
@@ -552,8 +582,29 @@ impl Config {
                 groups,
                 aggregation: Aggregation { default, per_group },
                 max_series_per_family: self.max_series_per_family,
+                pod_rows_only: profile.is_some_and(|p| p.rows == ProfileRows::Pods),
+                socket_destinations: !self.destinations().is_empty(),
             },
         })
+    }
+
+    /// The `--profile`, parsed.
+    pub fn profile(&self) -> Result<Option<Profile>, ConfigError> {
+        self.profile
+            .as_deref()
+            .map(|name| name.parse::<Profile>().map_err(|e| bad("profile", name, e)))
+            .transpose()
+    }
+
+    /// Whether only the kubelet's rows are exported (`--kubelet_rows`, or a profile
+    /// of a kubelet consumer).
+    pub fn exports_kubelet_rows(&self) -> bool {
+        self.kubelet_rows
+            || self
+                .profile()
+                .ok()
+                .flatten()
+                .is_some_and(|p| p.rows != ProfileRows::Any)
     }
 
     /// Every configured CIDR with its destination class (`kadvisor_common::DEST_*`).
@@ -694,6 +745,32 @@ mod tests {
             Level::Container
         );
         assert!(cost.selection.uses_namespaces());
+    }
+
+    #[test]
+    fn a_profile_from_the_file_sets_groups_and_rows() {
+        let c = with_file("profile = \"kube-prometheus-stack\"\n", &[]).unwrap();
+        assert!(c.exports_kubelet_rows());
+        let cost = c.cost().unwrap();
+        assert!(cost.shaping.pod_rows_only);
+        assert!(!cost.groups().on("process") && cost.groups().on("memory"));
+        assert!(
+            !cost.groups().family_on("container_memory_swap"),
+            "the chart drops it"
+        );
+        let err = with_file("", &["--profile", "kube-prom"])
+            .and_then(|c| c.cost())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("invalid profile \"kube-prom\": unknown profile"),
+            "{err}"
+        );
+        let err = with_file("profile = \"cadvisor\"\nenable_metrics = [\"cpu\"]\n", &[])
+            .and_then(|c| c.cost())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a profile decides the groups"), "{err}");
     }
 
     #[test]

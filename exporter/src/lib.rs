@@ -13,6 +13,7 @@ pub mod config;
 pub mod cost;
 pub mod heap;
 pub mod http;
+pub mod profile;
 pub mod runtime;
 
 /// An error and its causes on one line: `a: b: c`.

@@ -121,7 +121,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         .context("watching the cgroup tree")?;
     let grace = std::time::Duration::try_from_secs_f64(config.deleted_grace_seconds)
         .context("--deleted_grace_seconds")?;
-    let filter = if config.kubelet_rows {
+    let filter = if config.exports_kubelet_rows() {
         RowFilter::Kubelet {
             extra: config.kubelet_extra_cgroups.clone(),
         }

@@ -189,3 +189,78 @@ pub fn cgroup_id(dir: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt as _;
     fs::metadata(dir).expect("stat cgroup").ino()
 }
+
+/// Names of the programs process `pid` has attached, as the kernel reports them: the
+/// programs of its BPF links (tracing, raw tracepoints, cgroup links) and its programs
+/// attached to the cgroup v2 root for socket traffic. A program loaded but not
+/// attached is not named. Names are the kernel's (at most 15 bytes).
+pub fn attached_program_names(pid: u32) -> Vec<String> {
+    let ours = prog_ids_of(pid);
+    let mut ids: Vec<u32> = fdinfos(pid, "bpf_link")
+        .iter()
+        .filter_map(|info| field(info, "prog_id"))
+        .chain(
+            [CGROUP_INET_INGRESS, CGROUP_INET_EGRESS]
+                .iter()
+                .flat_map(|&t| cgroup_attached(&crate::cgroup::v2_root(), t))
+                .filter(|id| ours.contains(id)),
+        )
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut names: Vec<String> = ids.into_iter().map(prog_name).collect();
+    names.sort();
+    names
+}
+
+/// The kernel's name of program `id` (`bpf_prog_info.name`).
+fn prog_name(id: u32) -> String {
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    #[repr(C)]
+    #[derive(Default)]
+    struct GetFd {
+        id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    /// `struct bpf_prog_info` up to its name (linux/bpf.h).
+    #[repr(C)]
+    #[derive(Default)]
+    struct ProgInfo {
+        prog_type: u32,
+        id: u32,
+        tag: [u8; 8],
+        jited_prog_len: u32,
+        xlated_prog_len: u32,
+        jited_prog_insns: u64,
+        xlated_prog_insns: u64,
+        load_time: u64,
+        created_by_uid: u32,
+        nr_map_ids: u32,
+        map_ids: u64,
+        name: [u8; 16],
+    }
+    let mut get = GetFd {
+        id,
+        ..GetFd::default()
+    };
+    let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut get).expect("BPF_PROG_GET_FD_BY_ID");
+    // SAFETY: a new fd the kernel just returned to us.
+    let fd = unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).expect("fd")) };
+    let mut info = ProgInfo::default();
+    let mut attr = InfoAttr {
+        bpf_fd: u32::try_from(fd.as_raw_fd()).expect("fd"),
+        info_len: u32::try_from(std::mem::size_of::<ProgInfo>()).expect("size"),
+        info: std::ptr::from_mut(&mut info) as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).expect("BPF_OBJ_GET_INFO_BY_FD on a program");
+    String::from_utf8_lossy(&info.name)
+        .trim_end_matches('\0')
+        .to_owned()
+}

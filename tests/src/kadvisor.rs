@@ -10,6 +10,14 @@ use std::{
 
 use crate::scrape::Scrape;
 
+/// `--enable_metrics` with every group kadvisor implements, the opt-in ones
+/// included (schedstat, pressure, socket traffic and its packets, crashes by signal),
+/// for tests of those families.
+pub const ALL_GROUPS: [&str; 2] = [
+    "--enable_metrics",
+    "cpu,sched,memory,oom_event,pressure,process,disk,diskIO,network,socket,socket_packets,crashes,crash_signals",
+];
+
 /// Path of a freshly built `kadvisor`. Built once per test process with the same
 /// cargo that runs the tests, so a test never runs a stale binary.
 pub fn binary() -> PathBuf {

@@ -9,7 +9,7 @@ use kadvisor_tests::{
     cgroup::{TestCgroup, v2_root},
     containerd::{self, Containerd, Cri},
     exclusive_cpu,
-    kadvisor::Kadvisor,
+    kadvisor::{ALL_GROUPS, Kadvisor},
     scrape::Scrape,
 };
 
@@ -36,13 +36,16 @@ fn families(scrape: &Scrape, prefix: &str) -> usize {
 
 #[test]
 fn disabling_network_leaves_the_socket_programs_unattached() {
-    // Control: by default both cgroup_skb programs are attached at the root.
-    let default = Kadvisor::start(&[]);
+    // Control: with the socket group on, both cgroup_skb programs are attached at
+    // the root.
+    let default = Kadvisor::start(&ALL_GROUPS);
     assert_eq!(socket_programs_attached(default.pid()), 2);
     assert!(families(&default.scrape(), "container_socket_") > 0);
     drop(default);
 
-    let kadvisor = Kadvisor::start(&["--disable_metrics", "network"]);
+    // Every group but network: socket needs it, so its programs stay unattached.
+    let without_network = ALL_GROUPS[1].replace(",network,", ",");
+    let kadvisor = Kadvisor::start(&[ALL_GROUPS[0], &without_network]);
     assert_eq!(
         socket_programs_attached(kadvisor.pid()),
         0,

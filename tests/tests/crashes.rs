@@ -5,7 +5,11 @@ use std::{
     process::{Command, Stdio},
 };
 
-use kadvisor_tests::{cgroup::TestCgroup, kadvisor::Kadvisor, scrape::Scrape};
+use kadvisor_tests::{
+    cgroup::TestCgroup,
+    kadvisor::{ALL_GROUPS, Kadvisor},
+    scrape::Scrape,
+};
 
 const CRASHES: &str = "container_crashes_total";
 
@@ -25,7 +29,7 @@ fn crashes(scrape: &Scrape, cg: &TestCgroup, signal: &str) -> f64 {
 
 #[test]
 fn three_segfaults_count_three_in_their_cgroup_only() {
-    let kadvisor = Kadvisor::start(&[]);
+    let kadvisor = Kadvisor::start(&ALL_GROUPS);
     let parent = TestCgroup::new("crashes");
     let mut crashing = parent.child("segv");
     let mut calm = parent.child("calm");
@@ -60,7 +64,7 @@ fn three_segfaults_count_three_in_their_cgroup_only() {
 
 #[test]
 fn abort_counts_as_sigabrt() {
-    let kadvisor = Kadvisor::start(&[]);
+    let kadvisor = Kadvisor::start(&ALL_GROUPS);
     let mut cg = TestCgroup::new("abort");
     cg.spawn(&mut python("import os; os.abort()"));
     assert_eq!(cg.wait_all()[0].signal(), Some(libc::SIGABRT));

@@ -7,7 +7,11 @@
 use std::{path::PathBuf, process::Command, time::Duration};
 
 use kadvisor_tests::{
-    assert_close, cgroup::TestCgroup, kadvisor::Kadvisor, netns::NetnsPair, scrape::Scrape,
+    assert_close,
+    cgroup::TestCgroup,
+    kadvisor::{ALL_GROUPS, Kadvisor},
+    netns::NetnsPair,
+    scrape::Scrape,
 };
 
 const TCP_BYTES: u64 = 8 << 20;
@@ -75,6 +79,8 @@ fn wait_listening(pid: u32, port: &str) {
 #[test]
 fn veth_traffic_per_container_by_destination_and_per_namespace() {
     let kadvisor = Kadvisor::start(&[
+        ALL_GROUPS[0],
+        ALL_GROUPS[1],
         "--pod_cidr",
         "192.0.2.0/24",
         "--service_cidr",
@@ -289,8 +295,8 @@ fn socket_programs_leave_other_cgroup_programs_alone() {
     // Two kadvisors attach at the same root: the second must not displace the first
     // (link-based / multi attach), both count the same traffic, and the second one
     // exiting (detaching its programs) leaves the first counting.
-    let first = Kadvisor::start(&[]);
-    let second = Kadvisor::start(&[]);
+    let first = Kadvisor::start(&ALL_GROUPS);
+    let second = Kadvisor::start(&ALL_GROUPS);
     let cg = TestCgroup::new("lo-traffic");
     let send_100 = || {
         let output = cg.output(Command::new("python3").args([

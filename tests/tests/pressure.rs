@@ -2,7 +2,10 @@
 //! `*.pressure` files and the wall clock.
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kadvisor_tests::{cgroup::TestCgroup, kadvisor::Kadvisor};
+use kadvisor_tests::{
+    cgroup::TestCgroup,
+    kadvisor::{ALL_GROUPS, Kadvisor},
+};
 
 fn psi_total(text: &str, line: &str) -> f64 {
     text.lines()
@@ -23,7 +26,7 @@ fn now() -> f64 {
 
 #[test]
 fn pressure_equals_the_cgroups_pressure_files() {
-    let kadvisor = Kadvisor::start(&[]);
+    let kadvisor = Kadvisor::start(&ALL_GROUPS);
     let mut cg = TestCgroup::new("psi");
     // Three busy loops on two CPUs stall each other: cpu "some" pressure grows.
     for _ in 0..3 {
@@ -61,7 +64,7 @@ fn pressure_equals_the_cgroups_pressure_files() {
 
 #[test]
 fn start_time_is_creation_and_last_seen_is_now() {
-    let kadvisor = Kadvisor::start(&[]);
+    let kadvisor = Kadvisor::start(&ALL_GROUPS);
     let created = now();
     let cg = TestCgroup::new("start");
     // The runtime's first lookup of a new cgroup, as runc's cgroup.procs write does.

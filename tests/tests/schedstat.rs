@@ -4,7 +4,11 @@
 use std::time::Duration;
 
 use kadvisor_tests::{
-    assert_close, cgroup::TestCgroup, exclusive_cpu, kadvisor::Kadvisor, scrape::Scrape,
+    assert_close,
+    cgroup::TestCgroup,
+    exclusive_cpu,
+    kadvisor::{ALL_GROUPS, Kadvisor},
+    scrape::Scrape,
 };
 
 const RUN: &str = "container_cpu_schedstat_run_seconds_total";
@@ -49,7 +53,7 @@ fn busy(kadvisor: &Kadvisor, n: usize) -> ((f64, f64, f64), (f64, f64, f64)) {
 #[test]
 fn run_queue_delay_grows_when_three_share_two_cpus() {
     let _cpu = exclusive_cpu();
-    let kadvisor = Kadvisor::start(&[]);
+    let kadvisor = Kadvisor::start(&ALL_GROUPS);
     assert!(
         kadvisor.scrape().text.contains(RUNQUEUE),
         "schedstat families missing: is the task_pass iterator attached?"
@@ -100,7 +104,7 @@ fn run_queue_delay_grows_when_three_share_two_cpus() {
 
 #[test]
 fn run_seconds_equal_usage() {
-    let kadvisor = Kadvisor::start(&[]);
+    let kadvisor = Kadvisor::start(&ALL_GROUPS);
     let scrape = kadvisor.scrape();
     assert!(scrape.value(RUN, &[("id", "/")]) > 0.0);
     for sample in scrape.find(RUN, &[]) {

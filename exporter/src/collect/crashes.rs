@@ -2,8 +2,9 @@
 //! SIGABRT) delivered with their default action (core dump and exit) to tasks of the
 //! cgroup, counted by the `signal_deliver` hook (kernel/src/signal.rs). Not in
 //! cAdvisor. Hierarchical like the CPU counters: a pod's row includes its
-//! containers', and a removed cgroup's crashes stay in its parents. Every row carries
-//! every signal (zero included) so that `increase()` sees a container's first crash.
+//! containers', and a removed cgroup's crashes stay in its parents. One series per
+//! row by default (all signals summed, zero included so that `increase()` sees a
+//! container's first crash); the `crash_signals` group splits it by `signal`.
 use std::collections::HashMap;
 
 use kadvisor_common::{CRASH_SIGNALS, CgroupCrashes};
@@ -23,7 +24,14 @@ pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
         return;
     }
     match ctx.kernel.cgroup_crashes() {
-        Ok(crashes) => write(out, ctx.rows, crashes, memory, ctx.retired),
+        Ok(crashes) => write(
+            out,
+            ctx.rows,
+            crashes,
+            memory,
+            ctx.retired,
+            ctx.own.crash_signals,
+        ),
         Err(e) => ctx.failed("crashes", &e),
     }
 }
@@ -34,6 +42,7 @@ pub fn write(
     crashes: &HashMap<u64, CgroupCrashes>,
     memory: &PathMemory,
     retired: &RetiredTotals,
+    by_signal: bool,
 ) {
     out.family(
         CRASHES,
@@ -52,6 +61,14 @@ pub fn write(
         })
         .collect();
     for row in rows {
+        if !by_signal {
+            let sum: u64 = per_signal
+                .iter()
+                .map(|totals| totals.get(row.path.as_str()).copied().unwrap_or(0))
+                .sum();
+            out.sample(CRASHES, Some(&row.labels), &[], sum as f64);
+            continue;
+        }
         for ((_, signal), totals) in CRASH_SIGNALS.iter().zip(&per_signal) {
             let count = totals.get(row.path.as_str()).copied().unwrap_or(0);
             out.sample(
@@ -89,6 +106,7 @@ mod tests {
             &crashes,
             &memory,
             &RetiredTotals::default(),
+            true,
         );
         let text = out.to_text();
         let value = |id: &str, signal: &str| {
@@ -106,5 +124,16 @@ mod tests {
         assert_eq!(value("/other", "SIGSEGV"), "0");
         assert_eq!(value("/pod/c", "SIGABRT"), "0");
         assert_eq!(text.matches("container_crashes_total{").count(), 4 * 5);
+
+        // Lean (the default): one series per row, every signal summed.
+        let mut out = SampleSet::default();
+        let mut two = CgroupCrashes::default();
+        two.by_signal[0] = 2;
+        two.by_signal[4] = 3;
+        let crashes = HashMap::from([(3, two)]);
+        write(&mut out, &rows, &crashes, &memory, &RetiredTotals::default(), false);
+        let text = out.to_text();
+        assert_eq!(text.matches("container_crashes_total{").count(), 4);
+        assert!(text.contains("container_crashes_total{container=\"\",id=\"/pod\",image=\"\",name=\"\",namespace=\"\",pod=\"\"} 5\n"), "{text}");
     }
 }

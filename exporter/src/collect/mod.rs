@@ -301,6 +301,13 @@ impl Collector {
             paths: &state.paths,
             retired: &reclaim.retired,
             root_swap: host.as_ref().ok().map(|m| m.meminfo.swap_used()),
+            own: sources::OwnFamilies {
+                crash_signals: self.cost.group_on("crash_signals"),
+                socket: net::SocketShape {
+                    packets: self.cost.group_on("socket_packets"),
+                    destinations: self.cost.shaping.socket_destinations,
+                },
+            },
             errors: &self.scrape_errors,
             failures: &failures,
             row_pids: OnceCell::new(),

@@ -44,6 +44,15 @@ type Family<T, V> = (&'static str, &'static str, fn(&T) -> V);
 /// Interface name prefixes cAdvisor leaves out (loopback, host-side veths, bridges).
 const IGNORED_INTERFACE_PREFIXES: [&str; 4] = ["lo", "veth", "docker", "nerdctl"];
 
+/// Which socket series each row gets: lean by default (bytes received and sent, 2
+/// series), packets (`socket_packets` group) and the destination split of sent
+/// traffic (only meaningful once CIDRs are configured) when asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketShape {
+    pub packets: bool,
+    pub destinations: bool,
+}
+
 /// Writes both groups. `memory` must already hold this scrape's live cgroups
 /// (`cpu::collect` updates it first).
 pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
@@ -52,7 +61,7 @@ pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
         match ctx.kernel.cgroup_net() {
             Ok(per_cgroup) => {
                 let totals = hierarchical_net(per_cgroup, memory, ctx.retired);
-                write_socket(out, ctx.rows, &totals);
+                write_socket(out, ctx.rows, &totals, ctx.own.socket);
             }
             Err(e) => ctx.failed("socket", &e),
         }
@@ -105,7 +114,12 @@ pub fn hierarchical_net<'a>(
     clippy::cast_precision_loss,
     reason = "byte counters stay exact in f64 up to 8 PiB"
 )]
-pub fn write_socket(out: &mut SampleSet, rows: &[Row], totals: &HashMap<&str, CgroupNet>) {
+pub fn write_socket(
+    out: &mut SampleSet,
+    rows: &[Row],
+    totals: &HashMap<&str, CgroupNet>,
+    shape: SocketShape,
+) {
     let zero = CgroupNet::default();
     let get = |row: &Row| totals.get(row.path.as_str()).unwrap_or(&zero);
     let plain: [Family<CgroupNet, u64>; 2] = [
@@ -121,6 +135,9 @@ pub fn write_socket(out: &mut SampleSet, rows: &[Row], totals: &HashMap<&str, Cg
         ),
     ];
     for (name, help, field) in plain {
+        if !shape.packets && name.ends_with("_packets_total") {
+            continue;
+        }
         out.family(name, help, MetricType::Counter);
         for row in rows {
             out.sample(name, Some(&row.labels), &[], field(get(row)) as f64);
@@ -139,9 +156,17 @@ pub fn write_socket(out: &mut SampleSet, rows: &[Row], totals: &HashMap<&str, Cg
         ),
     ];
     for (name, help, field) in by_class {
+        if !shape.packets && name.ends_with("_packets_total") {
+            continue;
+        }
         out.family(name, help, MetricType::Counter);
         for row in rows {
             let values = field(get(row));
+            if !shape.destinations {
+                let sum: u64 = values.iter().sum();
+                out.sample(name, Some(&row.labels), &[], sum as f64);
+                continue;
+            }
             for (class, label) in DESTINATIONS {
                 let value = values.get(class as usize).copied().unwrap_or(0);
                 out.sample(
@@ -519,7 +544,11 @@ docker0:  5  1 0 0 0 0 0 0 5 1 0 0 0 0 0 0
 
         let rows = vec![Row::new(2, "/a")];
         let mut out = SampleSet::default();
-        write_socket(&mut out, &rows, &totals);
+        let full = SocketShape {
+            packets: true,
+            destinations: true,
+        };
+        write_socket(&mut out, &rows, &totals, full);
         let text = out.to_text();
         assert!(text.contains("container_socket_transmit_bytes_total{container=\"\",id=\"/a\",image=\"\",name=\"\",namespace=\"\",pod=\"\",destination=\"pod\"} 60\n"), "{text}");
         assert!(text.contains("destination=\"external\"} 40\n"), "{text}");

@@ -84,6 +84,15 @@ impl Shaper {
 fn apply(shaping: &Shaping, set: &mut SampleSet) -> Vec<(String, usize)> {
     let mut families = std::mem::take(set.families_mut());
     families.retain(|f| shaping.groups.family_on(&f.name));
+    if shaping.pod_rows_only {
+        // The kubelet's rows of no pod (root, kubepods, QoS) are left out, as
+        // kube-prometheus-stack's `[id, pod]` drop leaves them out.
+        for family in families.iter_mut().filter(|f| f.name.starts_with("container_")) {
+            family
+                .samples
+                .retain(|s| s.row.as_ref().is_some_and(|row| !row.labels.pod.is_empty()));
+        }
+    }
     let budget = shaping.max_series_per_family;
     let usage: HashMap<String, f64> = if budget > 0 {
         families

@@ -15,6 +15,14 @@ use crate::{
     collect::cpu,
 };
 
+/// The series kadvisor's own families write per row (lean by default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnFamilies {
+    /// `container_crashes_total` split by `signal` (the `crash_signals` group).
+    pub crash_signals: bool,
+    pub socket: super::net::SocketShape,
+}
+
 /// What every family collector gets for one scrape.
 pub struct ScrapeContext<'a> {
     /// The exported rows, root first.
@@ -32,6 +40,8 @@ pub struct ScrapeContext<'a> {
     pub retired: &'a RetiredTotals,
     /// The host's swap in use, for the root row's `container_memory_swap`.
     pub root_swap: memory::RootSwap,
+    /// How kadvisor's own families are split (crashes by signal, socket traffic).
+    pub own: OwnFamilies,
     pub(super) errors: &'a prometheus::IntCounterVec,
     /// Sources that failed so far this scrape (`container_scrape_error`).
     pub(super) failures: &'a Cell<u32>,

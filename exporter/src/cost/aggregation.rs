@@ -67,12 +67,17 @@ pub struct Shaping {
     pub aggregation: Aggregation,
     /// Most series any one `container_*` family may have (0: no limit).
     pub max_series_per_family: usize,
+    /// Only rows of a pod (`pod` label set), as kube-prometheus-stack keeps them.
+    pub pod_rows_only: bool,
+    /// Sent socket bytes split by `destination` class (some CIDR was configured).
+    pub socket_destinations: bool,
 }
 
 impl Shaping {
     /// Whether the post-pass has anything to do.
     pub fn is_identity(&self) -> bool {
         self.groups.is_all()
+            && !self.pod_rows_only
             && self.aggregation.is_container_only()
             && self.max_series_per_family == 0
     }

@@ -10,6 +10,9 @@ pub struct GroupSpec {
     pub aliases: &'static [&'static str],
     /// `false`: a cAdvisor group kadvisor has no families for (accepted, a no-op).
     pub implemented: bool,
+    /// Collected without `--enable_metrics` (the lean default: what the kubelet
+    /// serves, plus kadvisor's own families at no more than 3 series per row).
+    pub default_on: bool,
     /// cAdvisor's group (`true`) or kadvisor's own.
     pub cadvisor: bool,
     /// The `family` values of `bpf::PROGRAMS` that only this group needs.
@@ -27,6 +30,7 @@ const fn group(
         name,
         aliases: &[],
         implemented: true,
+        default_on: true,
         cadvisor: true,
         programs,
         families,
@@ -38,6 +42,7 @@ const fn no_op(name: &'static str) -> GroupSpec {
         name,
         aliases: &[],
         implemented: false,
+        default_on: false,
         cadvisor: true,
         programs: &[],
         families: &[],
@@ -65,8 +70,10 @@ pub const GROUPS: &[GroupSpec] = &[
             "container_spec_cpu_shares",
         ],
     ),
+    // Opt-in, as in cAdvisor and the kubelet.
     GroupSpec {
         aliases: &["schedstat"],
+        default_on: false,
         ..group(
             "sched",
             &["schedstat"],
@@ -99,18 +106,22 @@ pub const GROUPS: &[GroupSpec] = &[
         ],
     ),
     group("oom_event", &["oom"], &["container_oom_events_total"]),
-    group(
-        "pressure",
-        &[],
-        &[
-            "container_pressure_cpu_stalled_seconds_total",
-            "container_pressure_cpu_waiting_seconds_total",
-            "container_pressure_memory_stalled_seconds_total",
-            "container_pressure_memory_waiting_seconds_total",
-            "container_pressure_io_stalled_seconds_total",
-            "container_pressure_io_waiting_seconds_total",
-        ],
-    ),
+    // Opt-in: the kubelet serves pressure only behind its KubeletPSI feature gate.
+    GroupSpec {
+        default_on: false,
+        ..group(
+            "pressure",
+            &[],
+            &[
+                "container_pressure_cpu_stalled_seconds_total",
+                "container_pressure_cpu_waiting_seconds_total",
+                "container_pressure_memory_stalled_seconds_total",
+                "container_pressure_memory_waiting_seconds_total",
+                "container_pressure_io_stalled_seconds_total",
+                "container_pressure_io_waiting_seconds_total",
+            ],
+        )
+    },
     group(
         "process",
         &[],
@@ -142,6 +153,16 @@ pub const GROUPS: &[GroupSpec] = &[
             "container_fs_reads_total",
             "container_fs_writes_total",
             "container_blkio_device_usage_total",
+            // The root row's, from /proc/diskstats (collect/diskstats.rs).
+            "container_fs_reads_merged_total",
+            "container_fs_sector_reads_total",
+            "container_fs_read_seconds_total",
+            "container_fs_writes_merged_total",
+            "container_fs_sector_writes_total",
+            "container_fs_write_seconds_total",
+            "container_fs_io_current",
+            "container_fs_io_time_seconds_total",
+            "container_fs_io_time_weighted_seconds_total",
         ],
     ),
     // Interface counters of the pods' network namespaces (cAdvisor's). Disabling it
@@ -160,25 +181,47 @@ pub const GROUPS: &[GroupSpec] = &[
             "container_network_transmit_errors_total",
         ],
     ),
-    // kadvisor's own: per-container socket traffic and egress destination classes
-    // (the cgroup_skb programs).
+    // kadvisor's own: per-container socket traffic (the cgroup_skb programs, a cost
+    // on every packet). Opt-in; when on, bytes received and sent (2 series per row),
+    // sent bytes split by destination class only when a --pod_cidr/--service_cidr/
+    // --node_cidr is given.
     GroupSpec {
         cadvisor: false,
+        default_on: false,
         aliases: &["container_network", "egress"],
         ..group(
             "socket",
             &["socket"],
             &[
                 "container_socket_receive_bytes_total",
-                "container_socket_receive_packets_total",
                 "container_socket_transmit_bytes_total",
+            ],
+        )
+    },
+    // Opt-in: packet counts beside the bytes (2 more series per row). Needs `socket`.
+    GroupSpec {
+        cadvisor: false,
+        default_on: false,
+        ..group(
+            "socket_packets",
+            &[],
+            &[
+                "container_socket_receive_packets_total",
                 "container_socket_transmit_packets_total",
             ],
         )
     },
+    // One crash counter per row by default (1 series).
     GroupSpec {
         cadvisor: false,
         ..group("crashes", &["crashes"], &["container_crashes_total"])
+    },
+    // Opt-in: container_crashes_total split by `signal` (5 series per row instead of
+    // 1). Needs `crashes`; writes no family of its own.
+    GroupSpec {
+        cadvisor: false,
+        default_on: false,
+        ..group("crash_signals", &[], &[])
     },
     no_op("cpuLoad"),
     no_op("percpu"),
@@ -219,32 +262,56 @@ pub fn group_of_family(family: &str) -> Option<&'static GroupSpec> {
     GROUPS.iter().find(|g| g.families.contains(&family))
 }
 
-/// Which groups are collected.
+/// Which groups are collected, and (with a profile) which of their families.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricGroups {
     enabled: HashSet<&'static str>,
+    /// A profile's families: only these are written (`None`: every family of the
+    /// enabled groups). kadvisor's self-metrics are always written.
+    families: Option<HashSet<&'static str>>,
 }
 
 impl Default for MetricGroups {
     fn default() -> Self {
-        Self::all()
+        Self::with(GROUPS.iter().filter(|g| g.default_on).map(|g| g.name))
     }
 }
 
 impl MetricGroups {
-    /// Every group (kadvisor's default: its kernel groups cost little).
+    /// Every group, opt-in ones included.
     pub fn all() -> Self {
+        Self::with(GROUPS.iter().map(|g| g.name))
+    }
+
+    fn with(names: impl Iterator<Item = &'static str>) -> Self {
         Self {
-            enabled: GROUPS.iter().map(|g| g.name).collect(),
+            enabled: names.collect(),
+            families: None,
         }
+        .with_dependencies()
+    }
+
+    /// `sched` needs `cpu` (its run time is cpu's counter), `socket` needs `network`,
+    /// `socket_packets` needs `socket`, `crash_signals` needs `crashes`.
+    fn with_dependencies(mut self) -> Self {
+        for (group, needs) in [
+            ("sched", "cpu"),
+            ("socket", "network"),
+            ("socket_packets", "socket"),
+            ("crash_signals", "crashes"),
+        ] {
+            if !self.enabled.contains(needs) {
+                self.enabled.remove(group);
+            }
+        }
+        self
     }
 
     /// cAdvisor's semantics: `enable`, when not empty, is the exact set; otherwise
-    /// every group but `disable`. Then the dependencies: `sched` needs `cpu` (its
-    /// run time is cpu's counter), `socket` needs `network`.
+    /// the default groups but `disable`.
     pub fn from_lists(enable: &[String], disable: &[String]) -> Result<Self, UnknownGroup> {
         let mut enabled: HashSet<&'static str> = if enable.is_empty() {
-            GROUPS.iter().map(|g| g.name).collect()
+            Self::default().enabled
         } else {
             HashSet::new()
         };
@@ -257,13 +324,40 @@ impl MetricGroups {
                 enabled.remove(g.name);
             }
         }
-        if !enabled.contains("cpu") {
-            enabled.remove("sched");
+        Ok(Self {
+            enabled,
+            families: None,
         }
-        if !enabled.contains("network") {
-            enabled.remove("socket");
+        .with_dependencies())
+    }
+
+    /// A profile's groups: those owning a family of its list (`None`: every cAdvisor
+    /// group), less `disable`. Groups without a listed family are off, so their
+    /// programs are not attached and their files not read.
+    pub fn for_profile(
+        families: Option<&[&'static str]>,
+        disable: &[String],
+    ) -> Result<Self, UnknownGroup> {
+        let mut enabled: HashSet<&'static str> = match families {
+            None => GROUPS
+                .iter()
+                .filter(|g| g.cadvisor && g.implemented)
+                .map(|g| g.name)
+                .collect(),
+            Some(list) => GROUPS
+                .iter()
+                .filter(|g| g.families.iter().any(|f| list.contains(f)))
+                .map(|g| g.name)
+                .collect(),
+        };
+        for name in disable {
+            enabled.remove(find_group(name)?.name);
         }
-        Ok(Self { enabled })
+        Ok(Self {
+            enabled,
+            families: families.map(|list| list.iter().copied().collect()),
+        }
+        .with_dependencies())
     }
 
     /// Whether the group `name` (canonical name) is collected.
@@ -279,20 +373,91 @@ impl MetricGroups {
             .all(|g| self.on(g.name))
     }
 
-    /// Whether the family `name` is written (families outside every group always are).
+    /// Whether the family `name` is written (families outside every group always
+    /// are, unless a profile leaves them out).
     pub fn family_on(&self, name: &str) -> bool {
-        group_of_family(name).is_none_or(|g| self.on(g.name))
+        self.families.as_ref().is_none_or(|f| f.contains(name))
+            && group_of_family(name).is_none_or(|g| self.on(g.name))
     }
 
-    /// Whether every group is on (no filtering pass needed).
+    /// Whether the collectors' output needs no family filtering: no profile list,
+    /// and `disk`/`diskIO` (one collector) both on or both off. Other groups' collectors
+    /// are simply not called when off.
     pub fn is_all(&self) -> bool {
-        GROUPS.iter().all(|g| self.on(g.name))
+        self.families.is_none() && self.on("disk") == self.on("diskIO")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_are_lean_and_opt_in_groups_need_their_base() {
+        let g = MetricGroups::default();
+        for on in [
+            "cpu",
+            "memory",
+            "oom_event",
+            "process",
+            "disk",
+            "diskIO",
+            "network",
+        ] {
+            assert!(g.on(on), "{on}: the kubelet serves it");
+        }
+        for off in [
+            "sched",
+            "pressure",
+            "socket",
+            "socket_packets",
+            "crash_signals",
+        ] {
+            assert!(!g.on(off), "{off} is opt-in");
+        }
+        assert!(g.on("crashes"), "one series per row");
+        assert!(!g.program_family_on("socket"));
+        assert!(!g.program_family_on("schedstat"));
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        let g = MetricGroups::from_lists(&s(&["cpu", "crash_signals"]), &[]).unwrap();
+        assert!(!g.on("crash_signals"), "needs crashes");
+        let g = MetricGroups::from_lists(&s(&["network", "socket", "socket_packets"]), &[]);
+        assert!(g.unwrap().on("socket_packets"));
+    }
+
+    #[test]
+    fn a_profile_turns_off_every_group_it_reads_nothing_of() {
+        let p: crate::profile::Profile = "kube-prometheus".parse().unwrap();
+        let g = MetricGroups::for_profile(p.families.as_deref(), &[]).unwrap();
+        for on in ["cpu", "memory", "diskIO", "network"] {
+            assert!(g.on(on), "{on}");
+        }
+        for off in [
+            "sched",
+            "oom_event",
+            "pressure",
+            "process",
+            "disk",
+            "socket",
+            "crashes",
+        ] {
+            assert!(!g.on(off), "{off}");
+        }
+        for program in ["schedstat", "oom", "socket", "crashes"] {
+            assert!(!g.program_family_on(program), "{program}");
+        }
+        assert!(g.program_family_on("cpu"));
+        assert!(g.family_on("container_memory_working_set_bytes"));
+        assert!(!g.family_on("container_memory_usage_bytes"));
+        assert!(!g.family_on("container_last_seen"));
+        assert!(
+            !g.is_all(),
+            "the post-pass drops the rest of memory's families"
+        );
+        let all = MetricGroups::for_profile(None, &["network".to_owned()]).unwrap();
+        assert!(all.on("sched") && all.on("pressure") && !all.on("network"));
+        assert!(!all.on("crashes") && !all.on("socket"), "kadvisor's own");
+    }
 
     #[test]
     fn groups_follow_cadvisor_semantics() {
