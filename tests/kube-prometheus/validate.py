@@ -318,8 +318,10 @@ def cmd_daemonset():
             check(f"{mount['mountPath']} at its host path", vol["hostPath"]["path"] == mount["mountPath"])
     paths = sorted(m["mountPath"] for m in kadvisor["volumeMounts"])
     check(f"host mounts {paths}", paths == ["/run/containerd/containerd.sock", "/sys/fs/cgroup", "/sys/kernel/btf"])
-    args = dict(a.lstrip("-").split("=", 1) for a in kadvisor["args"])
+    # --flag=value, or a bare --flag (value "").
+    args = dict((a.lstrip("-").split("=", 1) + [""])[:2] for a in kadvisor["args"])
     check("kadvisor on loopback only", args["listen_ip"] == "127.0.0.1")
+    check("kadvisor exports the kubelet's rows", "kubelet_rows" in args)
     port = int(args["port"])
     probe = kadvisor["readinessProbe"]["httpGet"]
     check("readiness probe on kadvisor's /readyz", (probe["host"], probe["port"], probe["path"]) == ("127.0.0.1", port, "/readyz"))

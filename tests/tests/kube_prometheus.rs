@@ -139,6 +139,7 @@ fn daemonset_asks_for_what_kadvisor_needs_and_no_more() {
         "ok hostNetwork",
         "ok kadvisor adds exactly",
         "ok kube-rbac-proxy upstream is kadvisor",
+        "ok kadvisor exports the kubelet's rows",
         "ok readiness probe",
         "ok liveness probe",
         "ok no service account token automounted",
@@ -209,10 +210,19 @@ fn drop_in_service_monitor_copies_the_kubelet_cadvisor_endpoint() {
             .cloned()
             .collect()
     };
-    assert_eq!(
-        relabel(&dropin, "job").last().unwrap()["replacement"],
-        "kubelet"
-    );
+    // The kubelet target's labels (the operator sets service and endpoint from the
+    // kubelet Service and its port name), so alerts and records come out identical.
+    for (label, kubelet) in [
+        ("job", "kubelet"),
+        ("service", "kubelet"),
+        ("endpoint", "https-metrics"),
+    ] {
+        assert_eq!(
+            relabel(&dropin, label).last().unwrap()["replacement"],
+            kubelet,
+            "{label}"
+        );
+    }
     assert_eq!(
         relabel(&own, "job").len(),
         1,
@@ -854,6 +864,8 @@ fn prometheus_runs_kube_prometheus_rules_against_kadvisor_and_a_real_pod() {
     for (label, want) in [
         ("job", "kubelet"),
         ("metrics_path", "/metrics/cadvisor"),
+        ("service", "kubelet"),
+        ("endpoint", "https-metrics"),
         ("node", NODE),
         ("cpu", "total"),
     ] {
