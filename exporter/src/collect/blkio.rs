@@ -14,7 +14,8 @@
 //! configured a throttle limit; cAdvisor reads the same files and sees the same.
 //!
 //! The root row also gets `container_fs_{usage,limit}_bytes` and
-//! `container_fs_inodes_{total,free}` for every mounted block filesystem (statfs).
+//! `container_fs_inodes_{total,free}` for every mounted block filesystem (statfs),
+//! and that filesystem's device's `/proc/diskstats` numbers (`diskstats`).
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
@@ -149,6 +150,7 @@ pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
         ctx,
         Path::new("/sys"),
         Path::new("/proc/self/mountinfo"),
+        Path::new("/proc/diskstats"),
         out,
     );
 }
@@ -157,6 +159,7 @@ pub fn collect_with(
     ctx: &ScrapeContext<'_>,
     sys_root: &Path,
     mountinfo: &Path,
+    diskstats: &Path,
     out: &mut SampleSet,
 ) {
     let mut per_row: Vec<(usize, Vec<DeviceIo>)> = Vec::new();
@@ -184,7 +187,18 @@ pub fn collect_with(
     write_io(out, ctx.rows, &per_row, &names);
     if let Some(root) = ctx.rows.first() {
         match filesystems(mountinfo) {
-            Ok(fs) => write_fs_usage(out, root, &fs),
+            Ok(fs) => {
+                write_fs_usage(out, root, &fs);
+                match read_optional(diskstats) {
+                    Ok(text) => super::diskstats::write(
+                        out,
+                        root,
+                        &fs,
+                        &super::diskstats::parse(&text.unwrap_or_default()),
+                    ),
+                    Err(e) => ctx.failed("diskstats", &e),
+                }
+            }
             Err(e) => ctx.failed("filesystem", &e),
         }
     }
@@ -287,6 +301,9 @@ fn write_io(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FsUsage {
     pub device: String,
+    /// The device number mountinfo gives the mount (its `/proc/diskstats` line).
+    pub major: u32,
+    pub minor: u32,
     pub usage_bytes: u64,
     pub limit_bytes: u64,
     pub inodes_total: u64,
@@ -305,6 +322,9 @@ pub fn filesystems(mountinfo: &Path) -> Result<Vec<FsUsage>, crate::cgroup::Cgro
         let Some(mount_point) = left.split(' ').nth(4) else {
             continue;
         };
+        let Some((major, minor)) = left.split(' ').nth(2).and_then(parse_majmin) else {
+            continue;
+        };
         let Some(source) = right.split(' ').nth(1) else {
             continue;
         };
@@ -312,7 +332,11 @@ pub fn filesystems(mountinfo: &Path) -> Result<Vec<FsUsage>, crate::cgroup::Cgro
             continue;
         }
         if let Some(usage) = statfs(&unescape(mount_point), source) {
-            out.push(usage);
+            out.push(FsUsage {
+                major,
+                minor,
+                ..usage
+            });
         }
     }
     Ok(out)
@@ -340,6 +364,8 @@ fn statfs(mount_point: &Path, device: &str) -> Option<FsUsage> {
     let block = u64::try_from(buf.f_bsize).ok()?;
     Some(FsUsage {
         device: device.to_owned(),
+        major: 0,
+        minor: 0,
         usage_bytes: (buf.f_blocks.saturating_sub(buf.f_bfree)).saturating_mul(block),
         limit_bytes: buf.f_blocks.saturating_mul(block),
         inodes_total: buf.f_files,
@@ -446,6 +472,7 @@ mod tests {
         let fs = filesystems(&mountinfo).unwrap();
         assert_eq!(fs.len(), 1, "{fs:?}");
         assert_eq!(fs[0].device, "/dev/vda");
+        assert_eq!((fs[0].major, fs[0].minor), (254, 0));
         assert!(fs[0].limit_bytes >= fs[0].usage_bytes && fs[0].limit_bytes > 0);
         assert!(fs[0].inodes_total >= fs[0].inodes_free);
     }

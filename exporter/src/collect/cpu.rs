@@ -431,7 +431,7 @@ mod tests {
             paths: &memory,
             retired: &retired,
             root_swap: None,
-            own: super::sources::OwnFamilies::default(),
+            own: crate::collect::sources::OwnFamilies::default(),
             errors: &errors,
             failures: &failures,
             row_pids: std::cell::OnceCell::new(),

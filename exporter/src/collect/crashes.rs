@@ -131,7 +131,14 @@ mod tests {
         two.by_signal[0] = 2;
         two.by_signal[4] = 3;
         let crashes = HashMap::from([(3, two)]);
-        write(&mut out, &rows, &crashes, &memory, &RetiredTotals::default(), false);
+        write(
+            &mut out,
+            &rows,
+            &crashes,
+            &memory,
+            &RetiredTotals::default(),
+            false,
+        );
         let text = out.to_text();
         assert_eq!(text.matches("container_crashes_total{").count(), 4);
         assert!(text.contains("container_crashes_total{container=\"\",id=\"/pod\",image=\"\",name=\"\",namespace=\"\",pod=\"\"} 5\n"), "{text}");

@@ -120,9 +120,10 @@ mod tests {
             }
         }
         for group in GROUPS.iter().filter(|g| g.implemented) {
-            // `sched` families come from the cpu collector, `socket` from network.
+            // `sched` families come from the cpu collector, `socket` and
+            // `socket_packets` from network, `crash_signals` splits crashes' series.
             let served = COLLECTORS.iter().any(|c| c.groups.contains(&group.name))
-                || ["sched", "socket"].contains(&group.name);
+                || ["sched", "socket", "socket_packets", "crash_signals"].contains(&group.name);
             assert!(served, "group {} has no collector", group.name);
         }
         let mut names: Vec<_> = COLLECTORS.iter().map(|c| c.name).collect();

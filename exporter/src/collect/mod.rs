@@ -17,6 +17,7 @@ pub mod blkio;
 pub mod cpu;
 pub mod cpu_stat;
 pub mod crashes;
+pub mod diskstats;
 pub mod families;
 pub mod kernel;
 pub mod lifetime;

@@ -87,7 +87,10 @@ fn apply(shaping: &Shaping, set: &mut SampleSet) -> Vec<(String, usize)> {
     if shaping.pod_rows_only {
         // The kubelet's rows of no pod (root, kubepods, QoS) are left out, as
         // kube-prometheus-stack's `[id, pod]` drop leaves them out.
-        for family in families.iter_mut().filter(|f| f.name.starts_with("container_")) {
+        for family in families
+            .iter_mut()
+            .filter(|f| f.name.starts_with("container_"))
+        {
             family
                 .samples
                 .retain(|s| s.row.as_ref().is_some_and(|row| !row.labels.pod.is_empty()));

@@ -184,6 +184,14 @@ fn retirement_folds_oom_kills_and_socket_traffic_into_the_parent() {
     .with_retention(Retention {
         grace: Duration::from_secs(3600),
         unknown_grace: Duration::from_secs(3600),
+    })
+    // Socket traffic is opt-in.
+    .with_cost(crate::cost::CostControls {
+        shaping: crate::cost::Shaping {
+            groups: crate::cost::MetricGroups::all(),
+            ..crate::cost::Shaping::default()
+        },
+        ..crate::cost::CostControls::default()
     });
     let oom = "container_oom_events_total";
     let rx = "container_socket_receive_bytes_total";

@@ -380,11 +380,10 @@ impl MetricGroups {
             && group_of_family(name).is_none_or(|g| self.on(g.name))
     }
 
-    /// Whether the collectors' output needs no family filtering: no profile list,
-    /// and `disk`/`diskIO` (one collector) both on or both off. Other groups' collectors
-    /// are simply not called when off.
+    /// Whether no family needs leaving out: no profile list and every group on
+    /// (shaping then skips its filter; on structured samples the filter is cheap).
     pub fn is_all(&self) -> bool {
-        self.families.is_none() && self.on("disk") == self.on("diskIO")
+        self.families.is_none() && GROUPS.iter().all(|g| self.on(g.name))
     }
 }
 
