@@ -25,8 +25,8 @@ use kadvisor_tests::{
     cgroup::{v1_mounts, v2_root},
     containerd::{Containerd, Cri, Pod, pod_network, remove_pod_cgroups},
     exclusive_cpu,
-    kadvisor::{self, Kadvisor},
-    prometheus::Prometheus,
+    kadvisor::{self, ALL_GROUPS, Kadvisor},
+    prometheus::{Prometheus, Series},
     require_root,
 };
 use serde_json::{Value, json};
@@ -626,6 +626,97 @@ fn kube_prometheus_pod_dashboards(prometheus: &Prometheus, namespace: &str, pod:
     count
 }
 
+/// Every query of kube-prometheus' rules and alerts (their results as recorded) and
+/// of its dashboards (tests/fixtures/profiles/kube-prometheus/dashboards, the
+/// manifests the profile is generated from) that reads cAdvisor data, evaluated on
+/// `full` and on `lean` (kadvisor with --profile kube-prometheus): the same series
+/// (label sets) with values within 10% (the two scrape at different instants; the
+/// workloads are steady). Returns how many queries were compared.
+fn profile_answers_like_the_full_set(
+    full: &Prometheus,
+    lean: &Prometheus,
+    namespace: &str,
+    pod: &str,
+) -> usize {
+    let mut exprs: Vec<String> = [
+        "node_namespace_pod_container:container_cpu_usage_seconds_total:sum_rate5m",
+        "node_namespace_pod_container:container_cpu_usage_seconds_total:sum_irate",
+        "node_namespace_pod_container:container_memory_working_set_bytes",
+        "node_namespace_pod_container:container_memory_rss",
+        "node_namespace_pod_container:container_memory_cache",
+        "node_namespace_pod_container:container_memory_swap",
+        r#"ALERTS{alertname="CPUThrottlingHigh"}"#,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let dir = repo().join("tests/fixtures/profiles/kube-prometheus/dashboards");
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for file in files {
+        let board: Value = serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
+        for (_, target) in queries(&board) {
+            let Some(expr) = target["expr"].as_str() else {
+                continue;
+            };
+            if !expr.contains("container_") {
+                continue;
+            }
+            let expr = expr
+                .replace("$__rate_interval", RATE_INTERVAL)
+                .replace("$__interval", RATE_INTERVAL)
+                .replace("$interval", RATE_INTERVAL)
+                .replace("$resolution", RATE_INTERVAL)
+                .replace("$cluster", "")
+                .replace("$datasource", "")
+                .replace("$namespace", namespace)
+                .replace("$pod", pod)
+                .replace("$node", NODE);
+            // Workload variables and the like have no value here: such a query is
+            // left out rather than guessed.
+            if !expr.contains('$') {
+                exprs.push(expr);
+            }
+        }
+    }
+    exprs.sort();
+    exprs.dedup();
+    let mut differ = Vec::new();
+    for expr in &exprs {
+        let key = |s: &Series| format!("{:?}", s.labels);
+        let mut a = full.query(expr);
+        let mut b = lean.query(expr);
+        a.sort_by_key(key);
+        b.sort_by_key(key);
+        let same = a.len() == b.len()
+            && a.iter().zip(&b).all(|(x, y)| {
+                x.labels == y.labels
+                    && ((x.value - y.value).abs() <= 0.1 * x.value.abs().max(y.value.abs())
+                        || (x.value - y.value).abs() < 1e-6)
+            });
+        if !same {
+            differ.push(format!(
+                "{expr}
+  full: {a:?}
+  lean: {b:?}"
+            ));
+        }
+    }
+    assert!(exprs.len() >= 50, "{} queries", exprs.len());
+    assert!(
+        differ.is_empty(),
+        "--profile kube-prometheus answers differently:
+{}",
+        differ.join(
+            "
+"
+        )
+    );
+    exprs.len()
+}
+
 /// The scrape health of every target over the last 30 s, for failure messages: a
 /// failed scrape marks a target's series stale, so an instant query of a gauge
 /// returns nothing until the next one succeeds.
@@ -700,7 +791,22 @@ fn prometheus_runs_kube_prometheus_rules_against_kadvisor_and_a_real_pod() {
     let _cpu = exclusive_cpu();
     let containerd = Containerd::start();
     let socket = containerd.socket();
-    let kadvisor = Kadvisor::start(&["--cri_endpoints", socket.to_str().unwrap()]);
+    // Every group, the opt-in ones too: kadvisor's own dashboards have panels for
+    // run-queue delay, socket traffic and crashes by signal.
+    let kadvisor = Kadvisor::start(&[
+        ALL_GROUPS[0],
+        ALL_GROUPS[1],
+        "--cri_endpoints",
+        socket.to_str().unwrap(),
+    ]);
+    // The same node served with --profile kube-prometheus, scraped by a second
+    // Prometheus: every rule, alert and dashboard query must return the same data.
+    let lean = Kadvisor::start(&[
+        "--profile",
+        "kube-prometheus",
+        "--cri_endpoints",
+        socket.to_str().unwrap(),
+    ]);
     let mut cri = Cri::connect(&socket);
     // A pod with its own network namespace, like every pod without hostNetwork.
     containerd.enable_pod_network(POD_SUBNET, POD_GATEWAY);
@@ -821,6 +927,13 @@ fn prometheus_runs_kube_prometheus_rules_against_kadvisor_and_a_real_pod() {
         "metrics_path": "/kube-state-metrics",
         "static_configs": [{ "targets": [format!("127.0.0.1:{}", server.port)] }],
     });
+    let mut lean_job = kadvisor_job.clone();
+    lean_job["static_configs"][0]["targets"] = json!([format!("127.0.0.1:{}", lean.port())]);
+    let lean_config = json!({
+        "global": { "scrape_interval": INTERVAL, "evaluation_interval": INTERVAL },
+        "rule_files": ["rules.yml"],
+        "scrape_configs": [lean_job, fixture_job.clone(), ksm_job.clone()],
+    });
     let config = json!({
         "global": { "scrape_interval": INTERVAL, "evaluation_interval": INTERVAL },
         "rule_files": ["rules.yml"],
@@ -842,6 +955,7 @@ fn prometheus_runs_kube_prometheus_rules_against_kadvisor_and_a_real_pod() {
         cfs_periods(&busy_id),
     );
     let prometheus = Prometheus::start(&config.to_string(), &[("rules.yml", &rules)]);
+    let lean_prometheus = Prometheus::start(&lean_config.to_string(), &[("rules.yml", &rules)]);
     let started = Instant::now();
     prometheus.wait_targets_up(3, Duration::from_secs(30));
     // A target turns "up" before its first scrape's samples are committed (a
@@ -1055,6 +1169,21 @@ fn prometheus_runs_kube_prometheus_rules_against_kadvisor_and_a_real_pod() {
     // reads cAdvisor series returns data for the pod.
     let count = kube_prometheus_pod_dashboards(&prometheus, &namespace, &pod_name);
     eprintln!("{count} kube-prometheus pod dashboard queries returned data");
+
+    // --profile kube-prometheus: the same answers to every rule, alert and
+    // kube-prometheus dashboard query as the full set.
+    let compared =
+        profile_answers_like_the_full_set(&prometheus, &lean_prometheus, &namespace, &pod_name);
+    eprintln!("{compared} queries answered alike with --profile kube-prometheus");
+    let lean_scrape = lean.scrape();
+    assert!(
+        !lean_scrape
+            .samples
+            .iter()
+            .any(|s| s.name == "container_memory_usage_bytes"),
+        "the profile serves only what kube-prometheus reads"
+    );
+    drop(lean_prometheus);
 
     drop(prometheus);
     drop(cleanup);
