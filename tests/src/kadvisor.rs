@@ -15,7 +15,7 @@ use crate::scrape::Scrape;
 /// for tests of those families.
 pub const ALL_GROUPS: [&str; 2] = [
     "--enable_metrics",
-    "cpu,sched,memory,oom_event,pressure,process,disk,diskIO,network,socket,socket_packets,crashes,crash_signals",
+    "cpu,sched,cpu_burst,memory,memory_reclaim,oom_event,pressure,process,disk,diskIO,network,socket,socket_packets,crashes,crash_signals",
 ];
 
 /// Path of a freshly built `kadvisor`. Built once per test process with the same

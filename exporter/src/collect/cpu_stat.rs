@@ -40,6 +40,10 @@ pub struct Throttling {
     pub periods: u64,
     pub throttled_periods: u64,
     pub throttled_seconds: f64,
+    /// Periods in which the cgroup used its burst allowance and the time it ran
+    /// beyond its quota (`nr_bursts`, `burst_usec`/`burst_time`; Linux ≥ 5.14).
+    pub bursts: Option<u64>,
+    pub burst_seconds: Option<f64>,
 }
 
 /// USER_HZ, the unit of `cpuacct.stat`.
@@ -119,6 +123,8 @@ fn read_cpu_v2(dir: &Path, stat: Option<&str>, files: &mut CpuFiles) -> Result<(
             periods: keyed_value(text, "nr_periods")?,
             throttled_periods: keyed_value(text, "nr_throttled")?,
             throttled_seconds: keyed_value(text, "throttled_usec")? as f64 / 1e6,
+            bursts: keyed_value(text, "nr_bursts"),
+            burst_seconds: keyed_value(text, "burst_usec").map(|us| us as f64 / 1e6),
         })
     });
     Ok(())
@@ -146,6 +152,8 @@ fn read_cpu_v1(dir: &Path, files: &mut CpuFiles) -> Result<(), CgroupError> {
             periods: keyed_value(&text, "nr_periods")?,
             throttled_periods: keyed_value(&text, "nr_throttled")?,
             throttled_seconds: ns_to_seconds(keyed_value(&text, "throttled_time")?),
+            bursts: keyed_value(&text, "nr_bursts"),
+            burst_seconds: keyed_value(&text, "burst_time").map(ns_to_seconds),
         })
     });
     Ok(())
@@ -172,7 +180,7 @@ pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
 /// Writes the families from already-read files.
 pub fn write(out: &mut SampleSet, rows: &[(&Row, CpuFiles)]) {
     type Field = fn(&CpuFiles) -> Option<f64>;
-    let families: [(&str, &str, MetricType, Field); 8] = [
+    let families: [(&str, &str, MetricType, Field); 10] = [
         (
             "container_cpu_user_seconds_total",
             "Cumulative user cpu time consumed in seconds.",
@@ -202,6 +210,20 @@ pub fn write(out: &mut SampleSet, rows: &[(&Row, CpuFiles)]) {
             "Total time duration the container has been throttled.",
             MetricType::Counter,
             |f| f.throttling.map(|t| t.throttled_seconds),
+        ),
+        // cAdvisor v0.60; kadvisor's opt-in `cpu_burst` group (shaping leaves them
+        // out otherwise: they come from the cpu.stat read anyway).
+        (
+            "container_cpu_cfs_burst_periods_total",
+            "Number of periods in which the container used its CFS burst allowance.",
+            MetricType::Counter,
+            |f| f.throttling.and_then(|t| t.bursts).map(|b| b as f64),
+        ),
+        (
+            "container_cpu_cfs_burst_seconds_total",
+            "Total time the container ran beyond its CFS quota using its burst allowance.",
+            MetricType::Counter,
+            |f| f.throttling.and_then(|t| t.burst_seconds),
         ),
         (
             "container_spec_cpu_period",
@@ -283,7 +305,9 @@ mod tests {
                 throttling: Some(Throttling {
                     periods: 40,
                     throttled_periods: 12,
-                    throttled_seconds: 1.5
+                    throttled_seconds: 1.5,
+                    bursts: None,
+                    burst_seconds: None,
                 }),
             }
         );
@@ -327,7 +351,7 @@ mod tests {
             &[
                 (
                     "cpu.stat",
-                    "nr_periods 10\nnr_throttled 4\nthrottled_time 2500000000\nnr_bursts 0\nburst_time 0\n",
+                    "nr_periods 10\nnr_throttled 4\nthrottled_time 2500000000\nnr_bursts 3\nburst_time 1500000000\n",
                 ),
                 ("cpu.cfs_period_us", "100000\n"),
                 ("cpu.cfs_quota_us", "20000\n"),
@@ -352,7 +376,9 @@ mod tests {
             Some(Throttling {
                 periods: 10,
                 throttled_periods: 4,
-                throttled_seconds: 2.5
+                throttled_seconds: 2.5,
+                bursts: Some(3),
+                burst_seconds: Some(1.5),
             })
         );
     }

@@ -123,7 +123,15 @@ mod tests {
             // `sched` families come from the cpu collector, `socket` and
             // `socket_packets` from network, `crash_signals` splits crashes' series.
             let served = COLLECTORS.iter().any(|c| c.groups.contains(&group.name))
-                || ["sched", "socket", "socket_packets", "crash_signals"].contains(&group.name);
+                || [
+                    "sched",
+                    "socket",
+                    "socket_packets",
+                    "crash_signals",
+                    "cpu_burst",
+                    "memory_reclaim",
+                ]
+                .contains(&group.name);
             assert!(served, "group {} has no collector", group.name);
         }
         let mut names: Vec<_> = COLLECTORS.iter().map(|c| c.name).collect();

@@ -47,6 +47,18 @@ pub struct MemoryStats {
     pub limit: Option<u64>,
     pub swap_limit: Option<u64>,
     pub reservation: Option<u64>,
+    /// cAdvisor v0.60's v2-only reclaim detail (kadvisor's opt-in `memory_reclaim`
+    /// group): memory.stat file_dirty, file_writeback, pgscan, pgsteal,
+    /// workingset_refault_anon/_file; memory.events high and max (read only when
+    /// the group is on).
+    pub file_dirty: Option<u64>,
+    pub file_writeback: Option<u64>,
+    pub pgscan: Option<u64>,
+    pub pgsteal: Option<u64>,
+    pub refault_anon: Option<u64>,
+    pub refault_file: Option<u64>,
+    pub events_high: Option<u64>,
+    pub events_max: Option<u64>,
 }
 
 impl MemoryStats {
@@ -63,13 +75,15 @@ pub type RootSwap = Option<u64>;
 
 /// Reads one cgroup's memory state. `Ok(None)` when its memory.stat does not exist
 /// (no memory controller directory for this path).
+/// `reclaim`: also read memory.events (the `memory_reclaim` group is on).
 pub fn read(
     dir: &ControllerDir,
     is_root: bool,
     root_swap: RootSwap,
+    reclaim: bool,
 ) -> Result<Option<MemoryStats>, CgroupError> {
     match dir {
-        ControllerDir::V2(_) => read_v2(dir, is_root, root_swap),
+        ControllerDir::V2(_) => read_v2(dir, is_root, root_swap, reclaim),
         ControllerDir::V1(_) => read_v1(dir),
     }
 }
@@ -90,6 +104,7 @@ fn read_v2(
     dir: &ControllerDir,
     is_root: bool,
     root_swap: RootSwap,
+    reclaim: bool,
 ) -> Result<Option<MemoryStats>, CgroupError> {
     let Some(stat) = read_optional(&dir.join("memory.stat"))? else {
         return Ok(None);
@@ -106,7 +121,25 @@ fn read_v2(
             "inactive_file" => s.inactive_file = Some(value),
             "pgfault" => s.pgfault = Some(value),
             "pgmajfault" => s.pgmajfault = Some(value),
+            "file_dirty" => s.file_dirty = Some(value),
+            "file_writeback" => s.file_writeback = Some(value),
+            "pgscan" => s.pgscan = Some(value),
+            "pgsteal" => s.pgsteal = Some(value),
+            "workingset_refault_anon" => s.refault_anon = Some(value),
+            "workingset_refault_file" => s.refault_file = Some(value),
             _ => {}
+        }
+    }
+    if reclaim && !is_root {
+        // The root has no memory.events.
+        if let Some(events) = read_optional(&dir.join("memory.events"))? {
+            for (key, value) in flat_keyed(&events) {
+                match key {
+                    "high" => s.events_high = Some(value),
+                    "max" => s.events_max = Some(value),
+                    _ => {}
+                }
+            }
         }
     }
     s.rss = anon;
@@ -171,7 +204,7 @@ pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
             // No memory controller mounted at all: no memory families.
             return;
         };
-        let read = || match read(&dir, row.path == "/", root_swap) {
+        let read = || match read(&dir, row.path == "/", root_swap, ctx.own.memory_reclaim) {
             Ok(s) => Some(s),
             Err(e) => {
                 ctx.failed("memory", &e);
@@ -194,10 +227,34 @@ const FAMILIES: &[(&str, &str, MetricType, Field)] = &[
         |s| s.cache,
     ),
     (
+        "container_memory_events_high_total",
+        "Number of times the memory usage hit the high limit (memory.events high).",
+        MetricType::Counter,
+        |s| s.events_high,
+    ),
+    (
+        "container_memory_events_max_total",
+        "Number of times the memory usage hit the max limit (memory.events max).",
+        MetricType::Counter,
+        |s| s.events_max,
+    ),
+    (
         "container_memory_failcnt",
         "Number of memory usage hits limits.",
         MetricType::Counter,
         |s| s.failcnt,
+    ),
+    (
+        "container_memory_file_dirty_bytes",
+        "Bytes of file cache waiting to be written back (memory.stat file_dirty).",
+        MetricType::Gauge,
+        |s| s.file_dirty,
+    ),
+    (
+        "container_memory_file_writeback_bytes",
+        "Bytes of file cache being written back (memory.stat file_writeback).",
+        MetricType::Gauge,
+        |s| s.file_writeback,
     ),
     (
         "container_memory_kernel_usage",
@@ -216,6 +273,18 @@ const FAMILIES: &[(&str, &str, MetricType, Field)] = &[
         "Maximum memory usage recorded in bytes.",
         MetricType::Gauge,
         |s| s.max_usage,
+    ),
+    (
+        "container_memory_pgscan_total",
+        "Pages scanned by reclaim (memory.stat pgscan).",
+        MetricType::Counter,
+        |s| s.pgscan,
+    ),
+    (
+        "container_memory_pgsteal_total",
+        "Pages reclaimed (memory.stat pgsteal).",
+        MetricType::Counter,
+        |s| s.pgsteal,
     ),
     (
         "container_memory_rss",
@@ -246,6 +315,18 @@ const FAMILIES: &[(&str, &str, MetricType, Field)] = &[
         "Current memory usage in bytes, including all memory regardless of when it was accessed.",
         MetricType::Gauge,
         |s| s.usage,
+    ),
+    (
+        "container_memory_workingset_refault_anon_total",
+        "Refaults of previously evicted anonymous pages (memory.stat workingset_refault_anon).",
+        MetricType::Counter,
+        |s| s.refault_anon,
+    ),
+    (
+        "container_memory_workingset_refault_file_total",
+        "Refaults of previously evicted file pages (memory.stat workingset_refault_file).",
+        MetricType::Counter,
+        |s| s.refault_file,
     ),
     (
         "container_memory_working_set_bytes",
@@ -324,7 +405,8 @@ mod tests {
 
     const V2_STAT: &str = "anon 1000\nfile 5000\nkernel 300\nkernel_stack 16\nshmem 0\n\
         file_mapped 700\nactive_anon 900\ninactive_anon 100\nactive_file 3000\n\
-        inactive_file 2000\npgfault 42\npgmajfault 3\n";
+        inactive_file 2000\npgfault 42\npgmajfault 3\nfile_dirty 11\nfile_writeback 12\n\
+        pgscan 13\npgsteal 14\nworkingset_refault_anon 15\nworkingset_refault_file 16\n";
 
     const V1_STAT: &str = "cache 11\nrss 22\nmapped_file 33\npgfault 44\npgmajfault 5\n\
         inactive_file 66\nactive_file 77\nhierarchical_memory_limit 9223372036854771712\n\
@@ -350,10 +432,19 @@ mod tests {
                 ("memory.max", "1048576\n"),
                 ("memory.swap.max", "max\n"),
                 ("memory.min", "0\n"),
+                ("memory.events", "low 0\nhigh 4\nmax 2\noom 1\noom_kill 1\n"),
             ],
         );
         let d = h.controller_dir(Controller::Memory, "/pod/c").unwrap();
-        let s = read(&d, false, Some(999)).unwrap().unwrap();
+        let s = read(&d, false, Some(999), true).unwrap().unwrap();
+        assert_eq!((s.events_high, s.events_max), (Some(4), Some(2)));
+        assert_eq!(
+            (s.file_dirty, s.file_writeback, s.pgscan, s.pgsteal),
+            (Some(11), Some(12), Some(13), Some(14))
+        );
+        assert_eq!((s.refault_anon, s.refault_file), (Some(15), Some(16)));
+        let lean = read(&d, false, Some(999), false).unwrap().unwrap();
+        assert_eq!(lean.events_high, None, "memory.events read only when asked");
         assert_eq!(s.usage, Some(6500));
         assert_eq!(s.max_usage, Some(9000));
         assert_eq!(
@@ -390,7 +481,7 @@ mod tests {
             ],
         );
         let d = h.controller_dir(Controller::Memory, "/c").unwrap();
-        let s = read(&d, false, None).unwrap().unwrap();
+        let s = read(&d, false, None, true).unwrap().unwrap();
         assert_eq!(s.max_usage, None);
         assert_eq!(s.swap, None);
         assert_eq!(s.swap_limit, None);
@@ -417,7 +508,7 @@ mod tests {
         // The root has memory.stat but no memory.current/peak/max.
         write_files(dir.path(), &[("memory.stat", V2_STAT)]);
         let d = h.controller_dir(Controller::Memory, "/").unwrap();
-        let s = read(&d, true, Some(4096)).unwrap().unwrap();
+        let s = read(&d, true, Some(4096), true).unwrap().unwrap();
         assert_eq!(s.usage, Some(6000), "anon + file");
         assert_eq!(s.working_set(), Some(4000));
         assert_eq!(s.swap, Some(4096), "SwapTotal - SwapFree");
@@ -446,7 +537,7 @@ mod tests {
         let d = h
             .controller_dir(Controller::Memory, "/kubepods/pod1")
             .unwrap();
-        let s = read(&d, false, Some(1)).unwrap().unwrap();
+        let s = read(&d, false, Some(1), true).unwrap().unwrap();
         assert_eq!(s.usage, Some(4000));
         assert_eq!(s.max_usage, Some(8000));
         assert_eq!(
@@ -503,11 +594,11 @@ mod tests {
         .unwrap();
         let d = h.controller_dir(Controller::Memory, "/a").unwrap();
         assert!(matches!(d, ControllerDir::V1(_)));
-        let s = read(&d, false, None).unwrap().unwrap();
+        let s = read(&d, false, None, true).unwrap().unwrap();
         assert_eq!(s.usage, Some(5000));
         assert_eq!(s.working_set(), Some(4400));
         let root = h.controller_dir(Controller::Memory, "/").unwrap();
-        let s = read(&root, true, Some(1)).unwrap().unwrap();
+        let s = read(&root, true, Some(1), true).unwrap().unwrap();
         assert_eq!(
             s.usage,
             Some(7000),
@@ -521,6 +612,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let h = v2_hierarchies(dir.path());
         let d = h.controller_dir(Controller::Memory, "/gone").unwrap();
-        assert_eq!(read(&d, false, None).unwrap(), None);
+        assert_eq!(read(&d, false, None, true).unwrap(), None);
     }
 }

@@ -304,6 +304,7 @@ impl Collector {
             root_swap: host.as_ref().ok().map(|m| m.meminfo.swap_used()),
             own: sources::OwnFamilies {
                 crash_signals: self.cost.group_on("crash_signals"),
+                memory_reclaim: self.cost.group_on("memory_reclaim"),
                 socket: net::SocketShape {
                     packets: self.cost.group_on("socket_packets"),
                     destinations: self.cost.shaping.socket_destinations,

@@ -21,6 +21,8 @@ pub struct OwnFamilies {
     /// `container_crashes_total` split by `signal` (the `crash_signals` group).
     pub crash_signals: bool,
     pub socket: super::net::SocketShape,
+    /// The `memory_reclaim` group is on: memory.events is read too.
+    pub memory_reclaim: bool,
 }
 
 /// What every family collector gets for one scrape.

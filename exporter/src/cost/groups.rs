@@ -105,6 +105,37 @@ pub const GROUPS: &[GroupSpec] = &[
             "container_spec_memory_reservation_limit_bytes",
         ],
     ),
+    // cAdvisor v0.60's additions, opt-in here (cAdvisor counts them in cpu and
+    // memory): CFS burst from the cpu.stat already read, and the v2 reclaim detail
+    // (memory.stat fields; memory.events read only when this group is on).
+    GroupSpec {
+        default_on: false,
+        ..group(
+            "cpu_burst",
+            &[],
+            &[
+                "container_cpu_cfs_burst_periods_total",
+                "container_cpu_cfs_burst_seconds_total",
+            ],
+        )
+    },
+    GroupSpec {
+        default_on: false,
+        ..group(
+            "memory_reclaim",
+            &[],
+            &[
+                "container_memory_events_high_total",
+                "container_memory_events_max_total",
+                "container_memory_file_dirty_bytes",
+                "container_memory_file_writeback_bytes",
+                "container_memory_pgscan_total",
+                "container_memory_pgsteal_total",
+                "container_memory_workingset_refault_anon_total",
+                "container_memory_workingset_refault_file_total",
+            ],
+        )
+    },
     group("oom_event", &["oom"], &["container_oom_events_total"]),
     // Opt-in: the kubelet serves pressure only behind its KubeletPSI feature gate.
     GroupSpec {
