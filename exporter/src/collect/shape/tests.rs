@@ -157,3 +157,18 @@ fn disabled_groups_are_left_out_and_counted() {
     assert!(apply(&loose, &mut set).is_empty());
     assert_eq!(set.to_text(), before);
 }
+
+#[test]
+fn pod_rows_only_leaves_out_rows_of_no_pod_as_the_stack_drops_them() {
+    let shaping = Shaping {
+        groups: MetricGroups::all(),
+        pod_rows_only: true,
+        ..Shaping::default()
+    };
+    let mut set = set();
+    Shaper::default().shape(&shaping, &mut set);
+    let out = set.to_text();
+    assert!(!out.contains("id=\"/\""), "the root row has no pod: {out}");
+    assert!(out.contains(&text_row("", POD, "", "ns", "p1")), "{out}");
+    assert_eq!(set.series_counts()[0], (CPU.to_owned(), 4));
+}
