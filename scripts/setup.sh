@@ -37,6 +37,8 @@ DEB_PACKAGES+=(containernetworking-plugins)
 DEB_PACKAGES+=(chromium fonts-dejavu-core)
 # strace: the scrape-engine benchmark counts one scrape's syscalls (bench/src/engine.rs).
 DEB_PACKAGES+=(strace)
+# podman: builds and runs the container image (scripts/image.sh, tests/tests/image.rs).
+DEB_PACKAGES+=(podman)
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -21,6 +21,20 @@ first failure, with the reason.
                         host PID and network namespaces, the listed capabilities
                         only, read-only host mounts, kube-rbac-proxy in front of
                         kadvisor's loopback port, Service/NetworkPolicy ports
+  kustomize DIR OUT_DIR build the kustomization in DIR (the subset of kustomize
+                        deploy/ and examples/ use; see build()), validate every
+                        object, write the ServiceMonitors and dashboards to
+                        OUT_DIR, print one line per object
+  stack-values OUT_DIR  the ServiceMonitor kube-prometheus-stack makes from
+                        deploy/kube-prometheus-stack/values.yaml, checked against
+                        the chart's cAdvisor endpoint, written to OUT_DIR
+  jsonnet-example OUT_DIR  build examples/kube-prometheus/kadvisor.jsonnet with
+                        go-jsonnet the way its header says (-J vendor -J DIR),
+                        with a kube-prometheus stand-in as vendor/kube-prometheus,
+                        and write each output file to OUT_DIR
+  container             print (JSON) how the DaemonSet runs the kadvisor
+                        container (args, capabilities, host mounts, namespaces,
+                        seccomp, read-only root), for the image test to copy
 """
 import copy
 import json
@@ -29,9 +43,13 @@ import sys
 
 import yaml
 
+from kustomize import build
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "kube-prometheus"
+STACK = REPO / "deploy" / "kube-prometheus-stack"
 FIXTURES = REPO / "tests" / "fixtures" / "kube-prometheus"
+STACK_FIXTURES = REPO / "tests" / "fixtures" / "kube-prometheus-stack"
 K8S_VERSION = "1.33"
 # Kinds kubernetes-validate has no schema for; checked elsewhere.
 NOT_BUILT_IN = {"ServiceMonitor", "Kustomization", "Component"}
@@ -55,7 +73,7 @@ def validate_object(obj, where):
 
 
 def yaml_files():
-    return sorted(p for p in DEPLOY.rglob("*.yaml"))
+    return sorted(p for d in (DEPLOY, STACK, REPO / "dashboards") for p in d.rglob("*.yaml") if p.name != "values.yaml")
 
 
 def cmd_manifests():
@@ -66,7 +84,8 @@ def cmd_manifests():
             if isinstance(doc, list):  # a JSON patch
                 continue
             if doc.get("kind") in ("Kustomization", "Component"):
-                for entry in doc.get("resources", []) + [p["path"] for p in doc.get("patches", [])]:
+                files = [f.split("=")[-1] for g in doc.get("configMapGenerator", []) for f in g.get("files", [])]
+                for entry in doc.get("resources", []) + doc.get("components", []) + files + [p["path"] for p in doc.get("patches", [])]:
                     if not (path.parent / entry).exists():
                         fail(f"{path}: {entry} does not exist")
                 continue
@@ -119,14 +138,67 @@ def compile_addon(mode):
         fail(f"jsonnet addon does not compile (mode {mode}): {e}")
 
 
+STAND_IN_MAIN = """
+// A stand-in of kube-prometheus' main.libsonnet: the fields the addon reads and
+// writes, with kube-prometheus' names and defaults.
+{
+  values:: {
+    common: { namespace: 'default' },
+    grafana: { dashboards: { 'k8s-resources-pod.json': { title: 'mixin dashboard' } } },
+    kubernetesControlPlane: {
+      mixin: { _config: { cadvisorSelector: 'job="kubelet", metrics_path="/metrics/cadvisor"' } },
+    },
+  },
+  kubernetesControlPlane: { serviceMonitorKubelet: std.parseYaml(importstr '%(fixture)s') },
+  grafana: {
+    dashboardDefinitions: {
+      apiVersion: 'v1',
+      kind: 'ConfigMapList',
+      items: [
+        { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'grafana-dashboard-' + std.strReplace(n, '.json', ''), namespace: $.values.common.namespace }, data: { [n]: std.manifestJsonEx($.values.grafana.dashboards[n], '    ') } }
+        for n in std.objectFields($.values.grafana.dashboards)
+      ],
+    },
+  },
+}
+"""
+
+
+def cmd_jsonnet_example(out_dir):
+    import tempfile
+
+    import _gojsonnet
+
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        vendor = pathlib.Path(tmp) / "vendor"
+        (vendor / "kube-prometheus").mkdir(parents=True)
+        (vendor / "kube-prometheus" / "main.libsonnet").write_text(
+            STAND_IN_MAIN % {"fixture": FIXTURES / "kubelet-servicemonitor.yaml"})
+        checkouts = pathlib.Path(tmp) / "checkouts"
+        checkouts.mkdir()
+        (checkouts / "kadvisor").symlink_to(REPO)
+        example = REPO / "examples" / "kube-prometheus" / "kadvisor.jsonnet"
+        try:
+            files = json.loads(_gojsonnet.evaluate_file(str(example), jpathdir=[str(vendor), str(checkouts)]))
+        except RuntimeError as e:
+            fail(f"{example} does not build: {e}")
+    for name, obj in files.items():
+        if obj.get("kind") == "ConfigMapList":
+            for item in obj["items"]:
+                validate_object(item, f"{example.name} {name}")
+        else:
+            validate_object(obj, f"{example.name} {name}")
+        (out / f"{name}.json").write_text(json.dumps(obj))
+        print(f"ok {name}: {obj['kind']}")
+
+
 def cmd_jsonnet(out_dir):
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    base_objects = {}
-    for path in (DEPLOY / "base").glob("*.yaml"):
-        doc = yaml.safe_load(path.read_text())
-        if doc.get("kind") != "Kustomization":
-            base_objects[(doc["kind"], doc["metadata"]["name"])] = doc
+    # The base as kustomize builds it: the image from its `images:` applied.
+    base_objects = {(doc["kind"], doc["metadata"]["name"]): doc for doc in build(DEPLOY / "base")}
     kubelet_in = yaml.safe_load((FIXTURES / "kubelet-servicemonitor.yaml").read_text())
     for mode, want_job, sm_file in [
         (None, "kubelet", "dropin"),
@@ -283,7 +355,7 @@ def cmd_rules():
     print(yaml.safe_dump({"groups": groups}, sort_keys=False, width=1000))
 
 
-# Capabilities the kadvisor container keeps (README "How it is served" says why).
+# Capabilities the kadvisor container keeps (docs/kube-prometheus.md "How it runs" says why).
 CAPABILITIES = ["BPF", "PERFMON", "NET_ADMIN", "DAC_READ_SEARCH"]
 
 
@@ -347,6 +419,120 @@ def cmd_daemonset():
         print(f"ok {what}")
 
 
+def cmd_kustomize(directory, out_dir):
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    objects = build(directory)
+    seen = set()
+    for obj in objects:
+        key = (obj["kind"], obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+        if key in seen:
+            fail(f"{directory}: {key} twice (kustomize refuses it)")
+        seen.add(key)
+        validate_object(obj, f"kustomize {directory}")
+        name = f"{obj['kind']}-{obj['metadata']['name']}"
+        if obj["kind"] == "ServiceMonitor":
+            (out / f"{name}.json").write_text(json.dumps(obj))
+        if obj["kind"] == "ConfigMap" and obj["metadata"].get("labels", {}).get("grafana_dashboard") == "1":
+            for key_name, text in obj["data"].items():
+                (out / key_name).write_text(text)
+        print(f"ok {obj['kind']}/{obj['metadata'].get('namespace', '')}/{obj['metadata']['name']}")
+    (out / "all.json").write_text(json.dumps(objects))
+
+
+def render_additional_service_monitor(entry, release, namespace):
+    """One prometheus.additionalServiceMonitors entry as the chart renders it
+    (fixtures/kube-prometheus-stack/servicemonitors.yaml.tpl)."""
+    handled = {"name", "additionalLabels", "jobLabel", "namespaceSelector", "selector", "targetLabels",
+               "podTargetLabels", "endpoints", "attachMetadata"}
+    if set(entry) - handled:
+        fail(f"additionalServiceMonitors keys {sorted(set(entry) - handled)} not handled")
+    labels = {"app": "kube-prometheus-stack-prometheus", "app.kubernetes.io/managed-by": "Helm",
+              "app.kubernetes.io/instance": release, "release": release, "heritage": "Helm"}
+    labels.update(entry.get("additionalLabels", {}))
+    spec = {"endpoints": entry["endpoints"], "selector": entry["selector"]}
+    for key in ("jobLabel", "namespaceSelector", "targetLabels", "podTargetLabels", "attachMetadata"):
+        if key in entry:
+            spec[key] = entry[key]
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+            "metadata": {"name": entry["name"], "namespace": namespace, "labels": labels}, "spec": spec}
+
+
+def cmd_stack_values(out_dir):
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    values = yaml.safe_load((STACK / "values.yaml").read_text())
+    chart = yaml.safe_load((STACK_FIXTURES / "values-excerpt.yaml").read_text())
+    template = (STACK_FIXTURES / "servicemonitors.yaml.tpl").read_text()
+    for field in ("name", "namespaceSelector", "selector", "endpoints"):
+        if f".{field}" not in template:
+            fail(f"the chart's template no longer reads .{field}")
+    if values["kubelet"]["serviceMonitor"]["cAdvisor"] is not False:
+        fail("kubelet.serviceMonitor.cAdvisor is not false: the kubelet's cAdvisor would be scraped too")
+    (entry,) = values["prometheus"]["additionalServiceMonitors"]
+    sm = render_additional_service_monitor(entry, "kube-prometheus-stack", "monitoring")
+    (ep,) = sm["spec"]["endpoints"]
+    kubelet = chart["kubelet"]["serviceMonitor"]
+    job = chart["kubelet"]["jobNameOverride"] or "kubelet"
+
+    # The chart's cAdvisor endpoint, kept: path, interval, honorLabels, drops.
+    if ep["path"] != "/metrics/cadvisor":
+        fail(f"path {ep['path']}")
+    if ep["interval"] != kubelet["cAdvisorInterval"]:
+        fail(f"interval {ep['interval']}, the chart's cAdvisor interval is {kubelet['cAdvisorInterval']}")
+    if ep["honorLabels"] is not kubelet["honorLabels"]:
+        fail("honorLabels differs from the chart's")
+    if ep["metricRelabelings"] != kubelet["cAdvisorMetricRelabelings"]:
+        fail("metricRelabelings are not the chart's cAdvisorMetricRelabelings")
+    for r in kubelet["cAdvisorRelabelings"]:
+        if r not in ep["relabelings"]:
+            fail(f"the chart's cAdvisor relabeling {r} missing")
+    # The target labels the chart's rules and dashboards select.
+    targets = {r["targetLabel"]: r for r in ep["relabelings"]}
+    if targets["job"].get("replacement") != job:
+        fail(f"job is not {job}")
+    if targets["node"]["sourceLabels"] != ["__meta_kubernetes_pod_node_name"]:
+        fail("node does not come from the pod's node")
+    # It selects kadvisor's Service and its port.
+    svc = yaml.safe_load((DEPLOY / "base" / "service.yaml").read_text())
+    if sm["spec"]["selector"]["matchLabels"] != svc["metadata"]["labels"]:
+        fail("selector does not match kadvisor's Service")
+    if svc["metadata"]["namespace"] not in sm["spec"]["namespaceSelector"]["matchNames"]:
+        fail("namespaceSelector misses kadvisor's namespace")
+    if ep["port"] not in [p["name"] for p in svc["spec"]["ports"]]:
+        fail(f"port {ep['port']} is not a port of kadvisor's Service")
+    (out / "ServiceMonitor-kadvisor.json").write_text(json.dumps(sm))
+    print(f"ok kube-prometheus-stack ServiceMonitor: job={job}, interval {ep['interval']}, "
+          f"{len(ep['metricRelabelings'])} chart drops, release label {sm['metadata']['labels']['release']}")
+
+
+def cmd_container():
+    ds = yaml.safe_load((DEPLOY / "base" / "daemonset.yaml").read_text())
+    pod = ds["spec"]["template"]["spec"]
+    kadvisor = next(c for c in pod["containers"] if c["name"] == "kadvisor")
+    sc = kadvisor["securityContext"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = []
+    for m in kadvisor.get("volumeMounts", []):
+        host = volumes[m["name"]].get("hostPath")
+        if host is None:
+            fail(f"kadvisor mounts {m['name']}, which is not a hostPath")
+        mounts.append({"host": host["path"], "path": m["mountPath"], "read_only": m.get("readOnly", False)})
+    print(json.dumps({
+        "args": kadvisor.get("args", []),
+        "drop": sc["capabilities"]["drop"],
+        "add": sc["capabilities"]["add"],
+        "privileged": sc.get("privileged", False),
+        "run_as_user": sc.get("runAsUser"),
+        "read_only_root": sc.get("readOnlyRootFilesystem", False),
+        "no_new_privileges": sc.get("allowPrivilegeEscalation") is False,
+        "seccomp": sc.get("seccompProfile", {}).get("type", "RuntimeDefault"),
+        "host_pid": pod.get("hostPID", False),
+        "host_network": pod.get("hostNetwork", False),
+        "mounts": mounts,
+    }))
+
+
 def main():
     cmd, *args = sys.argv[1:] or ["help"]
     if cmd == "manifests":
@@ -361,6 +547,14 @@ def main():
         cmd_rules()
     elif cmd == "daemonset":
         cmd_daemonset()
+    elif cmd == "container":
+        cmd_container()
+    elif cmd == "jsonnet-example":
+        cmd_jsonnet_example(*args)
+    elif cmd == "kustomize":
+        cmd_kustomize(*args)
+    elif cmd == "stack-values":
+        cmd_stack_values(*args)
     else:
         print(__doc__)
         sys.exit(2)

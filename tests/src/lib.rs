@@ -14,6 +14,7 @@ pub mod kadvisor;
 pub mod netns;
 pub mod prometheus;
 pub mod scrape;
+pub mod validators;
 
 use std::sync::{Mutex, MutexGuard};
 

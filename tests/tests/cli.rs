@@ -132,26 +132,25 @@ fn valid_config_file_checks_without_loading_bpf() {
 }
 
 #[test]
-fn readme_cost_recipes_are_valid_configs() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("read README.md");
-    let section = readme
-        .split("## Controlling cost")
-        .nth(1)
-        .expect("README has a Controlling cost section");
-    let recipes: Vec<&str> = section
-        .split("```toml\n")
-        .skip(1)
-        .filter_map(|block| block.split("```").next())
-        .collect();
-    assert!(recipes.len() >= 2, "{} recipes", recipes.len());
-    for recipe in recipes {
-        let output = check_config(recipe, &[]);
+fn example_configs_are_valid() {
+    // examples/config/*.toml, the recipes docs/configuration.md links to.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("read examples/config") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let recipe = std::fs::read_to_string(&path).expect("read example");
+        let output = check_config(&recipe, &[]);
         assert_eq!(
             output.status.code(),
             Some(0),
-            "recipe:\n{recipe}\n{}",
+            "{}:\n{}",
+            path.display(),
             String::from_utf8_lossy(&output.stderr)
         );
+        checked += 1;
     }
+    assert!(checked >= 3, "{checked} examples in {}", dir.display());
 }

@@ -16,7 +16,7 @@ use std::{
     collections::BTreeSet,
     fs,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -28,70 +28,9 @@ use kadvisor_tests::{
     kadvisor::{self, ALL_GROUPS, Kadvisor},
     prometheus::{Prometheus, Series},
     require_root,
+    validators::{failed, node, python, repo, succeeded},
 };
 use serde_json::{Value, json};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Where scripts/setup.sh installs the pinned validators.
-fn tools() -> PathBuf {
-    std::env::var_os("KADVISOR_TOOLS").map_or_else(
-        || {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/kadvisor/tools")
-        },
-        PathBuf::from,
-    )
-}
-
-fn python() -> Command {
-    let python = tools().join("venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: run scripts/setup.sh (installs the validators)",
-        python.display()
-    );
-    let mut command = Command::new(python);
-    command.arg(repo().join("tests/kube-prometheus/validate.py"));
-    command
-}
-
-fn node(kind: &str, files: &[PathBuf]) -> Output {
-    let node_dir = tools().join("node");
-    assert!(
-        node_dir.join("node_modules").exists(),
-        "{} missing: run scripts/setup.sh (installs the validators)",
-        node_dir.display()
-    );
-    Command::new("node")
-        .arg(repo().join("tests/kube-prometheus/validate_schemas.mjs"))
-        .arg(node_dir)
-        .arg(kind)
-        .args(files)
-        .output()
-        .expect("run node (scripts/setup.sh installs nodejs)")
-}
-
-fn succeeded(what: &str, output: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{stdout}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
-fn failed(what: &str, output: &Output) {
-    assert!(
-        !output.status.success(),
-        "{what} should have failed but passed:\n{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-}
 
 fn deploy(path: &str) -> PathBuf {
     repo().join("deploy/kube-prometheus").join(path)

@@ -7,6 +7,9 @@
 //   { ['kadvisor-' + name]: kp.kadvisor[name] for name in std.objectFields(kp.kadvisor) }
 //   + ... (the rest of kube-prometheus' example.jsonnet)
 //
+// `kadvisor/` is this repository, vendored whole (docs/kube-prometheus.md shows how):
+// the addon reads ../base, ../dropin, ../own-job and ../../../dashboards.
+//
 // values.kadvisor.mode:
 //   'dropin' (default, mode A): kadvisor's series carry job="kubelet" and
 //            metrics_path="/metrics/cadvisor"; rules, alerts, dashboards and
@@ -18,22 +21,32 @@
 //
 // The Kubernetes objects are the plain YAML of ../base, ../dropin and ../own-job
 // (one source for kubectl, kustomize and jsonnet users), parsed with
-// std.parseYaml (jsonnet >= 0.18); the dashboards are ../../../dashboards/*.json.
+// std.parseYaml; the dashboards are ../../../dashboards/*.json.
+//
+// Needs go-jsonnet >= 0.18 (the `jsonnet` kube-prometheus' own build uses). The C++
+// jsonnet 0.18 (Debian's `jsonnet` package) cannot run it: its std.parseYaml emits
+// invalid JSON for any scalar such as 0.1.0 or 127.0.0.1, quoted or not, and aborts.
 local yaml(text) = std.parseYaml(text);
+
+// The image named in ../base/kustomization.yaml (`images:`), the one place it is set.
+local kustomizeImage = yaml(importstr '../base/kustomization.yaml').images[0];
+
+// A string's JSON escaping without the surrounding quotes.
+local escaped(text) = local quoted = std.escapeStringJson(text); std.substr(quoted, 1, std.length(quoted) - 2);
 
 local kubeletCadvisorSelector = 'job="kubelet", metrics_path="/metrics/cadvisor"';
 local ownJobSelector = 'job="kadvisor", metrics_path="/metrics/cadvisor"';
 
 // Rewrites a dashboard's cAdvisor selector (written for mode A) to `selector`.
 local dashboard(text, selector) =
-  std.parseJson(std.strReplace(text, std.escapeStringJson(kubeletCadvisorSelector)[1:-1], std.escapeStringJson(selector)[1:-1]));
+  std.parseJson(std.strReplace(text, escaped(kubeletCadvisorSelector), escaped(selector)));
 
 {
   values+:: {
     kadvisor: {
       namespace: $.values.common.namespace,
       mode: 'dropin',
-      image: 'ghcr.io/kadvisor/kadvisor:0.1.0',
+      image: kustomizeImage.newName + ':' + kustomizeImage.newTag,
       kubeRbacProxyImage: 'quay.io/brancz/kube-rbac-proxy:v0.19.1',
       cadvisorSelector: if self.mode == 'dropin' then kubeletCadvisorSelector else ownJobSelector,
       resources: {},

@@ -1,0 +1,74 @@
+//! The offline validators of `deploy/`, `dashboards/` and `examples/`
+//! (`tests/kube-prometheus/validate.py` and `validate_schemas.mjs`), run with the
+//! pinned Python and npm packages that `scripts/setup.sh` installs.
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Where scripts/setup.sh installs the pinned validators.
+pub fn tools() -> PathBuf {
+    std::env::var_os("KADVISOR_TOOLS").map_or_else(
+        || {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache/kadvisor/tools")
+        },
+        PathBuf::from,
+    )
+}
+
+/// `validate.py` with the venv's Python; add the subcommand and its arguments.
+pub fn python() -> Command {
+    let python = tools().join("venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: run scripts/setup.sh (installs the validators)",
+        python.display()
+    );
+    let mut command = Command::new(python);
+    command.arg(repo().join("tests/kube-prometheus/validate.py"));
+    command
+}
+
+/// `validate_schemas.mjs KIND FILES...`: the CRD / dashboard schema checks.
+pub fn node(kind: &str, files: &[PathBuf]) -> Output {
+    let node_dir = tools().join("node");
+    assert!(
+        node_dir.join("node_modules").exists(),
+        "{} missing: run scripts/setup.sh (installs the validators)",
+        node_dir.display()
+    );
+    Command::new("node")
+        .arg(repo().join("tests/kube-prometheus/validate_schemas.mjs"))
+        .arg(node_dir)
+        .arg(kind)
+        .args(files)
+        .output()
+        .expect("run node (scripts/setup.sh installs nodejs)")
+}
+
+/// Asserts `output` succeeded and returns its stdout.
+pub fn succeeded(what: &str, output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{stdout}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// Asserts `output` failed (a check shown able to fail).
+pub fn failed(what: &str, output: &Output) {
+    assert!(
+        !output.status.success(),
+        "{what} should have failed but passed:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
