@@ -182,6 +182,10 @@ impl Container {
             if arg.starts_with("--port=") {
                 // Another kadvisor may hold the DaemonSet's port on this shared host.
                 podman.arg(format!("--port={port}"));
+            } else if arg == "--kubelet_rows" {
+                // The test's cgroup is not a pod's; with the kubelet's rows only it
+                // would not be a row. Every other argument is the DaemonSet's.
+                eprintln!("--kubelet_rows left out: the test cgroup is not under kubepods");
             } else {
                 podman.arg(arg);
             }
