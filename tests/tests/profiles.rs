@@ -97,25 +97,32 @@ fn documented_series_per_row() -> BTreeMap<String, usize> {
 
 #[test]
 fn kube_prometheus_profile_attaches_no_program_it_does_not_need() {
-    // Control: by default the crash program is attached; schedstat's and the socket
-    // programs (a cost on every switch / packet) are opt-in.
+    // Control: by default the crash program, the exit hook and the task/descriptor
+    // passes (the process group) are attached, and the read-back sees iterator links;
+    // the socket programs (a cost on every packet) are opt-in.
     let default = Kadvisor::start(&["--kubelet_rows"]);
     let attached = bpf::attached_program_names(default.pid());
-    assert!(
-        attached.contains(&kernel_name("signal_deliver")),
-        "{attached:?}"
-    );
+    for program in [
+        "signal_deliver",
+        "sched_process_exit",
+        "task_pass",
+        "file_pass",
+    ] {
+        assert!(attached.contains(&kernel_name(program)), "{attached:?}");
+    }
     for program in ["sched_switch", "socket_ingress", "socket_egress"] {
         assert!(!attached.contains(&kernel_name(program)), "{attached:?}");
     }
     drop(default);
 
     let kadvisor = Kadvisor::start(&["--profile", "kube-prometheus"]);
-    // kube-prometheus reads CPU, memory, disk IO and interfaces: the crash, OOM and
-    // socket programs stay unattached. (The task/file iterator passes of issue 14
-    // belong to no metric group yet, so a profile cannot leave them out.)
+    // kube-prometheus reads CPU, memory, disk IO and interfaces: the crash, OOM,
+    // socket programs and the task/descriptor passes (schedstat and process families)
+    // stay unattached.
     let attached = bpf::attached_program_names(kadvisor.pid());
     for program in [
+        "task_pass",
+        "file_pass",
         "signal_deliver",
         "socket_ingress",
         "socket_egress",
@@ -124,6 +131,13 @@ fn kube_prometheus_profile_attaches_no_program_it_does_not_need() {
     ] {
         assert!(!attached.contains(&kernel_name(program)), "{attached:?}");
     }
+    // sched_process_exit stays: container_cpu_usage_seconds_total of a removed
+    // container in its grace period is what its tasks had at exit (cpu.stat is gone
+    // with the cgroup), so a rate() over a finished pod keeps its last interval.
+    assert!(
+        attached.contains(&kernel_name("sched_process_exit")),
+        "{attached:?}"
+    );
     let scrape = kadvisor.scrape();
     let allowed: Vec<&str> = include_str!("../../exporter/src/profiles/kube-prometheus.families")
         .lines()

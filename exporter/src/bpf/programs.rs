@@ -132,8 +132,8 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         min_kernel: None,
     },
     // Scrape-time task pass (kernel/src/iter.rs): live tasks' run-queue delay and run
-    // periods, processes and their open-files limit per cgroup. Runs only when read, so
-    // it belongs to no metric group; the schedstat and process collectors read it.
+    // periods, processes and their open-files limit per cgroup. Runs only when read;
+    // attached when `sched` or `process` is on (cost/groups.rs).
     ProgramSpec {
         name: "task_pass",
         hook: "task",
@@ -145,7 +145,7 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         min_kernel: None,
     },
     // Scrape-time descriptor pass (kernel/src/iter.rs): open files and sockets per
-    // process.
+    // process (the `process` group).
     ProgramSpec {
         name: "file_pass",
         hook: "task_file",

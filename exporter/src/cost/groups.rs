@@ -15,7 +15,8 @@ pub struct GroupSpec {
     pub default_on: bool,
     /// cAdvisor's group (`true`) or kadvisor's own.
     pub cadvisor: bool,
-    /// The `family` values of `bpf::PROGRAMS` that only this group needs.
+    /// The `family` values of `bpf::PROGRAMS` this group needs. A program family
+    /// several groups need is attached when any of them is on.
     pub programs: &'static [&'static str],
     /// The metric families it writes.
     pub families: &'static [&'static str],
@@ -53,8 +54,9 @@ const fn no_op(name: &'static str) -> GroupSpec {
 /// seen, the scrape-error gauges, `machine_*`, `kadvisor_*`) are always written, as
 /// cAdvisor writes them whatever its flags.
 pub const GROUPS: &[GroupSpec] = &[
-    // The kernel's CPU core (`sched_stat_runtime`) belongs to `cpu`: disabling cpu
-    // detaches it, which also turns off `sched` (its run time is the same counter).
+    // `cpu` needs `sched_process_exit` (program family `cpu`): a removed row's final
+    // CPU time in its grace period. Disabling cpu also turns off `sched` (its run time
+    // is the same counter).
     group(
         "cpu",
         &["cpu"],
@@ -74,9 +76,11 @@ pub const GROUPS: &[GroupSpec] = &[
     GroupSpec {
         aliases: &["schedstat"],
         default_on: false,
+        // Run-queue delay and periods: live tasks' from the task pass (`tasks`),
+        // exited tasks' from `sched_process_exit` (`cpu`).
         ..group(
             "sched",
-            &["schedstat"],
+            &["cpu", "tasks"],
             &[
                 "container_cpu_schedstat_run_seconds_total",
                 "container_cpu_schedstat_runqueue_seconds_total",
@@ -154,8 +158,9 @@ pub const GROUPS: &[GroupSpec] = &[
         )
     },
     group(
+        // The task pass (processes, open-files limit) and the descriptor pass.
         "process",
-        &[],
+        &["tasks", "files"],
         &[
             "container_processes",
             "container_threads",
@@ -396,12 +401,11 @@ impl MetricGroups {
         self.enabled.contains(name)
     }
 
-    /// Whether programs of the `bpf::PROGRAMS` family `family` are to be attached.
+    /// Whether programs of the `bpf::PROGRAMS` family `family` are to be attached:
+    /// when any group needing them is on (a family no group claims always is).
     pub fn program_family_on(&self, family: &str) -> bool {
-        GROUPS
-            .iter()
-            .filter(|g| g.programs.contains(&family))
-            .all(|g| self.on(g.name))
+        let mut owners = GROUPS.iter().filter(|g| g.programs.contains(&family));
+        owners.clone().next().is_none() || owners.any(|g| self.on(g.name))
     }
 
     /// Whether the family `name` is written (families outside every group always
@@ -447,7 +451,7 @@ mod tests {
         }
         assert!(g.on("crashes"), "one series per row");
         assert!(!g.program_family_on("socket"));
-        assert!(!g.program_family_on("schedstat"));
+        assert!(g.program_family_on("tasks") && g.program_family_on("files"));
         let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
         let g = MetricGroups::from_lists(&s(&["cpu", "crash_signals"]), &[]).unwrap();
         assert!(!g.on("crash_signals"), "needs crashes");
@@ -473,10 +477,10 @@ mod tests {
         ] {
             assert!(!g.on(off), "{off}");
         }
-        for program in ["schedstat", "oom", "socket", "crashes"] {
+        for program in ["tasks", "files", "oom", "socket", "crashes"] {
             assert!(!g.program_family_on(program), "{program}");
         }
-        assert!(g.program_family_on("cpu"));
+        assert!(g.program_family_on("cpu"), "removed rows' final CPU");
         assert!(g.family_on("container_memory_working_set_bytes"));
         assert!(!g.family_on("container_memory_usage_bytes"));
         assert!(!g.family_on("container_last_seen"));
@@ -496,9 +500,12 @@ mod tests {
         assert!(!g.on("network") && !g.on("socket") && !g.on("sched"));
         assert!(g.on("cpu") && g.on("memory"));
         assert!(!g.program_family_on("socket"));
-        assert!(!g.program_family_on("schedstat"));
+        assert!(g.program_family_on("tasks"), "process is still on");
         assert!(g.program_family_on("cpu"));
         assert!(!g.family_on("container_network_receive_bytes_total"));
+        let g = MetricGroups::from_lists(&s(&["cpu", "sched"]), &[]).unwrap();
+        assert!(g.program_family_on("tasks") && !g.program_family_on("files"));
+        assert!(g.program_family_on("no group claims it"));
         assert!(g.family_on("container_last_seen"));
         let g = MetricGroups::from_lists(&s(&["cpu", "memory"]), &s(&["cpu"])).unwrap();
         assert!(g.on("cpu") && g.on("memory") && !g.on("process") && !g.on("crashes"));
