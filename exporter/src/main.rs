@@ -9,7 +9,7 @@ use kadvisor::{
         CgroupTree, Hierarchies,
         discovery::{Discovery, UnwatchedMetric},
     },
-    collect::{Collector, Retention, RowFilter, cpu},
+    collect::{Collector, Retention, RowFilter},
     config::{Config, ConfigError},
     cost::CostControls,
     http::{
@@ -72,8 +72,6 @@ fn run(config: Config) -> anyhow::Result<()> {
     let tree = CgroupTree::new(config.cgroup_root.as_deref())?;
     let hierarchies = Hierarchies::detect(Some(tree.root()))?;
     tracing::info!(root = %tree.root().display(), "cgroup v2 tree");
-    // Before attaching: what the kernel had counted so far (see cpu::StartBaselines).
-    let cpu_baselines = cpu::read_start_baselines(&tree, &hierarchies)?;
     let cost = config.cost()?;
     let load_options = LoadOptions {
         disabled_families: PROGRAMS
@@ -130,7 +128,6 @@ fn run(config: Config) -> anyhow::Result<()> {
     };
     let collector = Arc::new(
         Collector::new(Box::new(kernel), tree, hierarchies)?
-            .with_cpu_baselines(cpu_baselines)
             .with_discovery(discovery)
             .with_metadata(Arc::clone(&metadata))?
             .with_filter(filter)

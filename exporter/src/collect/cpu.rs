@@ -28,28 +28,9 @@ use super::{
     samples::{MetricType, SampleSet},
 };
 use crate::cgroup::{
-    CgroupError, CgroupTree, Controller, ControllerDir, Hierarchies, PathMemory, ancestors,
+    CgroupError, Controller, ControllerDir, Hierarchies, PathMemory, ancestors,
     files::{keyed_value, read_optional, read_value},
 };
-
-/// CPU nanoseconds each cgroup had used before the programs were attached, by cgroup
-/// id. No longer needed for usage (read from the kernel's files at every scrape);
-/// kept for callers that seed from it.
-pub type StartBaselines = HashMap<u64, u64>;
-
-/// Reads every live cgroup's hierarchical CPU usage (see `live_usage_ns`).
-pub fn read_start_baselines(
-    tree: &CgroupTree,
-    hierarchies: &Hierarchies,
-) -> Result<StartBaselines, CgroupError> {
-    let mut baselines = HashMap::new();
-    for cgroup in tree.walk()? {
-        if let Some(ns) = live_usage_ns(hierarchies, &cgroup.path)? {
-            baselines.insert(cgroup.id, ns);
-        }
-    }
-    Ok(baselines)
-}
 
 /// One cgroup's hierarchical CPU usage in ns from the kernel's own accounting: v2
 /// `cpu.stat usage_usec` (present on hybrid hosts too, without the cpu controller),
@@ -270,8 +251,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn baselines_come_from_v2_cpu_stat_or_v1_cpuacct() {
-        use std::os::unix::fs::MetadataExt as _;
+    fn live_usage_comes_from_v2_cpu_stat_or_v1_cpuacct() {
         let v2 = tempfile::tempdir().unwrap();
         let v1 = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(v2.path().join("a")).unwrap();
@@ -289,13 +269,10 @@ mod tests {
             HashMap::from([("cpuacct".to_owned(), v1.path().to_owned())]),
         )
         .unwrap();
-        let tree = CgroupTree::at(v2.path().to_owned());
-        let id = |p: &str| std::fs::metadata(v2.path().join(p)).unwrap().ino();
 
-        let baselines = read_start_baselines(&tree, &hierarchies).unwrap();
-
-        assert_eq!(baselines[&id("a")], 1_500_000);
-        assert_eq!(baselines[&id("b")], 777);
+        assert_eq!(live_usage_ns(&hierarchies, "/a").unwrap(), Some(1_500_000));
+        assert_eq!(live_usage_ns(&hierarchies, "/b").unwrap(), Some(777));
+        assert_eq!(live_usage_ns(&hierarchies, "/gone").unwrap(), None);
     }
 
     use crate::cgroup::{Cgroup, RetiredTotals};
@@ -417,7 +394,6 @@ mod tests {
         // An id no other test uses: the never-backwards memory is per process.
         let id = u64::from(kernel.task_pass) + 9_000_001;
         let rows = vec![Row::new(id, "/")];
-        let baselines = StartBaselines::new();
         let mut memory = PathMemory::default();
         memory.insert(id, "/");
         let retired = RetiredTotals::default();
@@ -427,7 +403,6 @@ mod tests {
             rows: &rows,
             hierarchies: &hierarchies,
             kernel: &kernel,
-            cpu_baselines: &baselines,
             paths: &memory,
             retired: &retired,
             root_swap: None,

@@ -124,6 +124,9 @@ pub struct KernelSnapshot<'a> {
     oom_kills: OnceLock<Result<HashMap<u64, u64>, BpfError>>,
     errors: OnceLock<Result<Vec<(KernelError, u64)>, BpfError>>,
     tasks: OnceLock<Result<HashMap<u64, CgroupTasks>, BpfError>>,
+    /// A failed task pass was already reported this scrape (it is read by the cpu and
+    /// the process families, and counted once).
+    tasks_failure_reported: std::sync::atomic::AtomicBool,
     programs: OnceLock<Vec<ProgramStats>>,
 }
 
@@ -137,6 +140,7 @@ impl<'a> KernelSnapshot<'a> {
             oom_kills: OnceLock::new(),
             errors: OnceLock::new(),
             tasks: OnceLock::new(),
+            tasks_failure_reported: std::sync::atomic::AtomicBool::new(false),
             programs: OnceLock::new(),
         }
     }
@@ -177,6 +181,14 @@ impl<'a> KernelSnapshot<'a> {
     /// the first use, shared by the schedstat and process families.
     pub fn task_pass(&self) -> Result<&HashMap<u64, CgroupTasks>, &BpfError> {
         self.tasks.get_or_init(|| self.kernel.task_pass()).as_ref()
+    }
+
+    /// `true` at the first call only: whether a failed task pass is still to be
+    /// reported in this scrape.
+    pub fn report_task_pass_failure(&self) -> bool {
+        !self
+            .tasks_failure_reported
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn program_stats(&self) -> &[ProgramStats] {

@@ -74,7 +74,6 @@ pub struct Collector {
     kernel: Box<dyn KernelSource>,
     tree: CgroupTree,
     hierarchies: Hierarchies,
-    cpu_baselines: cpu::StartBaselines,
     /// Where /proc, /sys and /etc are read for the machine families.
     host: machine::HostPaths,
     discovery: Arc<Discovery>,
@@ -143,7 +142,6 @@ impl Collector {
             kernel,
             tree,
             hierarchies,
-            cpu_baselines: cpu::StartBaselines::new(),
             host: machine::HostPaths::default(),
             discovery: Arc::new(Discovery::default()),
             watched: false,
@@ -167,13 +165,6 @@ impl Collector {
     #[must_use]
     pub fn with_cost(mut self, cost: CostControls) -> Self {
         self.cost = cost;
-        self
-    }
-
-    /// Adds CPU time used before the programs attached (read them before attaching).
-    #[must_use]
-    pub fn with_cpu_baselines(mut self, baselines: cpu::StartBaselines) -> Self {
-        self.cpu_baselines = baselines;
         self
     }
 
@@ -298,7 +289,6 @@ impl Collector {
             rows: &rows.rows,
             hierarchies: &self.hierarchies,
             kernel: &kernel,
-            cpu_baselines: &self.cpu_baselines,
             paths: &state.paths,
             retired: &reclaim.retired,
             root_swap: host.as_ref().ok().map(|m| m.meminfo.swap_used()),

@@ -10,10 +10,7 @@
 use std::cell::{Cell, OnceCell, RefCell};
 
 use super::{Row, kernel::KernelSnapshot, memory, refresh};
-use crate::{
-    cgroup::{Hierarchies, PathMemory, RetiredTotals},
-    collect::cpu,
-};
+use crate::cgroup::{Hierarchies, PathMemory, RetiredTotals};
 
 /// The series kadvisor's own families write per row (lean by default).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,8 +30,6 @@ pub struct ScrapeContext<'a> {
     pub hierarchies: &'a Hierarchies,
     /// The kernel programs' maps, each read once per scrape.
     pub kernel: &'a KernelSnapshot<'a>,
-    /// CPU used before the programs attached (see `cpu::StartBaselines`).
-    pub cpu_baselines: &'a cpu::StartBaselines,
     /// id → path of every live and not-yet-retired removed cgroup: for summing
     /// per-cgroup kernel counters up the tree (`cpu::hierarchical_totals`).
     pub paths: &'a PathMemory,
@@ -94,13 +89,16 @@ impl ScrapeContext<'_> {
     }
 
     /// The kernel's task pass per cgroup id, run once per scrape; `None` when it is not
-    /// attached or failed (a failure is reported under source `task_pass`).
+    /// attached or failed (a failure is reported under source `task_pass`, once per
+    /// scrape whichever families read it).
     pub fn task_pass(&self) -> Option<&std::collections::HashMap<u64, crate::bpf::CgroupTasks>> {
         match self.kernel.task_pass() {
             Ok(tasks) => Some(tasks),
             Err(crate::bpf::BpfError::NoTaskPass) => None,
             Err(e) => {
-                self.failed("task_pass", e);
+                if self.kernel.report_task_pass_failure() {
+                    self.failed("task_pass", e);
+                }
                 None
             }
         }
