@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use kadvisor_tests::{
     assert_close,
     bpf::{self, CGROUP_INET_EGRESS, CGROUP_INET_INGRESS},
-    cgroup::{TestCgroup, v2_root},
+    cgroup::{TestCgroup, v1_mounts, v2_root},
     containerd::{self, Containerd, Cri},
     exclusive_cpu,
     kadvisor::{ALL_GROUPS, Kadvisor},
@@ -206,6 +206,17 @@ impl Drop for Cleanup<'_> {
 /// a second kadvisor at container level; memory equals the pod cgroup's own accounting
 /// (at least that sum: the kernel also charges the pod for what no living container
 /// holds). An excluded namespace's pod has no rows and is not counted in the kernel.
+/// `actual` within `tolerance` of the range two readings taken before and after it
+/// span: what moved between them is not counted against it.
+fn assert_within_readings(what: &str, actual: f64, (before, after): (f64, f64), tolerance: f64) {
+    let (low, high) = (before.min(after), before.max(after));
+    assert!(
+        actual >= low - tolerance * low.abs() && actual <= high + tolerance * high.abs(),
+        "{what}: {actual} vs expected {before}..{after} (allowed ±{:.1}%)",
+        tolerance * 100.0
+    );
+}
+
 #[test]
 fn pod_aggregation_sums_containers_and_an_excluded_namespace_is_not_counted() {
     let _cpu = exclusive_cpu();
@@ -279,13 +290,45 @@ fn pod_aggregation_sums_containers_and_an_excluded_namespace_is_not_counted() {
         assert!(Instant::now() < deadline, "the worker's loop did not end");
     }
 
+    // The pod-level scrape is bracketed by two container-level ones: memory still
+    // moves a little while the pod idles (kernel objects, reclaim on the shared
+    // machine), so the pod row is held to the range the containers' readings span
+    // around it, not to one reading taken at another moment.
+    // The pod cgroup's memory usage as the kernel keeps it: v1 memory.usage_in_bytes
+    // on this hybrid host (the memory controller is on v1), memory.current on v2.
+    let pod_memory = || {
+        let path = v1_mounts(&["memory"]).first().map_or_else(
+            || {
+                v2_root()
+                    .join(web_id.trim_start_matches('/'))
+                    .join("memory.current")
+            },
+            |(_, mount)| {
+                mount
+                    .join(web_id.trim_start_matches('/'))
+                    .join("memory.usage_in_bytes")
+            },
+        );
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .parse::<f64>()
+            .unwrap()
+    };
     let by_container = containers.scrape();
+    let pod_memory_before = pod_memory();
     let by_pod = pods.scrape();
+    let pod_memory_after = pod_memory();
+    let by_container_after = containers.scrape();
     for family in [USAGE, "container_memory_usage_bytes", "container_threads"] {
-        let sum: f64 = leaves
-            .iter()
-            .map(|id| by_container.value(family, &[("id", id)]))
-            .sum();
+        let sum_of = |scrape: &Scrape| -> f64 {
+            leaves
+                .iter()
+                .map(|id| scrape.value(family, &[("id", id)]))
+                .sum()
+        };
+        let sum = sum_of(&by_container);
+        let sum_after = sum_of(&by_container_after);
         let rows = by_pod.find(family, &[("pod", "web-0")]);
         assert_eq!(
             rows.len(),
@@ -306,8 +349,9 @@ fn pod_aggregation_sums_containers_and_an_excluded_namespace_is_not_counted() {
         }
         // The same pod cgroup's row at container level (what cAdvisor exports for it).
         let cadvisor_pod_row = by_container.value(family, &[("id", web_id.as_str())]);
+        let cadvisor_pod_row_after = by_container_after.value(family, &[("id", web_id.as_str())]);
         eprintln!(
-            "{family}: pod row {} vs sum of containers {sum}, pod cgroup at container level {cadvisor_pod_row}",
+            "{family}: pod row {} vs sum of containers {sum}..{sum_after}, pod cgroup at container level {cadvisor_pod_row}..{cadvisor_pod_row_after}",
             row.value
         );
         assert!(sum > 0.0, "{family}: the containers have values");
@@ -316,22 +360,29 @@ fn pod_aggregation_sums_containers_and_an_excluded_namespace_is_not_counted() {
             // what it charged to the pod and no living container (page cache left by
             // exited processes, the pod cgroup's own kernel objects): at least the
             // sum, and the number the kubelet uses for the pod (summary API, eviction).
-            assert!(
-                row.value >= sum * 0.98,
-                "{family}: pod row {} below the sum of its containers {sum}",
-                row.value
+            // Not compared with the sum of the containers' rows: v1's
+            // memory.usage_in_bytes is fuzzy by design (per-CPU charge batches, the
+            // kernel's cgroup-v1 memory.rst 5.5), and the pod's was seen 7-16%
+            // below its children's sum with every value standing still; the
+            // kernel's own file, read just before and after the scrape, is the
+            // reference.
+            assert_within_readings(
+                &format!("{family}: pod row vs the pod cgroup's memory.current"),
+                row.value,
+                (pod_memory_before, pod_memory_after),
+                0.02,
             );
-            assert_close(
+            assert_within_readings(
                 &format!("{family}: pod row vs the pod cgroup's own accounting"),
                 row.value,
-                cadvisor_pod_row,
+                (cadvisor_pod_row, cadvisor_pod_row_after),
                 0.02,
             );
         } else {
-            assert_close(
+            assert_within_readings(
                 &format!("{family}: pod row vs sum of its containers"),
                 row.value,
-                sum,
+                (sum, sum_after),
                 0.02,
             );
         }
