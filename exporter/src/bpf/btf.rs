@@ -25,17 +25,79 @@ pub(super) fn task_cgroup_offsets(path: &Path) -> Result<TaskCgroupOffsets, BpfE
     })
 }
 
-/// Offsets of the exit hook and the task iterators (`task_offsets`) and of the signal
-/// program (`k_sigaction.sa.sa_handler`).
-pub(super) fn family_offsets(path: &Path) -> Result<(TaskOffsets, SignalOffsets), BpfError> {
+/// Offsets of the exit hook, the task iterators and the signal program, and the
+/// programs to leave out because this kernel's BTF lacks a member they read (their
+/// offsets stay 0: those programs are never loaded).
+pub(super) struct FamilyOffsets {
+    pub task: TaskOffsets,
+    pub signal: SignalOffsets,
+    /// Programs left out, with the missing member.
+    pub missing: Vec<(&'static str, BpfError)>,
+}
+
+/// Programs reading the task members (`task_offsets`).
+const TASK_PROGRAMS: &[&str] = &["sched_process_exit", "task_pass", "file_pass"];
+/// Programs reading the file and inode members (`file_offsets`).
+const FILE_PROGRAMS: &[&str] = &["file_pass"];
+/// Programs reading `k_sigaction.sa.sa_handler`.
+const SIGNAL_PROGRAMS: &[&str] = &["signal_deliver"];
+
+/// Resolves every family's offsets; a missing member leaves out only the programs
+/// that read it (`FamilyOffsets::missing`), an unreadable BTF fails.
+pub(super) fn family_offsets(path: &Path) -> Result<FamilyOffsets, BpfError> {
     let btf = parse(path)?;
     let offset = |structure, member| member_offset(&btf, path, structure, member);
-    Ok((
-        task_offsets(&btf, path)?,
-        SignalOffsets {
-            k_sigaction_handler: offset("k_sigaction", "sa")? + offset("sigaction", "sa_handler")?,
+    let mut missing = Vec::new();
+    let mut task = or_leave_out(TASK_PROGRAMS, task_offsets(&btf, path), &mut missing)?;
+    let (file_inode, inode_mode) = or_leave_out(
+        FILE_PROGRAMS,
+        offset("file", "f_inode").and_then(|f| Ok((f, offset("inode", "i_mode")?))),
+        &mut missing,
+    )?;
+    task.file_inode = file_inode;
+    task.inode_mode = inode_mode;
+    let k_sigaction_handler = or_leave_out(
+        SIGNAL_PROGRAMS,
+        offset("k_sigaction", "sa").and_then(|sa| Ok(sa + offset("sigaction", "sa_handler")?)),
+        &mut missing,
+    )?;
+    Ok(FamilyOffsets {
+        task,
+        signal: SignalOffsets {
+            k_sigaction_handler,
         },
-    ))
+        missing,
+    })
+}
+
+/// A missing member (`BpfError::BtfMember`) becomes the default value and an entry in
+/// `missing` for each of `programs`; any other error is returned.
+fn or_leave_out<T: Default>(
+    programs: &[&'static str],
+    resolved: Result<T, BpfError>,
+    missing: &mut Vec<(&'static str, BpfError)>,
+) -> Result<T, BpfError> {
+    match resolved {
+        Ok(value) => Ok(value),
+        Err(BpfError::BtfMember {
+            path,
+            structure,
+            member,
+        }) => {
+            for &program in programs {
+                missing.push((
+                    program,
+                    BpfError::BtfMember {
+                        path: path.clone(),
+                        structure,
+                        member,
+                    },
+                ));
+            }
+            Ok(T::default())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `RLIMIT_NOFILE` (include/uapi/asm-generic/resource.h; x86 and arm64 use it).
@@ -43,7 +105,8 @@ const RLIMIT_NOFILE: u32 = 7;
 /// `sizeof(struct rlimit)`: two `unsigned long`s on 64-bit kernels.
 const RLIMIT_SIZE: u32 = 16;
 
-/// The task, file and inode members read by `sched_process_exit` and the iterators.
+/// The task members read by `sched_process_exit` and the iterators (the file and
+/// inode members are resolved apart: only `file_pass` reads them).
 fn task_offsets(btf: &Btf, path: &Path) -> Result<TaskOffsets, BpfError> {
     let offset = |structure, member| member_offset(btf, path, structure, member);
     let sched_info = offset("task_struct", "sched_info")?;
@@ -56,8 +119,8 @@ fn task_offsets(btf: &Btf, path: &Path) -> Result<TaskOffsets, BpfError> {
         task_pcount: sched_info + offset("sched_info", "pcount")?,
         task_signal: offset("task_struct", "signal")?,
         signal_nofile_cur: offset("signal_struct", "rlim")? + RLIMIT_NOFILE * RLIMIT_SIZE,
-        file_inode: offset("file", "f_inode")?,
-        inode_mode: offset("inode", "i_mode")?,
+        file_inode: 0,
+        inode_mode: 0,
     })
 }
 
@@ -151,4 +214,46 @@ fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Result<Option<u32>,
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member_missing() -> BpfError {
+        BpfError::BtfMember {
+            path: "/sys/kernel/btf/vmlinux".into(),
+            structure: "task_struct",
+            member: "sched_info",
+        }
+    }
+
+    #[test]
+    fn a_missing_member_leaves_out_only_the_programs_reading_it() {
+        let mut missing = Vec::new();
+        let task: TaskOffsets =
+            or_leave_out(TASK_PROGRAMS, Err(member_missing()), &mut missing).unwrap();
+        assert_eq!(task, TaskOffsets::default());
+        let signal = or_leave_out(SIGNAL_PROGRAMS, Ok(24_u32), &mut missing).unwrap();
+        assert_eq!(signal, 24);
+        let names: Vec<_> = missing.iter().map(|(p, _)| *p).collect();
+        assert_eq!(names, ["sched_process_exit", "task_pass", "file_pass"]);
+        assert!(
+            missing[0].1.to_string().contains("sched_info"),
+            "{}",
+            missing[0].1
+        );
+    }
+
+    #[test]
+    fn an_unreadable_btf_still_fails() {
+        let unreadable = BpfError::BtfParse {
+            path: "/nonexistent".into(),
+            source: "truncated".into(),
+        };
+        let mut missing = Vec::new();
+        let result: Result<u32, _> = or_leave_out(TASK_PROGRAMS, Err(unreadable), &mut missing);
+        assert!(matches!(result, Err(BpfError::BtfParse { .. })));
+        assert!(missing.is_empty());
+    }
 }

@@ -177,7 +177,7 @@ impl KernelPrograms {
     ) -> Result<Self, BpfError> {
         let cgroup_filter = u32::from(options.cgroup_filter);
         let offsets = btf::task_cgroup_offsets(btf_path)?;
-        let (task_offsets, signal_offsets) = btf::family_offsets(btf_path)?;
+        let family_offsets = btf::family_offsets(btf_path)?;
         let btf = aya::Btf::parse_file(btf_path, aya::Endianness::default()).map_err(|e| {
             BpfError::BtfParse {
                 path: btf_path.to_owned(),
@@ -187,8 +187,8 @@ impl KernelPrograms {
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global("TASK_CGROUP_OFFSETS", &offsets, true)
-            .override_global("TASK_OFFSETS", &task_offsets, true)
-            .override_global("SIGNAL_OFFSETS", &signal_offsets, true)
+            .override_global("TASK_OFFSETS", &family_offsets.task, true)
+            .override_global("SIGNAL_OFFSETS", &family_offsets.signal, true)
             .override_global("CGROUP_FILTER", &cgroup_filter, true)
             .map_max_entries("CGROUP_EXCLUDED", max_cgroups)
             .map_max_entries("CGROUP_CPU", max_cgroups)
@@ -206,6 +206,15 @@ impl KernelPrograms {
                     program = spec.name,
                     family = spec.family,
                     "not attached: its metric group is disabled"
+                );
+                continue;
+            }
+            if let Some((_, e)) = family_offsets.missing.iter().find(|(p, _)| *p == spec.name) {
+                tracing::warn!(
+                    program = spec.name,
+                    family = spec.family,
+                    error = %crate::error_chain(e),
+                    "not attached: a kernel member it reads is not in BTF; leaving its family out"
                 );
                 continue;
             }
