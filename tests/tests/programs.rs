@@ -3,11 +3,8 @@
 //! `kadvisor_bpf_program_attached`. Run on the host and on each kernel of the matrix
 //! (scripts/kernel-matrix.sh), this turns a verifier rejection of an optional program,
 //! which kadvisor itself survives by leaving the family out, into a test failure.
-use kadvisor::{
-    bpf::{KernelVersion, PROGRAMS},
-    cost::GROUPS,
-};
-use kadvisor_tests::kadvisor::Kadvisor;
+use kadvisor::bpf::{KernelVersion, PROGRAMS};
+use kadvisor_tests::kadvisor::{ALL_GROUPS, Kadvisor};
 
 const ATTACHED: &str = "kadvisor_bpf_program_attached";
 
@@ -16,13 +13,7 @@ fn every_program_expected_on_this_kernel_is_attached() {
     let kernel = KernelVersion::running().expect("parse /proc/sys/kernel/osrelease");
     // Every metric group on: the opt-in ones (socket, sched, ...) attach programs the
     // defaults leave out.
-    let all_groups = GROUPS
-        .iter()
-        .filter(|g| g.implemented)
-        .map(|g| g.name)
-        .collect::<Vec<_>>()
-        .join(",");
-    let kadvisor = Kadvisor::start(&["--enable_metrics", &all_groups]);
+    let kadvisor = Kadvisor::start(&ALL_GROUPS);
     let scrape = kadvisor.scrape();
     let attached_value =
         |name: &str, family: &str| scrape.value(ATTACHED, &[("program", name), ("family", family)]);

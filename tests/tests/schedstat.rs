@@ -123,7 +123,7 @@ fn run_seconds_equal_usage() {
 #[test]
 fn counters_keep_exited_processes_and_never_decrease() {
     let _cpu = exclusive_cpu();
-    let kadvisor = Kadvisor::start(&[]);
+    let kadvisor = Kadvisor::start(&ALL_GROUPS);
     let mut cg = TestCgroup::new("exits");
     let start = ours(&kadvisor.scrape(), &cg);
     let mut last = start;
