@@ -267,3 +267,106 @@ fn oom_kill_survives_removal_of_the_cgroup() {
         "a removed cgroup has no memory gauges"
     );
 }
+
+/// Four threads allocating and touching 1 MiB blocks until the cgroup's limit kills
+/// the process: a multi-threaded victim.
+const THREADED_ALLOCATOR: &str = r"
+import threading
+def grow():
+    blocks = []
+    while True:
+        blocks.append(b'\x01' * (1 << 20))
+threads = [threading.Thread(target=grow) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+";
+
+/// The kernel's own kill count of `cg` (v1 `memory.oom_control`, v2 `memory.events`).
+fn kernel_oom_kills(cg: &TestCgroup) -> u64 {
+    let file = if is_v1(cg) {
+        "memory.oom_control"
+    } else {
+        "memory.events"
+    };
+    memory_file(cg, file)
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("oom_kill in {file}"))
+}
+
+/// Runs `workload` in `cg` (limited to 32 MiB, no swap) `rounds` times; after each
+/// round kadvisor's count equals the kernel's, which must have grown. Returns it.
+fn oom_rounds(
+    kadvisor: &Kadvisor,
+    cg: &mut TestCgroup,
+    workload: &mut dyn FnMut() -> Command,
+) -> u64 {
+    if is_v1(cg) {
+        cg.write_control("memory", "memory.limit_in_bytes", &(32 * MIB).to_string());
+        cg.write_control(
+            "memory",
+            "memory.memsw.limit_in_bytes",
+            &(32 * MIB).to_string(),
+        );
+    } else {
+        cg.write_control("memory", "memory.max", &(32 * MIB).to_string());
+        cg.write_control("memory", "memory.swap.max", "0");
+    }
+    let mut kernel = kernel_oom_kills(cg);
+    for round in 1..=20 {
+        cg.spawn(&mut workload());
+        let statuses = cg.wait_all();
+        assert_eq!(
+            statuses.iter().map(|s| s.signal()).collect::<Vec<_>>(),
+            [Some(libc::SIGKILL)],
+            "round {round}: the workload should have been OOM-killed"
+        );
+        let before = kernel;
+        kernel = kernel_oom_kills(cg);
+        assert!(kernel > before, "round {round}: the kernel counted no kill");
+        assert_eq!(
+            value(&kadvisor.scrape(), OOM, cg),
+            kernel as f64,
+            "round {round}: kadvisor's count against the kernel's oom_kill"
+        );
+    }
+    kernel
+}
+
+#[test]
+fn oom_kills_of_a_pipeline_and_of_a_threaded_allocator_equal_the_kernels_count() {
+    let kadvisor = Kadvisor::start(&[]);
+    let parent = TestCgroup::with_v1_controllers("oom-rounds", &["memory"]);
+    let mut pipeline = parent.child("pipeline");
+    let mut threads = parent.child("threads");
+    let pipeline_id = pipeline.id().to_owned();
+    let threads_id = threads.id().to_owned();
+
+    let pipeline_kills = oom_rounds(&kadvisor, &mut pipeline, &mut || {
+        let mut c = Command::new("sh");
+        c.args(["-c", EXCEED_LIMIT]);
+        c
+    });
+    let threads_kills = oom_rounds(&kadvisor, &mut threads, &mut || {
+        let mut c = Command::new("python3");
+        c.args(["-c", THREADED_ALLOCATOR]);
+        c
+    });
+
+    // After removal the rows keep the kernel's last counts, and the parent their sum.
+    drop(pipeline);
+    drop(threads);
+    let scrape = kadvisor.scrape();
+    for (id, kills) in [(&pipeline_id, pipeline_kills), (&threads_id, threads_kills)] {
+        assert_eq!(
+            scrape.value(OOM, &[("id", id)]),
+            kills as f64,
+            "removed {id}"
+        );
+    }
+    assert_eq!(
+        value(&scrape, OOM, &parent),
+        (pipeline_kills + threads_kills) as f64,
+        "the parent includes its removed children's kills"
+    );
+}

@@ -68,7 +68,7 @@ pub struct ProgramSpec {
     /// earlier in the table) did not attach, so an event is counted once.
     pub unless_attached: Option<&'static str>,
     /// The first kernel with the hook, when it is newer than the oldest kernel kadvisor
-    /// supports (5.8 with BTF); `None`: expected to attach on every supported kernel.
+    /// supports (`supported_kernel::OLDEST_TESTED`); `None`: expected to attach on every supported kernel.
     pub min_kernel: Option<MinKernel>,
 }
 
@@ -194,6 +194,19 @@ pub const PROGRAMS: &[ProgramSpec] = &[
     // (https://elixir.bootlin.com/linux/v6.1/source/include/trace/events/oom.h), so it
     // is used only where BTF shows a pointer; elsewhere fentry on `mark_oom_victim`,
     // the function that fires the tracepoint, whose argument is the task everywhere.
+    // The SIGKILL that `__oom_kill_process` sends just before marking its victim: a
+    // mark counts as a kill only after it (see kernel/src/oom.rs), so a task marked
+    // through the exiting-task shortcut is not counted, as the kernel does not.
+    ProgramSpec {
+        name: "oom_kill_signal",
+        hook: "signal_generate",
+        kind: ProgramKind::BtfTracePoint,
+        family: "oom",
+        required: false,
+        requires: Requirement::None,
+        unless_attached: None,
+        min_kernel: None,
+    },
     ProgramSpec {
         name: "mark_victim",
         hook: "mark_victim",

@@ -28,6 +28,8 @@ pub use crate::bpf::counters::OOM_KILLS as COUNTER;
 
 /// The program family whose attachment decides whether the family is served.
 pub const FAMILY: &str = "oom";
+/// The program that records the kill's SIGKILL, which every counted mark needs.
+const SIGNAL_PROGRAM: &str = "oom_kill_signal";
 
 /// Writes the family when the OOM hook is attached.
 pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
@@ -40,12 +42,14 @@ pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
 /// kernel (the family is left out rather than shown as zeros) or the map read
 /// failed (reported).
 pub fn read<'a>(ctx: &'a ScrapeContext<'_>) -> Option<&'a HashMap<u64, u64>> {
-    let attached = ctx
-        .kernel
-        .program_stats()
+    let stats = ctx.kernel.program_stats();
+    let attached = |name: &str| stats.iter().any(|s| s.name == name && s.attached);
+    // A mark counts only after the kill's SIGKILL (kernel/src/oom.rs): without the
+    // signal program every kill would be missed, so the family is left out.
+    let marks = stats
         .iter()
-        .any(|s| s.family == FAMILY && s.attached);
-    if !attached {
+        .any(|s| s.family == FAMILY && s.name != SIGNAL_PROGRAM && s.attached);
+    if !(attached(SIGNAL_PROGRAM) && marks) {
         return None;
     }
     match ctx.kernel.cgroup_oom_kills() {

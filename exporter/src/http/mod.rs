@@ -397,13 +397,16 @@ mod tests {
             Ok(KernelError::ALL.iter().map(|&e| (e, 0)).collect())
         }
         fn program_stats(&self) -> Vec<ProgramStats> {
-            vec![ProgramStats {
-                name: "mark_oom_victim",
-                family: "oom",
-                attached: true,
-                run_count: 0,
-                run_time_ns: 0,
-            }]
+            ["oom_kill_signal", "mark_oom_victim"]
+                .into_iter()
+                .map(|name| ProgramStats {
+                    name,
+                    family: "oom",
+                    attached: true,
+                    run_count: 0,
+                    run_time_ns: 0,
+                })
+                .collect()
         }
         fn cgroup_oom_kills(&self) -> Result<HashMap<u64, u64>, BpfError> {
             Ok(HashMap::from([(self.a_id, 1)]))
