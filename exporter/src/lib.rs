@@ -15,6 +15,7 @@ pub mod heap;
 pub mod http;
 pub mod profile;
 pub mod runtime;
+pub mod supported_kernel;
 
 /// An error and its causes on one line: `a: b: c`.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

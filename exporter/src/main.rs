@@ -56,6 +56,10 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = kadvisor::supported_kernel::check_running() {
+        eprintln!("kadvisor: {e}");
+        return ExitCode::FAILURE;
+    }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

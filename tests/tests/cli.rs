@@ -154,3 +154,27 @@ fn example_configs_are_valid() {
     }
     assert!(checked >= 3, "{checked} examples in {}", dir.display());
 }
+
+#[test]
+fn older_kernel_than_the_oldest_tested_is_refused_in_one_line() {
+    // The running kernel is supported: the same binary gets past the check here (it
+    // then fails on the missing BTF, a later step), so the refusal below is the
+    // version's doing.
+    let running = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let output = run_to_exit(&["--btf_path", "/nonexistent/vmlinux"]);
+    assert!(
+        !stderr_line(&output).contains("older than"),
+        "the running kernel {} is refused",
+        running.trim()
+    );
+
+    let output = std::process::Command::new(kadvisor_tests::kadvisor::binary())
+        .env("KADVISOR_TEST_KERNEL_RELEASE", "5.15.0-91-generic")
+        .output()
+        .expect("run kadvisor");
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr_line(&output),
+        "kadvisor: kernel 5.15.0-91-generic is older than 6.1, the oldest kernel kadvisor is tested on; refusing to start"
+    );
+}
