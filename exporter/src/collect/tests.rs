@@ -108,16 +108,20 @@ impl KernelSource for MapKernel {
         Ok(Vec::new())
     }
     fn program_stats(&self) -> Vec<ProgramStats> {
-        ["oom", "socket"]
-            .into_iter()
-            .map(|family| ProgramStats {
-                name: family,
-                family,
-                attached: true,
-                run_count: 0,
-                run_time_ns: 0,
-            })
-            .collect()
+        [
+            ("oom_kill_signal", "oom"),
+            ("mark_victim", "oom"),
+            ("socket", "socket"),
+        ]
+        .into_iter()
+        .map(|(name, family)| ProgramStats {
+            name,
+            family,
+            attached: true,
+            run_count: 0,
+            run_time_ns: 0,
+        })
+        .collect()
     }
     fn forget(&self, id: u64) -> Result<(), BpfError> {
         let mut maps = self.maps();
