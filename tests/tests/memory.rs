@@ -294,22 +294,23 @@ fn kernel_oom_kills(cg: &TestCgroup) -> u64 {
         .unwrap_or_else(|| panic!("oom_kill in {file}"))
 }
 
-/// Runs `workload` in `cg` (limited to 32 MiB, no swap) `rounds` times; after each
-/// round kadvisor's count equals the kernel's, which must have grown. Returns it.
+/// Runs `workload` in `cg` (limited to 16 MiB, no swap: a round takes about a second
+/// here) 20 times; after each round kadvisor's count equals the kernel's, which must
+/// have grown. Returns it.
 fn oom_rounds(
     kadvisor: &Kadvisor,
     cg: &mut TestCgroup,
     workload: &mut dyn FnMut() -> Command,
 ) -> u64 {
     if is_v1(cg) {
-        cg.write_control("memory", "memory.limit_in_bytes", &(32 * MIB).to_string());
+        cg.write_control("memory", "memory.limit_in_bytes", &(16 * MIB).to_string());
         cg.write_control(
             "memory",
             "memory.memsw.limit_in_bytes",
-            &(32 * MIB).to_string(),
+            &(16 * MIB).to_string(),
         );
     } else {
-        cg.write_control("memory", "memory.max", &(32 * MIB).to_string());
+        cg.write_control("memory", "memory.max", &(16 * MIB).to_string());
         cg.write_control("memory", "memory.swap.max", "0");
     }
     let mut kernel = kernel_oom_kills(cg);
