@@ -10,6 +10,7 @@ pub mod bpf;
 pub mod browser;
 pub mod cgroup;
 pub mod containerd;
+pub mod cpu_stat;
 pub mod kadvisor;
 pub mod netns;
 pub mod prometheus;

@@ -9,16 +9,16 @@ use std::{
     os::unix::process::ExitStatusExt as _,
     path::PathBuf,
     process::Command,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::JoinHandle,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use kadvisor_tests::{
-    assert_close, browser::Browser, cgroup::TestCgroup, exclusive_cpu, kadvisor::Kadvisor,
+    assert_close,
+    browser::Browser,
+    cgroup::TestCgroup,
+    cpu_stat::{CpuStatSampler, usage_at},
+    exclusive_cpu,
+    kadvisor::Kadvisor,
 };
 
 const WIDTH: u32 = 1280;
@@ -62,64 +62,6 @@ fn node(id: &str) -> String {
     format!("document.querySelector('#tree [data-id=\"{id}\"]')")
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs_f64()
-}
-
-/// Reads the cgroup's `cpu.stat` usage every 10 ms with the wall-clock time, so the
-/// kernel's rate can be taken over exactly the interval a chart point covers.
-struct CpuStatSampler {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<Vec<(f64, f64)>>,
-}
-
-impl CpuStatSampler {
-    fn start(cg: &TestCgroup) -> Self {
-        let stat = cg.path().join("cpu.stat");
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut samples = Vec::new();
-            while !stopped.load(Ordering::Relaxed) {
-                let before = unix_now();
-                let text = std::fs::read_to_string(&stat).expect("read cpu.stat");
-                let after = unix_now();
-                let usec: f64 = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("usage_usec "))
-                    .expect("usage_usec")
-                    .trim()
-                    .parse()
-                    .expect("usage_usec is a number");
-                samples.push(((before + after) / 2.0, usec / 1e6));
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            samples
-        });
-        Self { stop, thread }
-    }
-
-    fn finish(self) -> Vec<(f64, f64)> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("sampler thread")
-    }
-}
-
-/// CPU seconds at wall-clock time `t`, interpolated between the samples around it.
-fn usage_at(samples: &[(f64, f64)], t: f64) -> f64 {
-    let after = samples
-        .iter()
-        .position(|&(at, _)| at >= t)
-        .unwrap_or_else(|| panic!("no cpu.stat sample after {t}"));
-    assert!(after > 0, "no cpu.stat sample before {t}");
-    let (t0, u0) = samples[after - 1];
-    let (t1, u1) = samples[after];
-    u0 + (u1 - u0) * (t - t0) / (t1 - t0)
-}
-
 #[test]
 fn busy_cgroup_is_listed_within_2s_and_its_cpu_chart_matches_cpu_stat() {
     let _cpu = exclusive_cpu();
@@ -132,7 +74,7 @@ fn busy_cgroup_is_listed_within_2s_and_its_cpu_chart_matches_cpu_stat() {
     // No quota yet: CPU time accrues steadily, so a chart point and the kernel's rate
     // over the same interval compare without the 20 ms bursts a quota makes.
     cg.spawn_busy();
-    let sampler = CpuStatSampler::start(&cg);
+    let sampler = CpuStatSampler::start(cg.path().join("cpu.stat"));
 
     browser.wait_for(
         "the busy cgroup in the tree",
