@@ -16,9 +16,9 @@ use kadvisor_tests::{
     assert_close,
     browser::Browser,
     cgroup::TestCgroup,
-    cpu_stat::{CpuStatSampler, usage_at},
+    cpu_stat::{CpuStatSampler, unix_now, usage_at},
     exclusive_cpu,
-    kadvisor::Kadvisor,
+    kadvisor::{self, Kadvisor},
 };
 
 const WIDTH: u32 = 1280;
@@ -70,6 +70,7 @@ fn busy_cgroup_is_listed_within_2s_and_its_cpu_chart_matches_cpu_stat() {
 
     let mut cg = TestCgroup::with_cpu_controller("ui-busy");
     let created = Instant::now();
+    let created_at = unix_now();
     let id = cg.id().to_owned();
     // No quota yet: CPU time accrues steadily, so a chart point and the kernel's rate
     // over the same interval compare without the 20 ms bursts a quota makes.
@@ -82,7 +83,18 @@ fn busy_cgroup_is_listed_within_2s_and_its_cpu_chart_matches_cpu_stat() {
         &format!("{} !== null", node(&id)),
     );
     let listed = created.elapsed();
-    println!("busy cgroup listed {listed:?} after its mkdir");
+    // Where the time went: from the mkdir to the start of the first collection that
+    // held the cgroup (discovery, then waiting for the page's next poll), and from
+    // there to the tree showing it (the collection, the fetch, the render).
+    let first_seen = browser.eval(&format!("kadvisor.state.rows.get('{id}').firstSeen"));
+    let polled = first_seen.as_f64().map_or(f64::NAN, |t| t - created_at);
+    let interval_ms = kadvisor::get(kadvisor.port(), "/ui/snapshot")
+        .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+        .map(|snapshot| snapshot["interval_ms"].clone());
+    println!(
+        "busy cgroup listed {listed:?} after its mkdir: in a collection started {polled:.3} s after it, \
+         page polling every {interval_ms:?} ms"
+    );
     assert!(
         listed <= Duration::from_secs(2),
         "the page listed the new cgroup after {listed:?} (> 2 s)"

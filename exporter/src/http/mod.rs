@@ -168,8 +168,7 @@ async fn ui_snapshot(admin: &Arc<Admin>, gzip: bool) -> Response<Full<Bytes>> {
     let started = std::time::SystemTime::now()
         .checked_sub(collection.started.elapsed())
         .unwrap_or(std::time::UNIX_EPOCH);
-    let took = collection.finished.duration_since(collection.started);
-    let snapshot = snapshot.stamped(started, took);
+    let snapshot = snapshot.stamped(started, collection.cpu);
     // Encoding and compression are blocking work: not on the reactor.
     let encoded = tokio::task::spawn_blocking(move || {
         serde_json::to_vec(&snapshot).map(|json| compressed(json, gzip))

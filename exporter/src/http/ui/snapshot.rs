@@ -30,9 +30,11 @@ const MAX_POLL: Duration = Duration::from_secs(10);
 /// A page left open may keep kadvisor busy for at most 1/`COST_SHARE` of the time.
 const COST_SHARE: u32 = 10;
 
-/// How long the page should wait before its next poll, given how long this
-/// collection took: every collection of a page is a full scrape, so a slow host
+/// How long the page should wait before its next poll, given the CPU time this
+/// collection cost: every collection of a page is a full scrape, so a slow host
 /// (thousands of cgroups) is polled less often rather than kept busy by a browser.
+/// CPU time, not wall time: on a loaded host a cheap collection waits for a CPU,
+/// and that wait costs nothing but would slow the page below once a second.
 pub fn poll_interval(collection: Duration) -> Duration {
     (collection * COST_SHARE).clamp(MIN_POLL, MAX_POLL)
 }
@@ -206,13 +208,13 @@ impl Snapshot {
 
     /// Sets when the collection started (wall clock, so the page's rates divide by
     /// the time between two collections' counter reads, not between two requests)
-    /// and how long it took (`poll_interval`).
+    /// and the CPU time it cost (`poll_interval`).
     #[must_use]
-    pub fn stamped(mut self, started: SystemTime, took: Duration) -> Self {
+    pub fn stamped(mut self, started: SystemTime, cost: Duration) -> Self {
         self.time_ms = started
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        self.interval_ms = u64::try_from(poll_interval(took).as_millis()).unwrap_or(u64::MAX);
+        self.interval_ms = u64::try_from(poll_interval(cost).as_millis()).unwrap_or(u64::MAX);
         self
     }
 }
