@@ -356,7 +356,7 @@ def cmd_rules():
 
 
 # Capabilities the kadvisor container keeps (docs/kube-prometheus.md "How it runs" says why).
-CAPABILITIES = ["BPF", "PERFMON", "NET_ADMIN", "DAC_READ_SEARCH"]
+CAPABILITIES = ["BPF", "PERFMON"]
 
 
 def cmd_daemonset():

@@ -8,7 +8,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kadvisor_tests::{cgroup::TestCgroup, exclusive_cpu, kadvisor::Kadvisor, scrape::Scrape};
+use kadvisor_tests::{
+    cgroup::TestCgroup,
+    exclusive_cpu,
+    kadvisor::{ALL_GROUPS, Kadvisor},
+    scrape::Scrape,
+};
 
 const USAGE: &str = "container_cpu_usage_seconds_total";
 const OOM: &str = "container_oom_events_total";
@@ -122,7 +127,15 @@ fn churn_run() -> &'static ChurnRun {
     RUN.get_or_init(|| {
         let _cpu = exclusive_cpu();
         const GRACE: u64 = 3;
-        let kadvisor = Kadvisor::start(&["--deleted_grace_seconds", &GRACE.to_string()]);
+        // Every group on: the socket programs (opt-in) fill CGROUP_NET, whose entries
+        // of removed cgroups must be reclaimed like the others.
+        let grace = GRACE.to_string();
+        let kadvisor = Kadvisor::start(&[
+            ALL_GROUPS[0],
+            ALL_GROUPS[1],
+            "--deleted_grace_seconds",
+            &grace,
+        ]);
         // Cold start: the baseline is the second scrape (the first one sizes the
         // scrape buffers for this machine's cgroups), before any churn.
         kadvisor.scrape();

@@ -10,7 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kadvisor_tests::{cgroup::TestCgroup, kadvisor::Kadvisor};
+use kadvisor_tests::{
+    cgroup::TestCgroup,
+    kadvisor::{ALL_GROUPS, Kadvisor},
+};
 
 /// The DaemonSet's memory limit (deploy/kube-prometheus/base/daemonset.yaml).
 const MEMORY_LIMIT_BYTES: u64 = 256 * 1024 * 1024;
@@ -74,11 +77,12 @@ fn open_fds(pid: u32) -> usize {
 /// limit.
 #[test]
 fn prometheus_is_served_through_concurrent_stalled_and_abandoned_scrapes() {
-    // Rows enough that one body (~2 MiB) exceeds what loopback socket buffers absorb,
-    // so the never-reading clients really stall the writes.
+    // Rows and groups enough that one body (over 1 MB) exceeds what loopback socket
+    // buffers absorb, so the never-reading clients really stall the writes: every
+    // metric group on (the lean defaults serve too little per row).
     let parent = TestCgroup::new("faults-http");
-    let rows: Vec<TestCgroup> = (0..300).map(|i| parent.child(&format!("r{i}"))).collect();
-    let kadvisor = Kadvisor::start(&[]);
+    let rows: Vec<TestCgroup> = (0..400).map(|i| parent.child(&format!("r{i}"))).collect();
+    let kadvisor = Kadvisor::start(&ALL_GROUPS);
     let port = kadvisor.port();
     let pid = kadvisor.pid();
     let body = kadvisor.get("/metrics").1.len();
