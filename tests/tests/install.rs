@@ -7,7 +7,9 @@
 //!
 //! kustomize has no Debian, PyPI or npm package, so the kustomize routes are built
 //! by validate.py's implementation of the subset of kustomize they use (it fails on
-//! anything else); its output was compared with kustomize 5.5's (docs/testing.md).
+//! anything else); where `kubectl` is installed (the machines this project is built
+//! on ship kubectl 1.32 with kustomize 5.5), the real `kubectl kustomize` builds each
+//! route too and must produce the same objects (docs/testing.md).
 //! kube-prometheus and the Helm chart are stand-ins: their objects the recipes
 //! patch, from tests/fixtures/ (verbatim, with their versions).
 use std::{
