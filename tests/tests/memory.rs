@@ -195,8 +195,10 @@ fn memory_limits_show_in_the_spec_metrics() {
     }
 }
 
-/// Runs `EXCEED_LIMIT` in `cg` under a 32 MiB limit and checks the kernel killed it.
-fn oom_kill_in(cg: &mut TestCgroup) {
+/// Runs `EXCEED_LIMIT` in `cg` under a 32 MiB limit, checks the kernel killed it and
+/// returns the kills the kernel counted: usually 1, but a workload of several
+/// processes can take two kills (seen on 6.12: memory.events said 2).
+fn oom_kill_in(cg: &mut TestCgroup) -> u64 {
     if is_v1(cg) {
         cg.write_control("memory", "memory.limit_in_bytes", &(32 * MIB).to_string());
         cg.write_control(
@@ -224,7 +226,11 @@ fn oom_kill_in(cg: &mut TestCgroup) {
         .lines()
         .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("oom_kill in {file}"));
-    assert_eq!(kernel_kills, 1, "the kernel's own count in {file}");
+    assert!(
+        kernel_kills >= 1,
+        "the kernel's own count in {file}: {kernel_kills}"
+    );
+    kernel_kills
 }
 
 const OOM: &str = "container_oom_events_total";
@@ -234,8 +240,8 @@ fn oom_kill_is_counted_for_its_cgroup() {
     let kadvisor = Kadvisor::start(&[]);
     let mut cg = TestCgroup::with_v1_controllers("oom", &["memory"]);
     assert_eq!(value(&kadvisor.scrape(), OOM, &cg), 0.0);
-    oom_kill_in(&mut cg);
-    assert_eq!(value(&kadvisor.scrape(), OOM, &cg), 1.0);
+    let kernel_kills = oom_kill_in(&mut cg);
+    assert_eq!(value(&kadvisor.scrape(), OOM, &cg), kernel_kills as f64);
 }
 
 #[test]
@@ -248,7 +254,7 @@ fn oom_kill_survives_removal_of_the_cgroup() {
     // learns the path of its cgroup id.
     assert_eq!(value(&kadvisor.scrape(), OOM, &child), 0.0);
 
-    oom_kill_in(&mut child);
+    let kernel_kills = oom_kill_in(&mut child) as f64;
     let child_dir = child.path().to_owned();
     drop(child);
     assert!(!child_dir.exists(), "the victim's cgroup should be removed");
@@ -256,10 +262,14 @@ fn oom_kill_survives_removal_of_the_cgroup() {
     let scrape = kadvisor.scrape();
     assert_eq!(
         scrape.value(OOM, &[("id", &child_id)]),
-        1.0,
-        "the removed cgroup's own row keeps its kill"
+        kernel_kills,
+        "the removed cgroup's own row keeps its kills"
     );
-    assert_eq!(value(&scrape, OOM, &parent), 1.0, "the parent includes it");
+    assert_eq!(
+        value(&scrape, OOM, &parent),
+        kernel_kills,
+        "the parent includes them"
+    );
     assert!(
         scrape
             .find("container_memory_usage_bytes", &[("id", &child_id)])
