@@ -155,17 +155,7 @@ impl Kadvisor {
 
 impl Drop for Kadvisor {
     fn drop(&mut self) {
-        // SAFETY: kill() with a PID this test spawned and has not reaped yet.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::terminate(&mut self.child, Duration::from_secs(10));
     }
 }
 

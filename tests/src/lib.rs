@@ -65,3 +65,19 @@ pub fn uncached_file(dir: &std::path::Path, mib: u64) -> std::path::PathBuf {
     assert_eq!(rc, 0, "posix_fadvise DONTNEED");
     path
 }
+
+/// Ends a child this test spawned: SIGTERM, then SIGKILL if it has not exited within
+/// `grace` (kadvisor, Prometheus and Chromium all shut down on SIGTERM).
+pub fn terminate(child: &mut std::process::Child, grace: std::time::Duration) {
+    // SAFETY: kill() with a PID this test spawned and has not reaped yet.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
