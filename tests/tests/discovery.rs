@@ -114,6 +114,8 @@ const OOM_EVERY: usize = 50;
 /// What one churn run leaves: scrapes from before and after it, and what it did.
 struct ChurnRun {
     start: Scrape,
+    /// One scrape after each round of churn, once its rows have expired.
+    after_round: Vec<Scrape>,
     end: Scrape,
     ids: Vec<String>,
     peak_entries: HashMap<&'static str, f64>,
@@ -123,8 +125,8 @@ struct ChurnRun {
 /// Runs the churn once per configuration and test process: with every metric group
 /// on for the maps test (the opt-in socket programs fill CGROUP_NET, whose entries of
 /// removed cgroups must be reclaimed like the others), with the defaults for the RSS
-/// test (what a user runs; with every group on RSS ended +10.8% after this churn in
-/// one run, not yet explained).
+/// test (what a user runs), which churns four times: the first round raises the
+/// process's high-water mark (500 live rows at the peak), the later ones must not.
 fn churn_run(every_group: bool) -> &'static ChurnRun {
     static EVERY_GROUP: std::sync::OnceLock<ChurnRun> = std::sync::OnceLock::new();
     static DEFAULTS: std::sync::OnceLock<ChurnRun> = std::sync::OnceLock::new();
@@ -142,15 +144,20 @@ fn churn_run(every_group: bool) -> &'static ChurnRun {
         // scrape buffers for this machine's cgroups), before any churn.
         kadvisor.scrape();
         let start = kadvisor.scrape();
-        let (ids, peak_entries, kills) = churn(&kadvisor, "churn");
-        let churned = Instant::now();
-        // The grace period, plus the 10 s after which ids that the tree never saw (a
-        // cgroup gone before its mkdir event was handled) are reclaimed.
-        std::thread::sleep(Duration::from_secs(GRACE.max(10) + 3));
-        let end = kadvisor.scrape();
-        eprintln!("churn took {:?}", churned.elapsed());
+        let rounds = if every_group { 1 } else { 4 };
+        let mut after_round = Vec::new();
+        let (mut ids, mut peak_entries, mut kills) = (Vec::new(), HashMap::new(), 0);
+        for round in 0..rounds {
+            (ids, peak_entries, kills) = churn(&kadvisor, &format!("churn{round}"));
+            // The grace period, plus the 10 s after which ids that the tree never saw
+            // (a cgroup gone before its mkdir event was handled) are reclaimed.
+            std::thread::sleep(Duration::from_secs(GRACE.max(10) + 3));
+            after_round.push(kadvisor.scrape());
+        }
+        let end = after_round.pop().expect("at least one round");
         ChurnRun {
             start,
+            after_round,
             end,
             ids,
             peak_entries,
@@ -163,20 +170,43 @@ fn rss(s: &Scrape) -> f64 {
     s.value("process_resident_memory_bytes", &[])
 }
 
+/// RSS after a wave of 500 containers stays above the cold start: the heap's pages
+/// that held 500 rows are partly reused, not all returned (measured +1.6 to +2.3 MiB
+/// here, with `heap::release_free_memory` after each sweep; smaps shows it in the
+/// heap and one malloc arena). What must not happen is growth per wave: a leak of
+/// 1 KiB per removed cgroup would add 1.5 MiB over the three later rounds, where
+/// the round-to-round noise measured here is under 0.8 MiB.
 #[test]
-fn churn_of_500_cgroups_leaves_rss_where_it_was() {
-    let ChurnRun { start, end, .. } = churn_run(false);
+fn churn_of_500_cgroups_does_not_grow_rss_wave_after_wave() {
+    let ChurnRun {
+        start,
+        after_round,
+        end,
+        ..
+    } = churn_run(false);
+    let mib = |s: &Scrape| rss(s) / f64::from(1 << 20);
     eprintln!(
-        "rss {} → {} bytes ({:+.1}%)",
-        rss(start),
-        rss(end),
-        (rss(end) / rss(start) - 1.0) * 100.0,
+        "rss {:.1} MiB at start, {} after the first rounds of 500 cgroups, {:.1} after the last",
+        mib(start),
+        after_round
+            .iter()
+            .map(|s| format!("{:.1}", mib(s)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        mib(end),
+    );
+    let first = &after_round[0];
+    assert!(
+        mib(first) <= mib(start) + 4.0,
+        "the first wave of 500 cgroups raised RSS from {:.1} to {:.1} MiB",
+        mib(start),
+        mib(first)
     );
     assert!(
-        rss(end) <= rss(start) * 1.1,
-        "RSS {} → {} bytes",
-        rss(start),
-        rss(end)
+        mib(end) <= mib(first) + 1.5,
+        "RSS grew from {:.1} to {:.1} MiB over three more waves of the same 500 cgroups",
+        mib(first),
+        mib(end)
     );
 }
 
@@ -188,6 +218,7 @@ fn churn_of_500_cgroups_leaves_maps_where_they_were() {
         ids,
         peak_entries,
         kills,
+        ..
     } = churn_run(true);
     let (start, end, kills) = (start, end, *kills);
     let entries = |s: &Scrape, map: &str| s.value("kadvisor_map_entries", &[("map", map)]);
