@@ -6,6 +6,7 @@
 //! fail with a message saying so; they never pass silently.
 #![expect(clippy::missing_panics_doc, reason = "test helpers panic by design")]
 
+pub mod block;
 pub mod bpf;
 pub mod browser;
 pub mod cgroup;

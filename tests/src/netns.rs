@@ -68,6 +68,23 @@ impl NetnsPair {
     }
 }
 
+/// `/proc/<pid>/net/dev` counters of `interface`: (rx bytes, rx packets, tx bytes, tx packets).
+pub fn net_dev(pid: u32, interface: &str) -> [f64; 4] {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).expect("read net/dev");
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{interface}:")))
+        .unwrap_or_else(|| panic!("{interface} not in /proc/{pid}/net/dev:\n{text}"));
+    let v: Vec<f64> = line
+        .split_once(':')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    [v[0], v[1], v[8], v[9]]
+}
+
 impl Drop for NetnsPair {
     fn drop(&mut self) {
         // Deleting a namespace destroys its end of the veth, and with it the pair.

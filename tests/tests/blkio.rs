@@ -2,65 +2,16 @@
 //! (then fsync), and kadvisor's `container_fs_*` and `container_blkio_device_usage_total`
 //! must equal the kernel's own per-cgroup IO accounting: `io.stat` (cgroup v2) or
 //! `blkio.throttle.io_service_bytes_recursive` / `io_serviced_recursive` (v1).
-use std::{fs, os::unix::fs::MetadataExt as _, path::Path, process::Command};
+use std::{path::Path, process::Command};
 
-use kadvisor_tests::{assert_close, cgroup::TestCgroup, kadvisor::Kadvisor};
+use kadvisor_tests::{
+    assert_close,
+    block::{account_writes, disk_of, kernel_writes},
+    cgroup::TestCgroup,
+    kadvisor::Kadvisor,
+};
 
 const MIB: f64 = 1024.0 * 1024.0;
-
-/// The whole-disk MAJ:MIN holding `path` (a partition's parent disk: the kernel's
-/// per-cgroup IO stats are per disk), and its `/dev` name.
-fn disk_of(path: &Path) -> ((u32, u32), String) {
-    let dev = fs::metadata(path).expect("stat test dir").dev();
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
-    let mut sys = fs::canonicalize(format!("/sys/dev/block/{major}:{minor}"))
-        .unwrap_or_else(|e| panic!("{path:?} is not on a block device ({major}:{minor}): {e}"));
-    if sys.join("partition").exists() {
-        sys.pop();
-    }
-    let uevent = fs::read_to_string(sys.join("uevent")).expect("read uevent");
-    let field = |key: &str| {
-        uevent
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_else(|| panic!("{key} missing in {uevent}"))
-            .to_owned()
-    };
-    (
-        (
-            field("MAJOR=").parse().unwrap(),
-            field("MINOR=").parse().unwrap(),
-        ),
-        format!("/dev/{}", field("DEVNAME=")),
-    )
-}
-
-/// (write bytes, writes) of `disk` in the kernel's own file(s) for this cgroup.
-fn kernel_writes(cg: &TestCgroup, (major, minor): (u32, u32)) -> (f64, f64) {
-    let prefix = format!("{major}:{minor} ");
-    if let Some(blkio) = cg.v1_dir("blkio") {
-        let value = |file: &str| -> f64 {
-            let text = fs::read_to_string(blkio.join(file)).expect("read blkio file");
-            text.lines()
-                .find_map(|l| l.strip_prefix(&prefix)?.strip_prefix("Write "))
-                .map_or(0.0, |v| v.trim().parse().unwrap())
-        };
-        (
-            value("blkio.throttle.io_service_bytes_recursive"),
-            value("blkio.throttle.io_serviced_recursive"),
-        )
-    } else {
-        let text = fs::read_to_string(cg.path().join("io.stat"))
-            .expect("read io.stat (is the io controller enabled at the root?)");
-        let line = text.lines().find(|l| l.starts_with(&prefix)).unwrap_or("");
-        let field = |key: &str| -> f64 {
-            line.split_whitespace()
-                .find_map(|f| f.strip_prefix(key))
-                .map_or(0.0, |v| v.parse().unwrap())
-        };
-        (field("wbytes="), field("wios="))
-    }
-}
 
 #[test]
 fn direct_and_buffered_writes_match_the_kernels_cgroup_io_stats() {
@@ -72,15 +23,7 @@ fn direct_and_buffered_writes_match_the_kernels_cgroup_io_stats() {
         .tempdir_in("/var/tmp")
         .expect("make a temp dir under /var/tmp");
     let (disk, device) = disk_of(dir.path());
-    if let Some(blkio) = cg.v1_dir("blkio") {
-        // Since Linux 6.x, v1 blk-throttle only accounts IO on disks where some
-        // cgroup set a limit; a limit nobody reaches (1 TiB/s) turns it on.
-        fs::write(
-            blkio.join("blkio.throttle.write_bps_device"),
-            format!("{}:{} 1099511627776", disk.0, disk.1),
-        )
-        .expect("enable blk-throttle accounting");
-    }
+    account_writes(&cg, disk);
     let of = |name: &str| format!("of={}", dir.path().join(name).display());
     for args in [
         vec![

@@ -10,7 +10,7 @@ use kadvisor_tests::{
     assert_close,
     cgroup::TestCgroup,
     kadvisor::{ALL_GROUPS, Kadvisor},
-    netns::NetnsPair,
+    netns::{NetnsPair, net_dev},
     scrape::Scrape,
 };
 
@@ -40,23 +40,6 @@ fn socket(scrape: &Scrape, name: &str, cg: &TestCgroup, destination: Option<&str
             .map(|s| s.value)
             .sum(),
     }
-}
-
-/// `/proc/<pid>/net/dev` counters of `interface`: (rx bytes, rx packets, tx bytes, tx packets).
-fn net_dev(pid: u32, interface: &str) -> [f64; 4] {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).expect("read net/dev");
-    let line = text
-        .lines()
-        .find(|l| l.trim_start().starts_with(&format!("{interface}:")))
-        .unwrap_or_else(|| panic!("{interface} not in /proc/{pid}/net/dev:\n{text}"));
-    let v: Vec<f64> = line
-        .split_once(':')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .map(|x| x.parse().unwrap())
-        .collect();
-    [v[0], v[1], v[8], v[9]]
 }
 
 /// Waits until `pid`'s namespace has a TCP listener on `port`, so that the sender's
