@@ -25,6 +25,14 @@ impl CgroupFilter {
         }
     }
 
+    /// A filter whose every kernel update fails (its map is `/dev/null`), like a
+    /// full or broken denylist: for tests of what its callers do then.
+    #[cfg(test)]
+    pub fn failing() -> Self {
+        let not_a_map = std::fs::File::open("/dev/null").expect("open /dev/null");
+        Self::new(not_a_map.into(), Vec::new())
+    }
+
     /// Stops counting `id` in the kernel and deletes what was counted for it. `Ok(false)`
     /// when it was excluded already.
     pub fn exclude(&self, id: u64) -> Result<bool, BpfError> {

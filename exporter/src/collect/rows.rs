@@ -175,13 +175,19 @@ fn select_rows(
         if let Some(filter) = &cost.filter
             && !filter.is_excluded(row.id)
         {
-            match kernel.counters_of(row.id) {
-                Ok(counters) => retired.retire(&row.path, &counters),
-                Err(e) => tracing::warn!(error = %crate::error_chain(&e), path = row.path, "cannot read an excluded cgroup's counters"),
-            }
-            match filter.exclude(row.id) {
-                Ok(_) => tracing::debug!(path = row.path, namespace, "excluded by namespace"),
-                Err(e) => tracing::warn!(error = %crate::error_chain(&e), path = row.path, "cannot exclude a cgroup in the kernel"),
+            // Folded only once the kernel has stopped counting the cgroup and deleted
+            // its entries. While the exclusion fails the entries stay, and reach the
+            // ancestors through the maps: folding them as well would count them
+            // twice, once more at every scrape that retries.
+            let counters = kernel.counters_of(row.id);
+            match (filter.exclude(row.id), counters) {
+                (Ok(true), Ok(counters)) => {
+                    retired.retire(&row.path, &counters);
+                    tracing::debug!(path = row.path, namespace, "excluded by namespace");
+                }
+                (Ok(true), Err(e)) => tracing::warn!(error = %crate::error_chain(&e), path = row.path, "cannot read an excluded cgroup's counters"),
+                (Ok(false), _) => {}
+                (Err(e), _) => tracing::warn!(error = %crate::error_chain(&e), path = row.path, "cannot exclude a cgroup in the kernel"),
             }
         }
         false

@@ -255,3 +255,47 @@ fn retirement_folds_oom_kills_and_socket_traffic_into_the_parent() {
     check(&text, "/", 1.0, 1001.0, 300.0);
     assert_eq!(maps.lock().unwrap().forgotten, [c, pod]);
 }
+
+#[test]
+fn a_failed_kernel_exclusion_never_folds_the_cgroups_counters_into_its_parent() {
+    // A container of an excluded namespace whose exclusion the kernel refuses (a full
+    // denylist): its counters stay in the maps, where its ancestors' totals find
+    // them. Folding them into the parent too counted them twice, and again at every
+    // scrape that retried the exclusion (the pod's CPU grew by 2 s per scrape).
+    let maps = Arc::new(Mutex::new(Maps::default()));
+    maps.lock().unwrap().cpu.insert(
+        7,
+        CgroupCpu {
+            runtime_ns: 2_000_000_000,
+            ..CgroupCpu::default()
+        },
+    );
+    let kernel = MapKernel(maps);
+    let cost = crate::cost::CostControls {
+        selection: crate::cost::Selection {
+            exclude_namespaces: vec!["batch".to_owned()],
+            ..crate::cost::Selection::default()
+        },
+        filter: Some(Arc::new(crate::bpf::CgroupFilter::failing())),
+        ..crate::cost::CostControls::default()
+    };
+    let mut retired = crate::cgroup::RetiredTotals::default();
+    for scrape in 0..3 {
+        let mut labels = crate::runtime::labels::ContainerLabels::for_path("/pod/c");
+        labels.namespace = "batch".to_owned();
+        let mut rows = rows::Rows {
+            rows: vec![Row::with_labels(7, "/pod/c", labels)],
+            live: 1,
+        };
+        rows::select(&cost, &mut rows, &kernel, &mut retired, &|_| None);
+        assert!(
+            rows.rows.is_empty(),
+            "scrape {scrape}: the excluded row is dropped"
+        );
+        assert_eq!(rows.live, 0);
+        assert!(
+            retired.is_empty(),
+            "scrape {scrape}: folded although the kernel still counts it: {retired:?}"
+        );
+    }
+}
