@@ -5,7 +5,7 @@
 //!   restart is at least what it was before it (no counter goes backwards), except
 //!   the families kadvisor counts itself since its start (`SINCE_START`);
 //! - the counters a user graphs equal the kernel's own accounting read around the
-//!   scrape: CPU (`cpu.stat`), block IO (`io.stat` / v1 blkio), network
+//!   scrape: CPU (`cpu.stat`; the root row's from the root's own `cpu.stat`), block IO (`io.stat` / v1 blkio), network
 //!   (`/proc/<pid>/net/dev`).
 use std::{
     collections::BTreeMap,
@@ -17,7 +17,7 @@ use std::{
 
 use kadvisor_tests::{
     block::{account_writes, disk_of, kernel_writes},
-    cgroup::TestCgroup,
+    cgroup::{TestCgroup, v2_root},
     kadvisor::Kadvisor,
     netns::{B_ADDRS, NetnsPair, net_dev},
     scrape::Scrape,
@@ -89,6 +89,19 @@ fn churn(parent: &TestCgroup, stop: &AtomicBool) -> usize {
     made
 }
 
+/// The root's `usage_usec`, in seconds: the kernel's own root accounting (the v2
+/// root's `cpu.stat`, all CPU time of the host), which the kubelet's cAdvisor reports
+/// for `/` too.
+fn root_cpu_seconds() -> f64 {
+    let stat =
+        std::fs::read_to_string(v2_root().join("cpu.stat")).expect("read the root's cpu.stat");
+    let usec: f64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse().ok())
+        .expect("usage_usec in the root's cpu.stat");
+    usec / 1e6
+}
+
 /// The OOM kills the kernel counted in `cg` (v1 `memory.oom_control` or v2
 /// `memory.events`).
 fn kernel_oom_kills(cg: &TestCgroup) -> f64 {
@@ -141,15 +154,21 @@ fn counters_survive_sigkill_and_restart() {
             for round in 0..=RESTARTS {
                 let kadvisor = Kadvisor::start(&[]);
                 let cpu_before = busy.cpu_stat_usage_seconds();
+                let root_before = root_cpu_seconds();
                 let net_before = net_dev(holder, &net.a_if);
                 let scrape = kadvisor.scrape();
                 let cpu_after = busy.cpu_stat_usage_seconds();
+                let root_after = root_cpu_seconds();
                 let net_after = net_dev(holder, &net.a_if);
                 let (io_bytes, _) = kernel_writes(&io, disk);
 
                 let cpu = scrape.value(
                     "container_cpu_usage_seconds_total",
                     &[("id", busy.id()), ("cpu", "total")],
+                );
+                let root = scrape.value(
+                    "container_cpu_usage_seconds_total",
+                    &[("id", "/"), ("cpu", "total")],
                 );
                 let written = scrape.value(
                     "container_fs_writes_bytes_total",
@@ -161,12 +180,18 @@ fn counters_survive_sigkill_and_restart() {
                 );
                 figures.push(format!(
                     "round {round}: CPU {cpu:.3} s (cpu.stat {cpu_before:.3}..{cpu_after:.3}); \
+                     root {root:.3} s (cpu.stat {root_before:.3}..{root_after:.3}); \
                      written {written} B (kernel {io_bytes}); sent {sent} B (net/dev {}..{})",
                     net_before[2], net_after[2],
                 ));
                 assert!(
                     cpu >= cpu_before * 0.99 && cpu <= cpu_after * 1.01,
                     "round {round}: CPU {cpu} s not within 1% of cpu.stat {cpu_before}..{cpu_after} s"
+                );
+                assert!(
+                    // 1 µs: the file's unit; kadvisor divides ns, this test µs.
+                    root >= root_before - 1e-6 && root <= root_after + 1e-6,
+                    "round {round}: root CPU {root} s is not the root's cpu.stat {root_before}..{root_after} s"
                 );
                 assert!(
                     (written - io_bytes).abs() <= io_bytes * 0.01,
