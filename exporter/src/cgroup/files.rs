@@ -38,6 +38,77 @@ pub fn read_optional(path: &Path) -> Result<Option<String>, CgroupError> {
     }
 }
 
+/// Like `read_optional`, but never holds the file open: open, read, close (relative
+/// to its open directory inside a `DirScope`). For files read again only on a
+/// change (`spec_files`).
+pub(super) fn read_unheld(path: &Path) -> Result<Option<String>, CgroupError> {
+    match read_small(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if is_missing(&e) => Ok(None),
+        Err(source) => Err(CgroupError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// A spec file's value (see `spec_files`): read again only when its directory changed.
+pub fn read_spec_value(path: &Path) -> Result<Option<Value>, CgroupError> {
+    Ok(super::spec_files::read_spec(path)?.and_then(|text| parse_value(&text)))
+}
+
+/// Files read by `read_shared` in the scope `generation`.
+struct Shared {
+    generation: u64,
+    texts: HashMap<OsString, Option<String>>,
+}
+
+static SHARED: LazyLock<Mutex<Shared>> = LazyLock::new(|| {
+    Mutex::new(Shared {
+        generation: 0,
+        texts: HashMap::new(),
+    })
+});
+
+fn shared() -> std::sync::MutexGuard<'static, Shared> {
+    SHARED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A file that several families read in one scrape (the v2 `cpu.stat`: CPU usage,
+/// user and system time, throttling): inside a `DirScope`, read once and served from
+/// memory until the scope ends, so every family sees the same numbers.
+pub fn read_shared(path: &Path) -> Result<Option<String>, CgroupError> {
+    let Some(generation) = scope_generation() else {
+        return read_optional(path);
+    };
+    {
+        let shared = shared();
+        if shared.generation == generation
+            && let Some(text) = shared.texts.get(path.as_os_str())
+        {
+            return Ok(text.clone());
+        }
+    }
+    let text = read_optional(path)?;
+    let mut shared = shared();
+    if shared.generation != generation {
+        shared.generation = generation;
+        shared.texts.clear();
+    }
+    shared
+        .texts
+        .insert(path.as_os_str().to_owned(), text.clone());
+    Ok(text)
+}
+
+/// The current scope's generation while a `DirScope` is alive.
+pub(super) fn scope_generation() -> Option<u64> {
+    let dirs = dirs();
+    (dirs.scopes > 0).then_some(dirs.generation)
+}
+
 /// ENOENT: the file or its cgroup does not exist. ENODEV: some controller files
 /// exist but refuse reads when the controller is not usable in this cgroup; it is
 /// also what reading a file of a removed cgroup through an open fd returns.
@@ -312,6 +383,8 @@ impl Drop for DirScope {
             .retain(|_, entry| entry.fd.is_some() && entry.generation == current);
         if dirs.scopes == 0 {
             drop(dirs);
+            super::spec_files::end_scope(current);
+            shared().texts = HashMap::new();
             let mut held = held();
             let before = held.files.len();
             held.files.retain(|_, entry| entry.generation == current);

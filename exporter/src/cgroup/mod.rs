@@ -5,6 +5,7 @@
 pub mod discovery;
 pub mod files;
 pub mod hierarchy;
+pub mod spec_files;
 
 pub use hierarchy::{Controller, ControllerDir, Hierarchies};
 use std::{

@@ -29,7 +29,7 @@ use super::{
 };
 use crate::cgroup::{
     CgroupError, Controller, ControllerDir, Hierarchies, PathMemory, ancestors,
-    files::{keyed_value, read_optional, read_value},
+    files::{keyed_value, read_shared, read_value},
 };
 
 /// One cgroup's hierarchical CPU usage in ns from the kernel's own accounting: v2
@@ -38,7 +38,7 @@ use crate::cgroup::{
 pub fn live_usage_ns(hierarchies: &Hierarchies, path: &str) -> Result<Option<u64>, CgroupError> {
     if let Some(dir) = hierarchies.v2_dir(path)
         && let Some(usec) =
-            read_optional(&dir.join("cpu.stat"))?.and_then(|text| keyed_value(&text, "usage_usec"))
+            read_shared(&dir.join("cpu.stat"))?.and_then(|text| keyed_value(&text, "usage_usec"))
     {
         return Ok(Some(usec * 1000));
     }
@@ -401,6 +401,7 @@ mod tests {
         let failures = std::cell::Cell::new(0);
         let ctx = ScrapeContext {
             rows: &rows,
+            live: rows.len(),
             hierarchies: &hierarchies,
             kernel: &kernel,
             paths: &memory,

@@ -19,7 +19,11 @@ use super::{
 };
 use crate::cgroup::{
     CgroupError, Controller, ControllerDir, Hierarchies,
-    files::{Value, keyed_value, parse_cpu_max, read_optional, read_value, weight_to_shares},
+    files::{
+        Value, keyed_value, parse_cpu_max, read_optional, read_shared, read_spec_value,
+        weight_to_shares,
+    },
+    spec_files::read_spec,
 };
 
 /// What the cpu and cpuacct files say about one cgroup; `None` where a file is absent.
@@ -58,7 +62,8 @@ pub fn read(hierarchies: &Hierarchies, path: &str) -> Result<CpuFiles, CgroupErr
     let mut files = CpuFiles::default();
     // The v2 cpu.stat serves user/system and throttling: read once.
     let v2_stat = match hierarchies.v2_dir(path) {
-        Some(dir) => read_optional(&dir.join("cpu.stat"))?,
+        // Shared with the CPU usage family (`cpu::live_usage_ns`): one read per scrape.
+        Some(dir) => read_shared(&dir.join("cpu.stat"))?,
         None => None,
     };
     read_user_system(hierarchies, path, v2_stat.as_deref(), &mut files)?;
@@ -100,7 +105,7 @@ fn read_user_system(
 }
 
 fn read_cpu_v2(dir: &Path, stat: Option<&str>, files: &mut CpuFiles) -> Result<(), CgroupError> {
-    if let Some((quota, period)) = read_optional(&dir.join("cpu.max"))?
+    if let Some((quota, period)) = read_spec(&dir.join("cpu.max"))?
         .as_deref()
         .and_then(parse_cpu_max)
     {
@@ -110,7 +115,7 @@ fn read_cpu_v2(dir: &Path, stat: Option<&str>, files: &mut CpuFiles) -> Result<(
             Value::Max => None,
         };
     }
-    files.shares = match read_value(&dir.join("cpu.weight"))? {
+    files.shares = match read_spec_value(&dir.join("cpu.weight"))? {
         Some(Value::Number(weight)) => Some(weight_to_shares(weight)),
         _ => None,
     };
@@ -131,15 +136,15 @@ fn read_cpu_v2(dir: &Path, stat: Option<&str>, files: &mut CpuFiles) -> Result<(
 }
 
 fn read_cpu_v1(dir: &Path, files: &mut CpuFiles) -> Result<(), CgroupError> {
-    files.period_us = match read_value(&dir.join("cpu.cfs_period_us"))? {
+    files.period_us = match read_spec_value(&dir.join("cpu.cfs_period_us"))? {
         Some(Value::Number(p)) => Some(p),
         _ => None,
     };
-    files.quota_us = match read_value(&dir.join("cpu.cfs_quota_us"))? {
+    files.quota_us = match read_spec_value(&dir.join("cpu.cfs_quota_us"))? {
         Some(Value::Number(q)) => Some(q),
         _ => None,
     };
-    files.shares = match read_value(&dir.join("cpu.shares"))? {
+    files.shares = match read_spec_value(&dir.join("cpu.shares"))? {
         Some(Value::Number(s)) => Some(s),
         _ => None,
     };

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::cgroup::{
     CgroupError, Controller, ControllerDir,
-    files::{Value, flat_keyed, read_optional, read_value},
+    files::{Value, flat_keyed, read_optional, read_spec_value, read_value},
 };
 
 /// cAdvisor exports limits above 2^62 (v1's page-counter maximum
@@ -93,8 +93,10 @@ fn number(dir: &ControllerDir, file: &str) -> Result<Option<u64>, CgroupError> {
 }
 
 /// A limit file: "max" and anything above 2^62 become 0, as cAdvisor exports them.
+/// Limits are spec files: read again only after their directory changed
+/// (`cgroup::spec_files`).
 fn limit(dir: &ControllerDir, file: &str) -> Result<Option<u64>, CgroupError> {
-    Ok(read_value(&dir.join(file))?.map(|v| match v {
+    Ok(read_spec_value(&dir.join(file))?.map(|v| match v {
         Value::Number(n) if n <= UNLIMITED_ABOVE => n,
         _ => 0,
     }))

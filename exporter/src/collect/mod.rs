@@ -265,9 +265,9 @@ impl Collector {
         // Groups aggregated at pod or namespace level see the pod-level rows only:
         // their container rows cost nothing.
         let pod_rows = if self.cost.aggregates() {
-            rows::pod_level_rows(&rows.rows)
+            rows::pod_level_rows(&rows)
         } else {
-            Vec::new()
+            rows::Rows::default()
         };
 
         // 2. Sources: which quiet rows the idle-row cache serves.
@@ -287,6 +287,7 @@ impl Collector {
         let failures = Cell::new(0);
         let ctx = ScrapeContext {
             rows: &rows.rows,
+            live: rows.live,
             hierarchies: &self.hierarchies,
             kernel: &kernel,
             paths: &state.paths,
@@ -307,7 +308,8 @@ impl Collector {
         };
         // The row cache is indexed by `rows`: pod-level rows are read every scrape.
         let pod_ctx = ScrapeContext {
-            rows: &pod_rows,
+            rows: &pod_rows.rows,
+            live: pod_rows.live,
             row_pids: OnceCell::new(),
             cache: None,
             ..ctx

@@ -229,14 +229,15 @@ pub fn parse_net_dev(text: &str) -> Vec<InterfaceStats> {
         .collect()
 }
 
-/// A row whose first process lives in a network namespace other than the host's.
+/// A row whose process lives in a network namespace other than the host's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetnsCandidate {
     /// Index into the rows.
     pub row: usize,
     /// Network namespace inode.
     pub netns: u64,
-    /// The row's first process (from `cgroup.procs`).
+    /// One process of the row's own cgroup (the task pass's lowest-numbered one, or
+    /// the first of `cgroup.procs`).
     pub pid: u32,
     /// Depth of the row's path (`/` = 0).
     pub depth: usize,
@@ -287,15 +288,32 @@ fn start_time(proc_root: &Path, pid: u32) -> Option<u64> {
 static NETNS_BY_PID: std::sync::LazyLock<std::sync::Mutex<HashMap<u32, u64>>> =
     std::sync::LazyLock::new(std::sync::Mutex::default);
 
+/// One process of each row's own cgroup (not its descendants'), in row order: the
+/// lowest-numbered one from the kernel's task pass when it ran (no file read), else
+/// the first of the row's `cgroup.procs`.
+fn row_processes(ctx: &ScrapeContext<'_>) -> Vec<Option<u32>> {
+    if let Some(pass) = ctx.task_pass() {
+        return ctx
+            .rows
+            .iter()
+            .map(|row| pass.get(&row.id).and_then(|tasks| tasks.lowest_tgid))
+            .collect();
+    }
+    ctx.row_pids()
+        .iter()
+        .map(|pids| pids.as_ref().and_then(|pids| pids.first().copied()))
+        .collect()
+}
+
 fn candidates(ctx: &ScrapeContext<'_>, proc_root: &Path, host_netns: u64) -> Vec<NetnsCandidate> {
     let mut out = Vec::new();
-    let row_pids = ctx.row_pids();
+    let row_processes = row_processes(ctx);
     let mut known = NETNS_BY_PID
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut seen = HashMap::with_capacity(known.len());
     for (index, row) in ctx.rows.iter().enumerate().skip(1) {
-        let Some(&pid) = row_pids[index].as_ref().and_then(|pids| pids.first()) else {
+        let Some(pid) = row_processes[index] else {
             continue;
         };
         // A process keeps its namespace (a pause process, a container's init): one

@@ -19,7 +19,10 @@ use super::{
 };
 use crate::{
     bpf::CgroupTasks,
-    cgroup::{CgroupError, Controller, Hierarchies, files::read_value},
+    cgroup::{
+        CgroupError, Controller, Hierarchies,
+        files::{read_spec_value, read_value},
+    },
 };
 
 /// Counts for one cgroup; `None` where the source is absent.
@@ -34,21 +37,22 @@ pub struct ProcessCounts {
 }
 
 /// One cgroup's counts: the pids controller's files, and `tasks` (the task pass's
-/// entry for it; `None` when none of its tasks was seen) when the cgroup still
-/// exists and the pass ran (`pass_ran`).
+/// entry for it; `None` when none of its tasks was seen) when the cgroup is live
+/// (`live`: a row of the tree, not a removed one in its grace period) and the pass
+/// ran (`pass_ran`).
 pub fn count(
     hierarchies: &Hierarchies,
     path: &str,
+    live: bool,
     pass_ran: bool,
     tasks: Option<&CgroupTasks>,
 ) -> Result<ProcessCounts, CgroupError> {
     let mut counts = ProcessCounts::default();
     if let Some(dir) = hierarchies.controller_dir(Controller::Pids, path) {
         counts.threads = read_value(&dir.join("pids.current"))?.map(|v| v.or(0));
-        counts.threads_max = read_value(&dir.join("pids.max"))?.map(|v| v.or(0));
+        counts.threads_max = read_spec_value(&dir.join("pids.max"))?.map(|v| v.or(0));
     }
-    let exists = hierarchies.v2_dir(path).is_some_and(|dir| dir.is_dir());
-    if !(pass_ran && exists) {
+    if !(pass_ran && live) {
         return Ok(counts);
     }
     let tasks = tasks.copied().unwrap_or_default();
@@ -65,7 +69,8 @@ pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
     for (index, row) in ctx.rows.iter().enumerate() {
         let read = || {
             let tasks = pass.and_then(|pass| pass.get(&row.id));
-            match count(ctx.hierarchies, &row.path, pass.is_some(), tasks) {
+            let live = index < ctx.live;
+            match count(ctx.hierarchies, &row.path, live, pass.is_some(), tasks) {
                 Ok(counts) => Some(counts),
                 Err(e) => {
                     ctx.failed("process", &e);
@@ -169,7 +174,7 @@ mod tests {
             ..CgroupTasks::default()
         };
 
-        let counts = count(&h, "/c", true, Some(&tasks)).unwrap();
+        let counts = count(&h, "/c", true, true, Some(&tasks)).unwrap();
 
         assert_eq!(
             counts,
@@ -191,7 +196,7 @@ mod tests {
         fs::create_dir_all(dir.path().join("unified/c")).unwrap();
         fs::write(dir.path().join("unified/c/pids.current"), "0\n").unwrap();
         fs::write(dir.path().join("unified/c/pids.max"), "512\n").unwrap();
-        let counts = count(&h, "/c", true, None).unwrap();
+        let counts = count(&h, "/c", true, true, None).unwrap();
         assert_eq!(counts.processes, Some(0));
         assert_eq!(
             (counts.file_descriptors, counts.sockets),
@@ -200,9 +205,10 @@ mod tests {
         assert_eq!(counts.threads_max, Some(512));
         assert_eq!(counts.max_open_files, None);
 
-        let without_pass = count(&h, "/c", false, None).unwrap();
+        let without_pass = count(&h, "/c", true, false, None).unwrap();
         assert_eq!(without_pass.processes, None, "no task pass: left out");
-        let removed = count(&h, "/gone", true, None).unwrap();
+        // A removed row (grace period): not live.
+        let removed = count(&h, "/gone", false, true, None).unwrap();
         assert_eq!(removed, ProcessCounts::default());
         let row = Row::new(1, "/gone");
         let mut out = SampleSet::default();

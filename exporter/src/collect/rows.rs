@@ -92,11 +92,17 @@ pub fn build(state: &TreeState, keeps: &dyn Fn(&str) -> bool, metadata: Option<&
 /// schedstat, sockets, crashes, OOM kills) up the tree, removed containers included.
 /// So a container's files are never read, and its kernel counters never summed, for
 /// a group that does not export its row.
-pub fn pod_level_rows(rows: &[Row]) -> Vec<Row> {
-    rows.iter()
-        .filter(|row| !row.labels.labels.is_pod_container())
-        .cloned()
-        .collect()
+pub fn pod_level_rows(rows: &Rows) -> Rows {
+    let pod_level = |rows: &[Row]| -> Vec<Row> {
+        rows.iter()
+            .filter(|row| !row.labels.labels.is_pod_container())
+            .cloned()
+            .collect()
+    };
+    let mut out = pod_level(&rows.rows[..rows.live]);
+    let live = out.len();
+    out.extend(pod_level(&rows.rows[rows.live..]));
+    Rows { rows: out, live }
 }
 
 /// Which cgroups get rows.

@@ -155,6 +155,7 @@ impl Collector {
             );
         }
         let files = crate::cgroup::files::held_stats();
+        use crate::cgroup::spec_files;
         let name = "kadvisor_cgroup_files_open";
         out.family(
             name,
@@ -176,6 +177,20 @@ impl Collector {
             files.over_budget as f64,
         );
         out.sample(name, None, &[("reason", "reopened")], files.reopened as f64);
+        let name = "kadvisor_cgroup_spec_dirs_watched";
+        out.family(
+            name,
+            "Cgroup directories whose spec files (limits, quotas, weights) are kept between scrapes under an inotify watch, re-read only after a change.",
+            MetricType::Gauge,
+        );
+        out.sample(name, None, &[], spec_files::watched_dirs() as f64);
+        let name = "kadvisor_cgroup_spec_reads_unwatched_total";
+        out.family(
+            name,
+            "Spec files read at a scrape because their directory could not be watched (fs.inotify.max_user_watches reached): correct, but not kept.",
+            MetricType::Counter,
+        );
+        out.sample(name, None, &[], spec_files::unwatched_reads() as f64);
         let tracked = "kadvisor_tracked_cgroups";
         out.family(
             tracked,

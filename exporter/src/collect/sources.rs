@@ -24,8 +24,10 @@ pub struct OwnFamilies {
 
 /// What every family collector gets for one scrape.
 pub struct ScrapeContext<'a> {
-    /// The exported rows, root first.
+    /// The exported rows, root first: the first `live` are live cgroups, the rest
+    /// removed ones inside their grace period (their directories are gone).
     pub rows: &'a [Row],
+    pub live: usize,
     /// Where each controller's files live.
     pub hierarchies: &'a Hierarchies,
     /// The kernel programs' maps, each read once per scrape.

@@ -1,0 +1,319 @@
+//! Spec files (limits, quotas, weights: `memory.max`, `cpu.max`, `pids.max`, v1
+//! `memory.limit_in_bytes`, `cpu.cfs_quota_us`, ...) read once and kept until their
+//! directory changes.
+//!
+//! A spec file changes only when someone writes it, and a `write(2)` to a cgroupfs
+//! file raises `IN_MODIFY` on its directory's inotify watch like on any other
+//! filesystem (the VFS's `fsnotify_modify`, checked on 6.18 for v1 `memory.*`,
+//! `cpu.*` and v2 files). So inside a scrape (`DirScope`) a spec file's content is
+//! kept per directory, under one inotify watch per directory, and read again only
+//! after an event on that directory: a write to any of its files (a limit, a weight,
+//! `cgroup.procs`, or the kernel's own `memory.events` / `cgroup.events`
+//! notifications), a child created or removed, the directory removed (which drops
+//! the watch: a cgroup re-created under the same path is a new directory and is
+//! watched again). The queue is drained once per scrape, before the first spec file
+//! is served, so a limit written before a scrape starts shows in that scrape. A full
+//! queue (`IN_Q_OVERFLOW`) forgets every kept value.
+//!
+//! Bounded: one watch per directory that has spec files (fs.inotify.max_user_watches);
+//! a directory whose watch cannot be added (the limit, or no inotify) is read at
+//! every scrape, counted in `kadvisor_cgroup_spec_files_unwatched_total`. Files are
+//! read with open/read/close (not held open: they are read again only on a change).
+use std::{
+    collections::HashMap,
+    ffi::{CString, OsStr, OsString},
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::Path,
+    sync::{LazyLock, Mutex},
+};
+
+use super::{CgroupError, files};
+
+/// What a watched directory's spec files read last; `None`: the file is absent.
+struct WatchedDir {
+    wd: i32,
+    values: HashMap<OsString, Option<String>>,
+    /// The last scope that read from this directory.
+    generation: u64,
+}
+
+struct SpecFiles {
+    /// `None` until the first spec read; `Some(None)` when inotify is unavailable.
+    inotify: Option<Option<OwnedFd>>,
+    dirs: HashMap<OsString, WatchedDir>,
+    by_wd: HashMap<i32, OsString>,
+    /// The scope whose start drained the queue.
+    drained: u64,
+    /// Reads of directories that could not be watched.
+    unwatched: u64,
+}
+
+static SPEC: LazyLock<Mutex<SpecFiles>> = LazyLock::new(|| {
+    Mutex::new(SpecFiles {
+        inotify: None,
+        dirs: HashMap::new(),
+        by_wd: HashMap::new(),
+        drained: 0,
+        unwatched: 0,
+    })
+});
+
+fn spec() -> std::sync::MutexGuard<'static, SpecFiles> {
+    SPEC.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Directory events that may change a spec file's content, or the directory itself.
+const MASK: u32 = libc::IN_MODIFY
+    | libc::IN_CREATE
+    | libc::IN_DELETE
+    | libc::IN_MOVED_TO
+    | libc::IN_DELETE_SELF
+    | libc::IN_MOVE_SELF
+    | libc::IN_ONLYDIR;
+
+/// A spec file's contents (`Ok(None)` when absent): kept from an earlier read of this
+/// process while its directory had no event, else read now. Outside a scrape, a plain
+/// read.
+pub fn read_spec(path: &Path) -> Result<Option<String>, CgroupError> {
+    let (Some(generation), Some(dir), Some(name)) =
+        (files::scope_generation(), path.parent(), path.file_name())
+    else {
+        return files::read_optional(path);
+    };
+    let mut spec = spec();
+    if spec.drained != generation {
+        spec.drained = generation;
+        spec.drain();
+    }
+    let dir = dir.as_os_str();
+    if let Some(entry) = spec.dirs.get_mut(dir) {
+        entry.generation = generation;
+        if let Some(kept) = entry.values.get(name) {
+            return Ok(kept.clone());
+        }
+    } else if let Err(e) = spec.watch(dir, generation) {
+        drop(spec);
+        if e.kind() == std::io::ErrorKind::NotFound {
+            // A removed cgroup (its grace period): nothing to keep.
+            return files::read_unheld(path);
+        }
+        let mut spec = self::spec();
+        spec.unwatched += 1;
+        if spec.unwatched == 1 {
+            tracing::warn!(dir = %Path::new(dir).display(), error = %e, "cannot watch a cgroup directory: its spec files are read at every scrape (see kadvisor_cgroup_spec_reads_unwatched_total)");
+        }
+        drop(spec);
+        return files::read_unheld(path);
+    }
+    // Watched before reading: a write after this read raises an event.
+    let value = files::read_unheld(path)?;
+    if let Some(entry) = spec.dirs.get_mut(dir) {
+        entry.values.insert(name.to_owned(), value.clone());
+    }
+    Ok(value)
+}
+
+/// Reads of spec files in directories that had no watch (read at every scrape).
+pub fn unwatched_reads() -> u64 {
+    spec().unwatched
+}
+
+/// Directories watched now.
+pub fn watched_dirs() -> usize {
+    spec().dirs.len()
+}
+
+/// Called when the last scope ends: directories no scrape read in scope `current`
+/// (rows gone, groups disabled) lose their watch and values.
+pub(super) fn end_scope(current: u64) {
+    let mut spec = spec();
+    let stale: Vec<(OsString, i32)> = spec
+        .dirs
+        .iter()
+        .filter(|(_, entry)| entry.generation != current)
+        .map(|(dir, entry)| (dir.clone(), entry.wd))
+        .collect();
+    for (dir, wd) in stale {
+        spec.dirs.remove(&dir);
+        spec.by_wd.remove(&wd);
+        if let Some(Some(fd)) = &spec.inotify {
+            // SAFETY: an open inotify fd and one of its watch descriptors (an already
+            // removed one just answers EINVAL).
+            unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), wd) };
+        }
+    }
+}
+
+impl SpecFiles {
+    fn fd(&mut self) -> Option<i32> {
+        self.inotify
+            .get_or_insert_with(|| {
+                // SAFETY: inotify_init1 takes flags only and returns a new fd or -1.
+                let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+                // SAFETY: a non-negative return is a new fd that nothing else owns.
+                (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+            })
+            .as_ref()
+            .map(std::os::fd::AsRawFd::as_raw_fd)
+    }
+
+    /// Adds a watch on `dir`.
+    fn watch(&mut self, dir: &OsStr, generation: u64) -> std::io::Result<()> {
+        let Some(fd) = self.fd() else {
+            return Err(std::io::Error::other("inotify is not available"));
+        };
+        let path = CString::new(dir.as_bytes())?;
+        // SAFETY: `fd` is an open inotify fd, `path` NUL-terminated.
+        let wd = unsafe { libc::inotify_add_watch(fd, path.as_ptr(), MASK) };
+        if wd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // The same directory reached by another path (a bind mount) shares the watch.
+        if let Some(other) = self.by_wd.insert(wd, dir.to_owned()) {
+            self.dirs.remove(&other);
+        }
+        self.dirs.insert(
+            dir.to_owned(),
+            WatchedDir {
+                wd,
+                values: HashMap::new(),
+                generation,
+            },
+        );
+        Ok(())
+    }
+
+    /// Reads every queued event: a directory with an event forgets its values (and
+    /// its watch when the directory is gone); an overflow forgets every value.
+    fn drain(&mut self) {
+        let Some(fd) = self.fd() else {
+            return;
+        };
+        let mut buf = [0_u8; 16 * 1024];
+        loop {
+            // SAFETY: `fd` is an open inotify fd, `buf` writable for its length.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            let Ok(n) = usize::try_from(n) else {
+                // EAGAIN: the queue is empty (any other error: nothing more to read).
+                return;
+            };
+            if n == 0 {
+                return;
+            }
+            let mut offset = 0;
+            let header = std::mem::size_of::<libc::inotify_event>();
+            while offset + header <= n {
+                // SAFETY: the kernel wrote whole events; `offset` is at an event
+                // header, read unaligned from the byte buffer.
+                let event: libc::inotify_event =
+                    unsafe { std::ptr::read_unaligned(buf.as_ptr().add(offset).cast()) };
+                offset += header + event.len as usize;
+                self.forget(event.wd, event.mask);
+            }
+        }
+    }
+
+    fn forget(&mut self, wd: i32, mask: u32) {
+        if mask & libc::IN_Q_OVERFLOW != 0 {
+            for entry in self.dirs.values_mut() {
+                entry.values.clear();
+            }
+            return;
+        }
+        let gone = mask & (libc::IN_IGNORED | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) != 0;
+        let Some(dir) = (if gone {
+            self.by_wd.remove(&wd)
+        } else {
+            self.by_wd.get(&wd).cloned()
+        }) else {
+            return;
+        };
+        if gone {
+            self.dirs.remove(&dir);
+        } else if let Some(entry) = self.dirs.get_mut(&dir) {
+            entry.values.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::cgroup::files::{DirScope, write_files};
+
+    // The kept values are shared by the whole process: one test drives them.
+    #[test]
+    fn kept_until_the_directory_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cgroup = dir.path().join("c");
+        write_files(
+            &cgroup,
+            &[("memory.max", "100\n"), ("cpu.max", "max 100000\n")],
+        );
+        let limit = cgroup.join("memory.max");
+        let read = || read_spec(&limit).unwrap();
+        let kept = || {
+            spec()
+                .dirs
+                .get(cgroup.as_os_str())
+                .and_then(|d| d.values.get(OsStr::new("memory.max")).cloned())
+        };
+        {
+            let _scope = DirScope::enter();
+            assert_eq!(read().as_deref(), Some("100\n"));
+            assert_eq!(
+                kept(),
+                Some(Some("100\n".to_owned())),
+                "kept for the next scrape"
+            );
+            assert_eq!(read_spec(&cgroup.join("memory.none")).unwrap(), None);
+        }
+        // Replaced behind the watch's back (a rename raises IN_MOVED_TO only on
+        // the directory, which is watched too): read again.
+        fs::write(dir.path().join("new"), "200\n").unwrap();
+        fs::rename(dir.path().join("new"), &limit).unwrap();
+        {
+            let _scope = DirScope::enter();
+            assert_eq!(read().as_deref(), Some("200\n"));
+        }
+        // A write to another file of the directory also refreshes (cpu.weight.nice
+        // changes cpu.weight).
+        fs::write(cgroup.join("cpu.max"), "5000 100000\n").unwrap();
+        {
+            let _scope = DirScope::enter();
+            assert_eq!(
+                read_spec(&cgroup.join("cpu.max")).unwrap().as_deref(),
+                Some("5000 100000\n")
+            );
+            assert_eq!(read().as_deref(), Some("200\n"));
+        }
+        fs::write(&limit, "300\n").unwrap();
+        {
+            let _scope = DirScope::enter();
+            assert_eq!(read().as_deref(), Some("300\n"));
+        }
+        // Removed and re-created under the same path: a new directory, read again.
+        fs::remove_dir_all(&cgroup).unwrap();
+        write_files(&cgroup, &[("memory.max", "400\n")]);
+        {
+            let _scope = DirScope::enter();
+            assert_eq!(read().as_deref(), Some("400\n"));
+        }
+        // A scope that no longer reads the directory drops its watch.
+        end_scope(u64::MAX);
+        assert_eq!(
+            spec()
+                .dirs
+                .keys()
+                .filter(|d| Path::new(d).starts_with(dir.path()))
+                .count(),
+            0
+        );
+    }
+}
