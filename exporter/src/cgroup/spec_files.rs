@@ -146,6 +146,12 @@ pub(super) fn end_scope(current: u64) {
             unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), wd) };
         }
     }
+    // After churn: give back the tables' peak size.
+    let len = spec.dirs.len();
+    if spec.dirs.capacity() > 2 * len + 256 {
+        spec.dirs.shrink_to(len + len / 4);
+        spec.by_wd.shrink_to(len + len / 4);
+    }
 }
 
 impl SpecFiles {
