@@ -16,6 +16,7 @@ use std::{
 use kadvisor_tests::{
     assert_close,
     cgroup::TestCgroup,
+    containerd::Containerd,
     exclusive_cpu, kadvisor, require_root,
     validators::{self, repo},
 };
@@ -110,10 +111,46 @@ impl Drop for MountedImage {
     }
 }
 
+/// The runtimes' default seccomp profile as the DaemonSet's supported runtimes ship
+/// it: this host's podman default (`/usr/share/containers/seccomp.json`, a
+/// containers-common from before 0.60) with the one change containers-common 0.60
+/// made and containerd made in 1.6.9: `bpf(2)` is allowed with `CAP_BPF` and
+/// `perf_event_open(2)` with `CAP_PERFMON`, not only with `CAP_SYS_ADMIN`. Older
+/// profiles refuse both without `CAP_SYS_ADMIN`, and kadvisor then refuses to start
+/// ("failed to create map ...: Operation not permitted"). The real containerd's own
+/// default is tested by `image_runs_under_containerds_runtime_default_seccomp_profile`.
+fn runtime_default_profile() -> tempfile::NamedTempFile {
+    const GATED: [(&str, &str); 2] = [("bpf", "CAP_BPF"), ("perf_event_open", "CAP_PERFMON")];
+    let text = std::fs::read_to_string("/usr/share/containers/seccomp.json")
+        .expect("read podman's default seccomp profile");
+    let mut profile: Value = serde_json::from_str(&text).expect("seccomp JSON");
+    let syscalls = profile["syscalls"].as_array_mut().expect("syscalls");
+    for rule in syscalls.iter_mut() {
+        // The rule refusing them to a container without CAP_SYS_ADMIN.
+        if rule["action"] == "SCMP_ACT_ERRNO"
+            && let Some(names) = rule["names"].as_array_mut()
+        {
+            names.retain(|n| !GATED.iter().any(|(name, _)| n == name));
+        }
+    }
+    for (name, cap) in GATED {
+        syscalls.push(serde_json::json!({
+            "names": [name],
+            "action": "SCMP_ACT_ALLOW",
+            "includes": { "caps": [cap] },
+        }));
+    }
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    serde_json::to_writer(&mut file, &profile).expect("write the profile");
+    file
+}
+
 /// A container this test started, removed (by its unique name) when dropped.
 struct Container {
     name: String,
     port: u16,
+    /// The seccomp profile file podman was given, kept while the container lives.
+    _seccomp: Option<tempfile::NamedTempFile>,
 }
 
 impl Container {
@@ -147,9 +184,19 @@ impl Container {
         if spec["no_new_privileges"] == true {
             podman.args(["--security-opt", "no-new-privileges"]);
         }
-        match spec["seccomp"].as_str().unwrap() {
-            "Unconfined" => podman.args(["--security-opt", "seccomp=unconfined"]),
-            "RuntimeDefault" => &mut podman,
+        let seccomp = match spec["seccomp"].as_str().unwrap() {
+            "Unconfined" => {
+                podman.args(["--security-opt", "seccomp=unconfined"]);
+                None
+            }
+            "RuntimeDefault" => {
+                let profile = runtime_default_profile();
+                podman.arg(format!(
+                    "--security-opt=seccomp={}",
+                    profile.path().display()
+                ));
+                Some(profile)
+            }
             other => panic!("seccomp profile {other} not handled by the test"),
         };
         // Kubernetes runtimes pass their own (high) rlimits to containers; podman's
@@ -191,7 +238,11 @@ impl Container {
             }
         }
         run(&mut podman);
-        let container = Self { name, port };
+        let container = Self {
+            name,
+            port,
+            _seccomp: seccomp,
+        };
         container.wait_ready();
         container
     }
@@ -392,6 +443,167 @@ fn image_serves_the_hosts_cgroups_with_the_daemonsets_capabilities() {
             .is_empty()
     );
     assert!(!root.find("machine_cpu_cores", &[]).is_empty());
+}
+
+/// Capabilities `ctr run` gives a container by default (containerd 1.6
+/// `oci.defaultUnixCaps`), dropped to leave exactly the DaemonSet's.
+const CTR_DEFAULT_CAPS: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// The image under this host's real containerd 1.6 with containerd's own default
+/// seccomp profile and exactly the DaemonSet's capabilities: it loads and attaches
+/// its programs and serves the host. `ctr run --seccomp` builds the profile with the
+/// function the CRI plugin uses for a pod's `RuntimeDefault`
+/// (`contrib/seccomp.DefaultProfile`, from the container's capabilities): since
+/// containerd 1.6.9 it allows `bpf(2)` with `CAP_BPF` and `perf_event_open(2)` with
+/// `CAP_PERFMON`. Not reproduced through ctr: host PID namespace (the image test
+/// above runs with it), the read-only root.
+#[test]
+fn image_runs_under_containerds_runtime_default_seccomp_profile() {
+    require_root();
+    let _cpu = exclusive_cpu();
+    build_image();
+    let spec = daemonset_container();
+    assert_eq!(
+        spec["seccomp"], "RuntimeDefault",
+        "what the DaemonSet asks for"
+    );
+    let containerd = Containerd::start();
+    let ctr = || {
+        let mut command = Command::new("ctr");
+        command
+            .arg("--address")
+            .arg(containerd.socket())
+            .args(["--namespace", "default"]);
+        command
+    };
+    let archive = tempfile::NamedTempFile::new().expect("temp file");
+    let archive_path = archive.path().to_str().expect("utf-8 path").to_owned();
+    run(Command::new("podman").args([
+        "save",
+        "--format",
+        "oci-archive",
+        "-o",
+        &archive_path,
+        IMAGE,
+    ]));
+    run(ctr().args([
+        "images",
+        "import",
+        "--base-name",
+        "localhost/kadvisor",
+        &archive_path,
+    ]));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+        .to_string();
+    let id = format!("kadvisor-test-{}-seccomp", std::process::id());
+    struct Removed<'a>(&'a Containerd, &'a str);
+    impl Drop for Removed<'_> {
+        fn drop(&mut self) {
+            self.0.ctr_remove(self.1);
+        }
+    }
+    let mut command = ctr();
+    command.args(["run", "--detach", "--seccomp", "--net-host"]);
+    for cap in CTR_DEFAULT_CAPS {
+        command.args(["--cap-drop", cap]);
+    }
+    for cap in spec["add"].as_array().unwrap() {
+        command.args(["--cap-add", &format!("CAP_{}", cap.as_str().unwrap())]);
+    }
+    for dir in ["/sys/fs/cgroup", "/sys/kernel/btf"] {
+        command.args([
+            "--mount",
+            &format!("type=bind,src={dir},dst={dir},options=rbind:ro"),
+        ]);
+    }
+    command.args([
+        IMAGE,
+        &id,
+        "/usr/bin/kadvisor",
+        "--listen_ip",
+        "127.0.0.1",
+        "--port",
+        &port,
+    ]);
+    run(&mut command);
+    let _removed = Removed(&containerd, &id);
+    let port: u16 = port.parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while kadvisor::get(port, "/readyz").is_none_or(|(status, _)| status != 200) {
+        let tasks = stdout(ctr().args(["tasks", "ls"]));
+        assert!(
+            tasks
+                .lines()
+                .any(|l| l.starts_with(&id) && l.contains("RUNNING")),
+            "kadvisor's task under containerd's default seccomp profile stopped:\n{tasks}"
+        );
+        assert!(Instant::now() < deadline, "kadvisor not ready within 60 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let tasks = stdout(ctr().args(["tasks", "ls"]));
+    let pid = tasks
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("kadvisor's task");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(field("Seccomp:"), "2", "a seccomp filter is in force");
+    let want: u64 = spec["add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| 1u64 << capability_bit(c.as_str().unwrap()))
+        .sum();
+    assert_eq!(
+        u64::from_str_radix(&field("CapEff:"), 16).unwrap(),
+        want,
+        "exactly the DaemonSet's capabilities"
+    );
+    let (_, body) = kadvisor::get(port, "/metrics").expect("scrape");
+    let scrape = kadvisor_tests::scrape::Scrape::parse(body);
+    assert!(
+        !scrape
+            .find("container_cpu_usage_seconds_total", &[("id", "/")])
+            .is_empty(),
+        "the host's root row"
+    );
+    // Served only when its kernel programs are attached (bpf(2) and the perf events
+    // of the tracing attachments both went through the filter).
+    assert!(
+        !scrape
+            .find("container_oom_events_total", &[("id", "/")])
+            .is_empty(),
+        "the OOM family, whose programs are attached:\n{}",
+        scrape.text
+    );
 }
 
 /// `scripts/image.sh localhost/kadvisor:test`: the same command a user runs.
