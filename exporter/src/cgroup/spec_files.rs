@@ -47,6 +47,9 @@ struct SpecFiles {
     by_wd: HashMap<i32, OsString>,
     /// The scope whose start drained the queue.
     drained: u64,
+    /// Directories found missing in that scope (removed cgroups in their grace
+    /// period): not tried again until the next scope.
+    missing: std::collections::HashSet<OsString>,
     /// Reads of directories that could not be watched.
     unwatched: u64,
 }
@@ -57,6 +60,7 @@ static SPEC: LazyLock<Mutex<SpecFiles>> = LazyLock::new(|| {
         dirs: HashMap::new(),
         by_wd: HashMap::new(),
         drained: 0,
+        missing: std::collections::HashSet::new(),
         unwatched: 0,
     })
 });
@@ -87,21 +91,24 @@ pub fn read_spec(path: &Path) -> Result<Option<String>, CgroupError> {
     let mut spec = spec();
     if spec.drained != generation {
         spec.drained = generation;
+        spec.missing.clear();
         spec.drain();
     }
     let dir = dir.as_os_str();
+    if spec.missing.contains(dir) {
+        return Ok(None);
+    }
     if let Some(entry) = spec.dirs.get_mut(dir) {
         entry.generation = generation;
         if let Some(kept) = entry.values.get(name) {
             return Ok(kept.clone());
         }
     } else if let Err(e) = spec.watch(dir, generation) {
-        drop(spec);
         if e.kind() == std::io::ErrorKind::NotFound {
-            // A removed cgroup (its grace period): nothing to keep.
-            return files::read_unheld(path);
+            // A removed cgroup (its grace period): no files, nothing to keep.
+            spec.missing.insert(dir.to_owned());
+            return Ok(None);
         }
-        let mut spec = self::spec();
         spec.unwatched += 1;
         if spec.unwatched == 1 {
             tracing::warn!(dir = %Path::new(dir).display(), error = %e, "cannot watch a cgroup directory: its spec files are read at every scrape (see kadvisor_cgroup_spec_reads_unwatched_total)");
@@ -146,6 +153,7 @@ pub(super) fn end_scope(current: u64) {
             unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), wd) };
         }
     }
+    spec.missing = std::collections::HashSet::new();
     // After churn: give back the tables' peak size.
     let len = spec.dirs.len();
     if spec.dirs.capacity() > 2 * len + 256 {
@@ -279,6 +287,11 @@ mod tests {
                 "kept for the next scrape"
             );
             assert_eq!(read_spec(&cgroup.join("memory.none")).unwrap(), None);
+            // A removed cgroup's directory: absent, tried once per scrape.
+            for _ in 0..2 {
+                let gone = dir.path().join("gone/memory.max");
+                assert_eq!(read_spec(&gone).unwrap(), None);
+            }
         }
         // Replaced behind the watch's back (a rename raises IN_MOVED_TO only on
         // the directory, which is watched too): read again.
