@@ -112,7 +112,8 @@ fn apply(shaping: &Shaping, set: &mut SampleSet) -> Vec<(String, usize)> {
     for family in &mut families {
         let level = shaping.aggregation.level_of_family(&family.name);
         if level != Level::Container {
-            family.samples = aggregate::aggregate(set, &family.samples, level, &mut pod_rows);
+            family.samples =
+                aggregate::aggregate(set, &family.samples, family.kind, level, &mut pod_rows);
         }
         if budget > 0 && family.name.starts_with("container_") && family.samples.len() > budget {
             let before = family.samples.len();

@@ -5,6 +5,12 @@
 //! with no container row in the family keeps the sum of its pod rows instead. Rows
 //! outside any pod (root, QoS and system cgroups) are kept as they are.
 //!
+//! Counters take each pod's own row where the family has one: the pod cgroup's
+//! counter is hierarchical and keeps what its removed containers counted (the
+//! kernel's for cgroupfs files, the retired totals for kadvisor's own), while the sum
+//! of container rows drops by a container's whole count when its row expires. A
+//! namespace's counter is the sum of its pods' values chosen that way.
+//!
 //! Groups collected from `rows::pod_level_rows` reach this with pod rows only: at
 //! level pod each pod row is rewritten as itself, at level namespace the pod rows
 //! are summed. Container rows reach it only from a family that shares a collector
@@ -12,7 +18,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use crate::{
-    collect::samples::{RowLabels, Sample, SampleSet},
+    collect::samples::{MetricType, RowLabels, Sample, SampleSet},
     cost::Level,
     runtime::labels::ContainerLabels,
 };
@@ -46,12 +52,26 @@ struct Acc {
     containers: f64,
     has_containers: bool,
     pods: f64,
+    /// By pod name: (its container rows' sum, its own row's value if any).
+    by_pod: HashMap<String, (f64, Option<f64>)>,
+}
+
+impl Acc {
+    /// A counter's value: per pod, its own row's value when there is one, else its
+    /// container rows' sum; summed over the pods.
+    fn counter(&self) -> f64 {
+        self.by_pod
+            .values()
+            .map(|(containers, own)| own.unwrap_or(*containers))
+            .sum()
+    }
 }
 
 /// The samples of one family at `level`.
 pub fn aggregate(
     set: &SampleSet,
     samples: &[Sample],
+    kind: MetricType,
     level: Level,
     rows: &mut AggregateRows,
 ) -> Vec<Sample> {
@@ -87,6 +107,12 @@ pub fn aggregate(
                 ..Acc::default()
             }
         });
+        let per_pod = acc.by_pod.entry(labels.pod.clone()).or_default();
+        if labels.is_pod_container() {
+            per_pod.0 += sample.value;
+        } else {
+            *per_pod.1.get_or_insert(0.0) += sample.value;
+        }
         if labels.is_pod_container() {
             acc.containers += sample.value;
             acc.has_containers = true;
@@ -106,7 +132,9 @@ pub fn aggregate(
     }
     for key in order {
         let Some(acc) = sums.get(&key) else { continue };
-        let value = if acc.has_containers {
+        let value = if kind == MetricType::Counter {
+            acc.counter()
+        } else if acc.has_containers {
             acc.containers
         } else {
             acc.pods

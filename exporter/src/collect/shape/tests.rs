@@ -172,3 +172,69 @@ fn pod_rows_only_leaves_out_rows_of_no_pod_as_the_stack_drops_them() {
     assert!(out.contains(&text_row("", POD, "", "ns", "p1")), "{out}");
     assert_eq!(set.series_counts()[0], (CPU.to_owned(), 4));
 }
+
+#[test]
+fn a_pods_counter_keeps_an_expired_containers_count() {
+    // c1 (1.0 of CPU) has been removed and its row expired; the pod row (3.5, the
+    // pod cgroup's hierarchical counter) still holds it. Summing the container rows
+    // made the pod's counter fall from 3.5 to 2.5, and the namespace's from 7.5 to 6.5.
+    let expired = || {
+        let mut set = SampleSet::default();
+        set.family(CPU, "CPU.", MetricType::Counter);
+        for (labels, v) in [
+            (row("", POD, "", "ns", "p1"), 3.5),
+            (row("b", &format!("{POD}/c2"), "c2", "ns", "p1"), 2.5),
+            (
+                row("c", "/kubepods/burstable/pod2/c3", "c3", "ns", "p2"),
+                4.0,
+            ),
+        ] {
+            set.sample(CPU, Some(&labels), &[("cpu", "total")], v);
+        }
+        // A gauge still sums the containers that exist.
+        set.family(RSS, "RSS.", MetricType::Gauge);
+        set.sample(RSS, Some(&row("", POD, "", "ns", "p1")), &[], 9.0);
+        set.sample(
+            RSS,
+            Some(&row("b", &format!("{POD}/c2"), "c2", "ns", "p1")),
+            &[],
+            7.0,
+        );
+        set
+    };
+    let level = |default| Shaping {
+        aggregation: Aggregation {
+            default,
+            ..Aggregation::default()
+        },
+        ..Shaping::default()
+    };
+    let mut set = expired();
+    apply(&level(Level::Pod), &mut set);
+    let out = set.to_text();
+    assert!(
+        out.contains(&line(&text_row("", POD, "", "ns", "p1"), "3.5")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&line(
+            &text_row("", "/kubepods/burstable/pod2", "", "ns", "p2"),
+            "4"
+        )),
+        "a pod without its own row keeps its containers' sum: {out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{RSS}{{{}}} 7\n",
+            text_row("", POD, "", "ns", "p1")
+        )),
+        "{out}"
+    );
+    let mut set = expired();
+    apply(&level(Level::Namespace), &mut set);
+    let out = set.to_text();
+    assert!(
+        out.contains(&line(&text_row("", "", "", "ns", ""), "7.5")),
+        "{out}"
+    );
+}
