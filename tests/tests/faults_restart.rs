@@ -25,7 +25,8 @@ use kadvisor_tests::{
 
 const RESTARTS: usize = 5;
 
-/// Sends 20 datagrams of 1,000 bytes to port 9 of the address `argv[1]`.
+/// Sends 20 datagrams of 1,000 bytes to port 9 of the address `argv[1]`. Python by
+/// absolute path, where the kernel matrix's initramfs has it too.
 const SEND_DATAGRAMS: &str = "import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); [s.sendto(b'x' * 1000, (sys.argv[1], 9)) for _ in range(20)]";
 
 /// Families kadvisor counts in its own kernel maps since it started: no kernel file
@@ -228,7 +229,7 @@ fn counters_survive_sigkill_and_restart() {
                 let send = net_cg.output(&mut NetnsPair::command(
                     &net.a,
                     &[
-                        "python3",
+                        "/usr/bin/python3",
                         "-c",
                         SEND_DATAGRAMS,
                         B_ADDRS[0].split('/').next().unwrap(),
@@ -236,7 +237,7 @@ fn counters_survive_sigkill_and_restart() {
                 ));
                 assert!(send.status.success(), "send: {send:?}");
                 crashing.spawn(
-                    Command::new("python3")
+                    Command::new("/usr/bin/python3")
                         .args(["-c", "import ctypes; ctypes.string_at(0)"])
                         .stdout(Stdio::null())
                         .stderr(Stdio::null()),
@@ -245,8 +246,8 @@ fn counters_survive_sigkill_and_restart() {
                 // One process, one thread (a pipeline or a threaded allocator can take
                 // two kills, and on 6.12 kadvisor over-counts those: issue 17).
                 oom.spawn(
-                    Command::new("python3")
-                        .args(["-c", "x = b'a' * (1 << 30)"])
+                    Command::new("/usr/bin/python3")
+                        .args(["-c", "x = b'a' * (1 << 28)"])
                         .stdout(Stdio::null())
                         .stderr(Stdio::null()),
                 );
