@@ -9,7 +9,10 @@
 //!   (`/proc/<pid>/net/dev`).
 use std::{
     collections::BTreeMap,
-    os::unix::process::ExitStatusExt as _,
+    os::{
+        fd::AsRawFd as _,
+        unix::process::{CommandExt as _, ExitStatusExt as _},
+    },
     process::{Command, Stdio},
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
@@ -103,6 +106,28 @@ fn root_cpu_seconds() -> f64 {
     usec / 1e6
 }
 
+/// `argv` run in the network namespace `ns` (made by `ip netns add`): the child joins it
+/// with setns(2) between fork and exec. Not `ip netns exec`, which also remounts /sys
+/// in a new mount namespace, which the kernel matrix's initramfs root may refuse.
+fn in_netns(ns: &str, argv: &[&str]) -> Command {
+    let netns = std::fs::File::open(format!("/run/netns/{ns}"))
+        .unwrap_or_else(|e| panic!("open /run/netns/{ns}: {e}"));
+    let mut command = Command::new(argv[0]);
+    command.args(&argv[1..]);
+    // SAFETY: the closure runs in the forked child before exec and only calls setns,
+    // async-signal-safe, on a descriptor opened before the fork (and owned by the
+    // closure, so open until the Command is dropped).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
 /// The OOM kills the kernel counted in `cg` (v1 `memory.oom_control` or v2
 /// `memory.events`).
 fn kernel_oom_kills(cg: &TestCgroup) -> f64 {
@@ -134,7 +159,7 @@ fn counters_survive_sigkill_and_restart() {
     // cgroup cross the veth to namespace b.
     let net = NetnsPair::new("restart");
     let mut net_cg = TestCgroup::new("restart-net");
-    let holder = net_cg.spawn(&mut NetnsPair::command(&net.a, &["sleep", "600"]));
+    let holder = net_cg.spawn(&mut in_netns(&net.a, &["sleep", "600"]));
     let mut crashing = TestCgroup::new("restart-crash");
     let mut oom = TestCgroup::with_v1_controllers("restart-oom", &["memory"]);
     let limit = (32u64 << 20).to_string();
@@ -226,7 +251,7 @@ fn counters_survive_sigkill_and_restart() {
                     "status=none",
                 ]));
                 assert!(dd.status.success(), "dd: {dd:?}");
-                let send = net_cg.output(&mut NetnsPair::command(
+                let send = net_cg.output(&mut in_netns(
                     &net.a,
                     &[
                         "/usr/bin/python3",
