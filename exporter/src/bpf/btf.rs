@@ -10,13 +10,48 @@ use kadvisor_common::{SignalOffsets, TaskCgroupOffsets, TaskOffsets};
 
 use super::BpfError;
 
+/// What the loader needs from the kernel's BTF, from one parse: `vmlinux` BTF is
+/// ~5 MB and a parse takes ~25 MB of heap, so it is parsed once, and dropped before
+/// aya parses it for the loader (two parses alive at once made start-up's peak RSS).
+pub(super) struct KernelFacts {
+    pub task_cgroup: TaskCgroupOffsets,
+    pub family: FamilyOffsets,
+    /// `(tracepoint, argument index)` → whether this kernel passes a pointer there.
+    pub pointer_args: Vec<((&'static str, usize), bool)>,
+}
+
+impl KernelFacts {
+    pub fn pointer_arg(&self, tracepoint: &str, index: usize) -> bool {
+        self.pointer_args
+            .iter()
+            .any(|((t, i), pointer)| *t == tracepoint && *i == index && *pointer)
+    }
+}
+
+/// Parses `path` once and resolves every offset, and whether each of `pointer_args`
+/// is a pointer.
+pub(super) fn kernel_facts(
+    path: &Path,
+    pointer_args: &[(&'static str, usize)],
+) -> Result<KernelFacts, BpfError> {
+    let btf = parse(path)?;
+    let mut answers = Vec::with_capacity(pointer_args.len());
+    for &(tracepoint, index) in pointer_args {
+        answers.push((
+            (tracepoint, index),
+            tracepoint_arg_is_pointer(&btf, path, tracepoint, index)?,
+        ));
+    }
+    Ok(KernelFacts {
+        task_cgroup: task_cgroup_offsets(&btf, path)?,
+        family: family_offsets(&btf, path)?,
+        pointer_args: answers,
+    })
+}
+
 /// Offsets of `task->cgroups->dfl_cgrp->kn->id`.
-pub(super) fn task_cgroup_offsets(path: &Path) -> Result<TaskCgroupOffsets, BpfError> {
-    let btf = Btf::from_file(path).map_err(|e| BpfError::BtfParse {
-        path: path.to_owned(),
-        source: e.into(),
-    })?;
-    let offset = |structure, member| member_offset(&btf, path, structure, member);
+fn task_cgroup_offsets(btf: &Btf, path: &Path) -> Result<TaskCgroupOffsets, BpfError> {
+    let offset = |structure, member| member_offset(btf, path, structure, member);
     Ok(TaskCgroupOffsets {
         task_cgroups: offset("task_struct", "cgroups")?,
         css_set_dfl_cgrp: offset("css_set", "dfl_cgrp")?,
@@ -44,11 +79,10 @@ const SIGNAL_PROGRAMS: &[&str] = &["signal_deliver"];
 
 /// Resolves every family's offsets; a missing member leaves out only the programs
 /// that read it (`FamilyOffsets::missing`), an unreadable BTF fails.
-pub(super) fn family_offsets(path: &Path) -> Result<FamilyOffsets, BpfError> {
-    let btf = parse(path)?;
-    let offset = |structure, member| member_offset(&btf, path, structure, member);
+fn family_offsets(btf: &Btf, path: &Path) -> Result<FamilyOffsets, BpfError> {
+    let offset = |structure, member| member_offset(btf, path, structure, member);
     let mut missing = Vec::new();
-    let mut task = or_leave_out(TASK_PROGRAMS, task_offsets(&btf, path), &mut missing)?;
+    let mut task = or_leave_out(TASK_PROGRAMS, task_offsets(btf, path), &mut missing)?;
     let (file_inode, inode_mode) = or_leave_out(
         FILE_PROGRAMS,
         offset("file", "f_inode").and_then(|f| Ok((f, offset("inode", "i_mode")?))),
@@ -134,7 +168,8 @@ fn parse(path: &Path) -> Result<Btf, BpfError> {
 /// Whether argument `index` of BTF tracepoint `tracepoint` is a pointer. The
 /// tracepoint's prototype is the typedef `btf_trace_<name>`, a pointer to a function
 /// whose first parameter is the hidden `void *__data`.
-pub(super) fn tracepoint_arg_is_pointer(
+fn tracepoint_arg_is_pointer(
+    btf: &Btf,
     path: &Path,
     tracepoint: &'static str,
     index: usize,
@@ -143,7 +178,6 @@ pub(super) fn tracepoint_arg_is_pointer(
         path: path.to_owned(),
         source: e.into(),
     };
-    let btf = Btf::from_file(path).map_err(parse_err)?;
     let typedef = format!("btf_trace_{tracepoint}");
     let types = match btf.resolve_types_by_name(&typedef) {
         Ok(types) => types,

@@ -176,8 +176,16 @@ impl KernelPrograms {
         options: &LoadOptions,
     ) -> Result<Self, BpfError> {
         let cgroup_filter = u32::from(options.cgroup_filter);
-        let offsets = btf::task_cgroup_offsets(btf_path)?;
-        let family_offsets = btf::family_offsets(btf_path)?;
+        let pointer_args: Vec<(&'static str, usize)> = PROGRAMS
+            .iter()
+            .filter_map(|spec| match spec.requires {
+                Requirement::PointerArg { index } => Some((spec.hook, index)),
+                Requirement::None => None,
+            })
+            .collect();
+        // Parsed once and dropped here, before aya's own parse.
+        let facts = btf::kernel_facts(btf_path, &pointer_args)?;
+        let (offsets, family_offsets) = (facts.task_cgroup, &facts.family);
         let btf = aya::Btf::parse_file(btf_path, aya::Endianness::default()).map_err(|e| {
             BpfError::BtfParse {
                 path: btf_path.to_owned(),
@@ -225,7 +233,7 @@ impl KernelPrograms {
                 tracing::debug!(program = spec.name, "alternative already attached");
                 continue;
             }
-            match programs::attach(&mut ebpf, spec, &btf, btf_path, cgroup_root) {
+            match programs::attach(&mut ebpf, spec, &btf, &facts, cgroup_root) {
                 Ok(link) => {
                     tracing::info!(program = spec.name, hook = spec.hook, "attached");
                     attached.push(spec.name);

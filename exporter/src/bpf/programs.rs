@@ -244,13 +244,13 @@ pub(super) fn attach(
     ebpf: &mut Ebpf,
     spec: &ProgramSpec,
     btf: &Btf,
-    btf_path: &Path,
+    facts: &super::btf::KernelFacts,
     cgroup_root: &Path,
 ) -> Result<Option<std::os::fd::OwnedFd>, BpfError> {
     match spec.requires {
         Requirement::None => {}
         Requirement::PointerArg { index } => {
-            if !super::btf::tracepoint_arg_is_pointer(btf_path, spec.hook, index)? {
+            if !facts.pointer_arg(spec.hook, index) {
                 return Err(BpfError::Unsupported {
                     name: spec.name,
                     reason: "this kernel's tracepoint does not pass a pointer there",
