@@ -174,14 +174,25 @@ fn run(config: Config) -> anyhow::Result<()> {
         http::warn_if_exposed(bound.ip());
         // Runtime lookups and the grace-period sweep run beside the server.
         tokio::spawn(async move { metadata.run().await });
+        // The sweep sleeps until the earliest grace period ends: no tick while
+        // nothing was removed. A removal reported meanwhile ends its grace period
+        // `grace` from now.
         let sweeper = Arc::clone(&collector);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let retry = std::time::Duration::from_secs(1);
             loop {
-                tick.tick().await;
-                let sweeper = Arc::clone(&sweeper);
-                let _ignored = tokio::task::spawn_blocking(move || sweeper.sweep()).await;
+                let sweeping = Arc::clone(&sweeper);
+                let mut next = tokio::task::spawn_blocking(move || sweeping.sweep())
+                    .await
+                    .map_or_else(|_| tokio::time::Instant::now() + retry, Into::into);
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(next) => break,
+                        () = sweeper.discovery().removals() => {
+                            next = next.min(tokio::time::Instant::now() + grace);
+                        }
+                    }
+                }
             }
         });
         admin.set_ready();

@@ -39,6 +39,8 @@ pub struct TreeState {
     pub events: u64,
     /// Paths added since the last [`Discovery::announce`].
     fresh: Vec<String>,
+    /// A cgroup was marked removed since the last [`Discovery::announce`].
+    removed_fresh: bool,
 }
 
 impl TreeState {
@@ -92,6 +94,7 @@ impl TreeState {
     }
 
     fn mark_removed(&mut self, id: u64, path: &str, at: Instant) {
+        self.removed_fresh = true;
         self.removed.insert(
             id,
             Removed {
@@ -122,6 +125,11 @@ impl TreeState {
             self.add(cgroup);
         }
         self.walks += 1;
+    }
+
+    /// When the earliest removed cgroup's grace period is over.
+    pub fn next_expiry(&self, grace: Duration) -> Option<Instant> {
+        self.removed.values().map(|r| r.at + grace).min()
     }
 
     /// Takes the removed cgroups whose grace period is over (deepest first, so a
@@ -159,6 +167,9 @@ pub type OnNew = Box<dyn Fn(&str) + Send + Sync>;
 pub struct Discovery {
     state: Mutex<TreeState>,
     on_new: Option<OnNew>,
+    /// Notified when cgroups were marked removed, so a timer that retires them can
+    /// sleep until the earliest grace period ends instead of ticking.
+    removals: tokio::sync::Notify,
     /// The inotify side, shared by the watcher thread and [`Discovery::sync`].
     watcher: Mutex<Option<Watcher>>,
     /// Cgroup directories without an inotify watch (fs.inotify.max_user_watches
@@ -180,19 +191,36 @@ impl Discovery {
         Self {
             state: Mutex::default(),
             on_new: Some(on_new),
+            removals: tokio::sync::Notify::new(),
             watcher: Mutex::default(),
             unwatched: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
-    /// Hands the paths added since the last call to `on_new`.
+    /// Hands the paths added since the last call to `on_new`, and tells
+    /// [`Discovery::removals`] waiters about removals.
     fn announce(&self) {
-        let fresh = std::mem::take(&mut self.state().fresh);
+        let (fresh, removed) = {
+            let mut state = self.state();
+            (
+                std::mem::take(&mut state.fresh),
+                std::mem::take(&mut state.removed_fresh),
+            )
+        };
+        if removed {
+            self.removals.notify_one();
+        }
         if let Some(on_new) = &self.on_new {
             for path in &fresh {
                 on_new(path);
             }
         }
+    }
+
+    /// Resolves after cgroups were marked removed (at once if that happened since the
+    /// last wait: the notice is kept until taken).
+    pub async fn removals(&self) {
+        self.removals.notified().await;
     }
 
     /// Cgroup directories that have no inotify watch at the moment.

@@ -45,8 +45,12 @@ impl Collector {
     /// Retires removed cgroups whose grace period is over: their final counters are
     /// folded into their parent's retired totals, their entries deleted from every
     /// per-cgroup kernel map, their cached metadata dropped. Also reclaims map entries
-    /// of ids the tree never knew. Called before each scrape and by a timer.
-    pub fn sweep(&self) {
+    /// of ids the tree never knew. Called before each scrape and by a timer, which
+    /// sleeps until the returned time (or until discovery reports a removal,
+    /// `Discovery::removals`): the earliest grace-period end or the next idle scan
+    /// for unknown ids, at least `MIN_SWEEP_GAP` away (a retirement that failed is
+    /// retried then).
+    pub fn sweep(&self) -> Instant {
         let mut reclaim = self
             .reclaim
             .lock()
@@ -63,6 +67,15 @@ impl Collector {
                 }
             }
         }
+        let next_scan = reclaim.last_unknown_scan.map_or(now, |last| {
+            last + IDLE_UNKNOWN_SCAN.max(self.retention.unknown_grace)
+        });
+        let next_expiry = self
+            .discovery
+            .state()
+            .next_expiry(self.retention.grace)
+            .unwrap_or(next_scan);
+        next_scan.min(next_expiry).max(now + MIN_SWEEP_GAP)
     }
 
     pub(super) fn sweep_locked(&self, reclaim: &mut Reclaim, now: Instant) {
@@ -152,3 +165,5 @@ impl Collector {
 
 /// How often the timer lists the kernel maps for unknown ids when nobody scrapes.
 const IDLE_UNKNOWN_SCAN: Duration = Duration::from_secs(60);
+/// The shortest wait between two timer sweeps.
+const MIN_SWEEP_GAP: Duration = Duration::from_secs(1);

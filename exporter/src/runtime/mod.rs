@@ -288,8 +288,15 @@ impl Metadata {
     /// exists. Runs until the runtime shuts down.
     pub async fn run(&self) {
         loop {
-            // Woken by new keys, or by the clock for misses whose backoff is over.
-            let _woken = tokio::time::timeout(FIRST_BACKOFF, self.wake.notified()).await;
+            // Woken by new keys, or by the clock when the earliest miss's backoff is
+            // over; with nothing queued and no miss, only by new keys (no idle tick).
+            match self.next_retry() {
+                Some(at) => {
+                    let at = tokio::time::Instant::from_std(at);
+                    let _woken = tokio::time::timeout_at(at, self.wake.notified()).await;
+                }
+                None => self.wake.notified().await,
+            }
             let mut wanted: HashSet<String> =
                 std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
             let now = Instant::now();
@@ -307,6 +314,12 @@ impl Metadata {
             }
             self.refresh(&wanted).await;
         }
+    }
+
+    /// When the earliest remembered miss may be asked again.
+    fn next_retry(&self) -> Option<Instant> {
+        let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
+        cache.misses.values().map(|(next, _)| *next).min()
     }
 
     async fn refresh(&self, wanted: &HashSet<String>) {
