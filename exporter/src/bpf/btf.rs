@@ -3,21 +3,29 @@
 //! aya-ebpf programs have no CO-RE relocations, so a program that must read a kernel
 //! struct gets the member offsets as globals, resolved here from
 //! `/sys/kernel/btf/vmlinux`. A kernel whose layout differs only needs its own BTF.
+//!
+//! The file is read once, by `reader` (the raw bytes and an index, not an object per
+//! type: a full parse by btf_rs or aya took 20–30 MB at start-up, the process's
+//! peak RSS), and dropped once every answer is taken, aya's included
+//! (`KernelFacts::attach_btf`).
+mod reader;
+
 use std::path::Path;
 
-use btf_rs::{Btf, Type};
 use kadvisor_common::{SignalOffsets, TaskCgroupOffsets, TaskOffsets};
+pub(super) use reader::{FUNC, TYPEDEF};
+use reader::{RawBtf, Type};
 
 use super::BpfError;
 
-/// What the loader needs from the kernel's BTF, from one parse: `vmlinux` BTF is
-/// ~5 MB and a parse takes ~25 MB of heap, so it is parsed once, and dropped before
-/// aya parses it for the loader (two parses alive at once made start-up's peak RSS).
+/// What the loader needs from the kernel's BTF, from one read.
 pub(super) struct KernelFacts {
     pub task_cgroup: TaskCgroupOffsets,
     pub family: FamilyOffsets,
     /// `(tracepoint, argument index)` → whether this kernel passes a pointer there.
     pub pointer_args: Vec<((&'static str, usize), bool)>,
+    /// For aya: the attach targets' kernel type ids, and nothing else.
+    pub attach_btf: aya::Btf,
 }
 
 impl KernelFacts {
@@ -28,29 +36,41 @@ impl KernelFacts {
     }
 }
 
-/// Parses `path` once and resolves every offset, and whether each of `pointer_args`
-/// is a pointer.
+/// Reads `path` once and resolves every offset, whether each of `pointer_args` is a
+/// pointer, and the type ids of `attach_targets` (name, kind) for aya.
 pub(super) fn kernel_facts(
     path: &Path,
     pointer_args: &[(&'static str, usize)],
+    attach_targets: &[(&str, u32)],
 ) -> Result<KernelFacts, BpfError> {
-    let btf = parse(path)?;
-    let mut answers = Vec::with_capacity(pointer_args.len());
-    for &(tracepoint, index) in pointer_args {
-        answers.push((
-            (tracepoint, index),
-            tracepoint_arg_is_pointer(&btf, path, tracepoint, index)?,
-        ));
-    }
+    let btf = RawBtf::read(path).map_err(|e| BpfError::BtfParse {
+        path: path.to_owned(),
+        source: Box::new(e),
+    })?;
+    let answers = pointer_args
+        .iter()
+        .map(|&(tracepoint, index)| {
+            (
+                (tracepoint, index),
+                tracepoint_arg_is_pointer(&btf, tracepoint, index),
+            )
+        })
+        .collect();
     Ok(KernelFacts {
         task_cgroup: task_cgroup_offsets(&btf, path)?,
         family: family_offsets(&btf, path)?,
         pointer_args: answers,
+        attach_btf: btf
+            .attach_targets(attach_targets)
+            .map_err(|e| BpfError::BtfParse {
+                path: path.to_owned(),
+                source: Box::new(e),
+            })?,
     })
 }
 
 /// Offsets of `task->cgroups->dfl_cgrp->kn->id`.
-fn task_cgroup_offsets(btf: &Btf, path: &Path) -> Result<TaskCgroupOffsets, BpfError> {
+fn task_cgroup_offsets(btf: &RawBtf, path: &Path) -> Result<TaskCgroupOffsets, BpfError> {
     let offset = |structure, member| member_offset(btf, path, structure, member);
     Ok(TaskCgroupOffsets {
         task_cgroups: offset("task_struct", "cgroups")?,
@@ -79,7 +99,7 @@ const SIGNAL_PROGRAMS: &[&str] = &["signal_deliver"];
 
 /// Resolves every family's offsets; a missing member leaves out only the programs
 /// that read it (`FamilyOffsets::missing`), an unreadable BTF fails.
-fn family_offsets(btf: &Btf, path: &Path) -> Result<FamilyOffsets, BpfError> {
+fn family_offsets(btf: &RawBtf, path: &Path) -> Result<FamilyOffsets, BpfError> {
     let offset = |structure, member| member_offset(btf, path, structure, member);
     let mut missing = Vec::new();
     let mut task = or_leave_out(TASK_PROGRAMS, task_offsets(btf, path), &mut missing)?;
@@ -141,7 +161,7 @@ const RLIMIT_SIZE: u32 = 16;
 
 /// The task members read by `sched_process_exit` and the iterators (the file and
 /// inode members are resolved apart: only `file_pass` reads them).
-fn task_offsets(btf: &Btf, path: &Path) -> Result<TaskOffsets, BpfError> {
+fn task_offsets(btf: &RawBtf, path: &Path) -> Result<TaskOffsets, BpfError> {
     let offset = |structure, member| member_offset(btf, path, structure, member);
     let sched_info = offset("task_struct", "sched_info")?;
     Ok(TaskOffsets {
@@ -158,96 +178,55 @@ fn task_offsets(btf: &Btf, path: &Path) -> Result<TaskOffsets, BpfError> {
     })
 }
 
-fn parse(path: &Path) -> Result<Btf, BpfError> {
-    Btf::from_file(path).map_err(|e| BpfError::BtfParse {
-        path: path.to_owned(),
-        source: e.into(),
-    })
-}
-
 /// Whether argument `index` of BTF tracepoint `tracepoint` is a pointer. The
 /// tracepoint's prototype is the typedef `btf_trace_<name>`, a pointer to a function
-/// whose first parameter is the hidden `void *__data`.
-fn tracepoint_arg_is_pointer(
-    btf: &Btf,
-    path: &Path,
-    tracepoint: &'static str,
-    index: usize,
-) -> Result<bool, BpfError> {
-    let parse_err = |e: btf_rs::Error| BpfError::BtfParse {
-        path: path.to_owned(),
-        source: e.into(),
-    };
+/// whose first parameter is the hidden `void *__data`. No such tracepoint: false.
+fn tracepoint_arg_is_pointer(btf: &RawBtf, tracepoint: &'static str, index: usize) -> bool {
     let typedef = format!("btf_trace_{tracepoint}");
-    let types = match btf.resolve_types_by_name(&typedef) {
-        Ok(types) => types,
-        // No such tracepoint in this kernel.
-        Err(_) => return Ok(false),
-    };
-    for ty in types {
-        let Type::Typedef(typedef) = ty else { continue };
-        let Type::Ptr(ptr) = btf.resolve_chained_type(&typedef).map_err(parse_err)? else {
-            continue;
-        };
-        let Type::FuncProto(proto) = btf.resolve_chained_type(&ptr).map_err(parse_err)? else {
-            continue;
-        };
-        let Some(param) = proto.parameters.get(index + 1) else {
-            return Ok(false);
-        };
-        return Ok(matches!(
-            btf.resolve_chained_type(param).map_err(parse_err)?,
-            Type::Ptr(_)
-        ));
-    }
-    Ok(false)
+    btf.named(&typedef, reader::TYPEDEF)
+        .filter_map(|t| t.target().filter(|p| p.kind() == reader::PTR)?.target())
+        .find(|proto| proto.kind() == reader::FUNC_PROTO)
+        .is_some_and(|proto| {
+            proto
+                .params()
+                .nth(index + 1)
+                .flatten()
+                .is_some_and(|param| param.kind() == reader::PTR)
+        })
 }
 
 /// Byte offset of `member` in `struct structure`, looking through anonymous structs
 /// and unions (task_struct is wrapped in one when the kernel randomizes its layout).
 pub(super) fn member_offset(
-    btf: &Btf,
+    btf: &RawBtf,
     path: &Path,
     structure: &'static str,
     member: &'static str,
 ) -> Result<u32, BpfError> {
-    let not_found = || BpfError::BtfMember {
-        path: path.to_owned(),
-        structure,
-        member,
-    };
-    let parse_err = |e: btf_rs::Error| BpfError::BtfParse {
-        path: path.to_owned(),
-        source: e.into(),
-    };
-    for ty in btf.resolve_types_by_name(structure).map_err(parse_err)? {
-        if let Type::Struct(s) = ty
-            && let Some(bits) = find_member(btf, &s, member).map_err(parse_err)?
-        {
-            return Ok(bits / 8);
-        }
-    }
-    Err(not_found())
+    btf.named(structure, reader::STRUCT)
+        .find_map(|s| find_member(btf, s, member))
+        .map(|bits| bits / 8)
+        .ok_or_else(|| BpfError::BtfMember {
+            path: path.to_owned(),
+            structure,
+            member,
+        })
 }
 
 /// Bit offset of `name` inside `s`, descending into anonymous members.
-fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str) -> Result<Option<u32>, btf_rs::Error> {
-    for m in &s.members {
-        let member_name = btf.resolve_name(m).unwrap_or_default();
-        if member_name == name {
-            return Ok(Some(m.bit_offset()));
+fn find_member(btf: &RawBtf, s: Type<'_>, name: &str) -> Option<u32> {
+    s.members().find_map(|m| {
+        if m.name == name {
+            return Some(m.bit_offset);
         }
-        if member_name.is_empty() {
-            let inner = match btf.resolve_chained_type(m)? {
-                Type::Struct(inner) | Type::Union(inner) => inner,
-                _ => continue,
-            };
-            if let Some(bits) = find_member(btf, &inner, name)? {
-                return Ok(Some(m.bit_offset() + bits));
-            }
+        if !m.name.is_empty() {
+            return None;
         }
-    }
-    Ok(None)
+        let inner = btf
+            .get(m.type_id)
+            .filter(|t| matches!(t.kind(), reader::STRUCT | reader::UNION))?;
+        Some(m.bit_offset + find_member(btf, inner, name)?)
+    })
 }
 
 #[cfg(test)]

@@ -183,17 +183,28 @@ impl KernelPrograms {
                 Requirement::None => None,
             })
             .collect();
-        // Parsed once and dropped here, before aya's own parse.
-        let facts = btf::kernel_facts(btf_path, &pointer_args)?;
+        // The type ids aya looks up to load each program (aya's own names for them).
+        let target_names: Vec<(String, u32)> = PROGRAMS
+            .iter()
+            .filter_map(|spec| match spec.kind {
+                ProgramKind::BtfTracePoint => {
+                    Some((format!("btf_trace_{}", spec.hook), btf::TYPEDEF))
+                }
+                ProgramKind::FEntry => Some((spec.hook.to_owned(), btf::FUNC)),
+                ProgramKind::Iter(target) => Some((format!("bpf_iter_{target}"), btf::FUNC)),
+                ProgramKind::CgroupSkb(_) => None,
+            })
+            .collect();
+        let targets: Vec<(&str, u32)> = target_names
+            .iter()
+            .map(|(name, kind)| (name.as_str(), *kind))
+            .collect();
+        // The kernel's BTF is read once, here, and dropped before the loader runs.
+        let facts = btf::kernel_facts(btf_path, &pointer_args, &targets)?;
         let (offsets, family_offsets) = (facts.task_cgroup, &facts.family);
-        let btf = aya::Btf::parse_file(btf_path, aya::Endianness::default()).map_err(|e| {
-            BpfError::BtfParse {
-                path: btf_path.to_owned(),
-                source: Box::new(e),
-            }
-        })?;
+        let btf = &facts.attach_btf;
         let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
+            .btf(Some(btf))
             .override_global("TASK_CGROUP_OFFSETS", &offsets, true)
             .override_global("TASK_OFFSETS", &family_offsets.task, true)
             .override_global("SIGNAL_OFFSETS", &family_offsets.signal, true)
@@ -233,7 +244,7 @@ impl KernelPrograms {
                 tracing::debug!(program = spec.name, "alternative already attached");
                 continue;
             }
-            match programs::attach(&mut ebpf, spec, &btf, &facts, cgroup_root) {
+            match programs::attach(&mut ebpf, spec, btf, &facts, cgroup_root) {
                 Ok(link) => {
                     tracing::info!(program = spec.name, hook = spec.hook, "attached");
                     attached.push(spec.name);
