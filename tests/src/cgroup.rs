@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio},
     sync::atomic::{AtomicU32, Ordering},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 /// v1 controllers whose hierarchy gets the same path as the v2 cgroup on hybrid
@@ -255,6 +255,28 @@ impl TestCgroup {
             .drain(..)
             .map(|mut child| child.wait().expect("wait for workload"))
             .collect()
+    }
+
+    /// Waits until no process is left in this cgroup: a started shell can exit before
+    /// the pipeline it forked, whose processes stay here (and are still counted, e.g.
+    /// OOM-killed) until they exit too.
+    pub fn wait_until_empty(&self) {
+        let procs = self.path.join("cgroup.procs");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = fs::read_to_string(&procs)
+                .unwrap_or_else(|e| panic!("read {}: {e}", procs.display()));
+            if left.trim().is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "processes still in {} after 60 s: {}",
+                self.path.display(),
+                left.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stops (SIGSTOP) every process this cgroup started and waits until each one is

@@ -25,6 +25,19 @@ pub const BUSYBOX_IMAGE: &str = "docker.io/kadvisor/busybox:test";
 /// The sandbox image.
 pub const PAUSE_IMAGE: &str = "docker.io/kadvisor/pause:test";
 
+/// `Some(reason)` when this host has no containerd or runc (the kernel matrix's
+/// busybox node has neither), for the tests that run real containers to say so.
+pub fn unavailable() -> Option<String> {
+    ["containerd", "runc", "ctr"].iter().find_map(|program| {
+        crate::ignore::needs_program(
+            program,
+            "real containers through containerd's CRI; what these tests check (CRI labels, \
+             pod rows) is not kernel-specific, and the kernel side of every row runs here \
+             through the cgroup-only tests",
+        )
+    })
+}
+
 pub struct Containerd {
     dir: tempfile::TempDir,
     child: Child,

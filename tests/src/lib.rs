@@ -12,6 +12,7 @@ pub mod browser;
 pub mod cgroup;
 pub mod containerd;
 pub mod cpu_stat;
+pub mod ignore;
 pub mod kadvisor;
 pub mod netns;
 pub mod prometheus;

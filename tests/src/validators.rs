@@ -22,6 +22,20 @@ pub fn tools() -> PathBuf {
     )
 }
 
+/// `Some(reason)` when the validators scripts/setup.sh installs are not on this host
+/// (the kernel matrix's node does not carry them: they check files, nothing
+/// kernel-specific).
+pub fn unavailable() -> Option<String> {
+    let python = tools().join("venv/bin/python");
+    (!python.exists()).then(|| {
+        format!(
+            "needs the validators scripts/setup.sh installs ({} missing); they check \
+             manifests and recipes, nothing kernel-specific",
+            python.display()
+        )
+    })
+}
+
 /// `validate.py` with the venv's Python; add the subcommand and its arguments.
 pub fn python() -> Command {
     let python = tools().join("venv/bin/python");

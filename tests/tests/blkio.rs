@@ -98,6 +98,9 @@ fn direct_and_buffered_writes_match_the_kernels_cgroup_io_stats() {
 
 #[test]
 fn root_row_has_usage_of_each_block_filesystem() {
+    if kadvisor_tests::ignore::because(kadvisor_tests::ignore::needs_block_device_root()) {
+        return;
+    }
     let kadvisor = Kadvisor::start(&[]);
     let scrape = kadvisor.scrape();
     let (_, device) = disk_of(Path::new("/"));

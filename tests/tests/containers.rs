@@ -54,6 +54,9 @@ fn cpu_stat_seconds(id: &str) -> f64 {
 
 #[test]
 fn pod_rows_carry_kubelet_labels_and_removed_containers_keep_their_cpu() {
+    if kadvisor_tests::ignore::because(containerd::unavailable()) {
+        return;
+    }
     let _cpu = exclusive_cpu();
     let containerd = Containerd::start();
     let socket = containerd.socket();
@@ -284,6 +287,9 @@ fn kernel_oom_kills(id: &str) -> u64 {
 /// folded into the pod row (retirement), which keeps counting it.
 #[test]
 fn oom_killed_container_keeps_its_kill_after_removal() {
+    if kadvisor_tests::ignore::because(containerd::unavailable()) {
+        return;
+    }
     const OOM: &str = "container_oom_events_total";
     const GRACE: u64 = 6;
     let containerd = Containerd::start();
@@ -407,6 +413,9 @@ fn oom_killed_container_keeps_its_kill_after_removal() {
 /// `kadvisor-test-*` cgroup) has no row.
 #[test]
 fn kubelet_rows_are_the_root_kubepods_and_the_runtimes_cgroup() {
+    if kadvisor_tests::ignore::because(containerd::unavailable()) {
+        return;
+    }
     // Declared first, dropped last: containerd must be gone before its cgroup.
     let runtime_cg = TestCgroup::new("runtime");
     let runtime_child = runtime_cg.child("helper");
@@ -492,6 +501,9 @@ fn kubelet_rows_are_the_root_kubepods_and_the_runtimes_cgroup() {
 
 #[test]
 fn runtime_down_costs_labels_not_metrics() {
+    if kadvisor_tests::ignore::because(containerd::unavailable()) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("dead.sock");
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
@@ -524,6 +536,9 @@ fn runtime_down_costs_labels_not_metrics() {
 
 #[test]
 fn plain_containerd_container_gets_name_and_image_from_containerds_own_api() {
+    if kadvisor_tests::ignore::because(containerd::unavailable()) {
+        return;
+    }
     let containerd = Containerd::start();
     let socket = containerd.socket();
     let kadvisor = Kadvisor::start(&["--cri_endpoints", socket.to_str().unwrap()]);

@@ -219,6 +219,9 @@ fn assert_within_readings(what: &str, actual: f64, (before, after): (f64, f64), 
 
 #[test]
 fn pod_aggregation_sums_containers_and_an_excluded_namespace_is_not_counted() {
+    if kadvisor_tests::ignore::because(kadvisor_tests::containerd::unavailable()) {
+        return;
+    }
     let _cpu = exclusive_cpu();
     let containerd = Containerd::start();
     let socket = containerd.socket();
@@ -435,6 +438,9 @@ fn pod_aggregation_sums_containers_and_an_excluded_namespace_is_not_counted() {
 /// of the same namespace that does not match keeps its rows.
 #[test]
 fn pod_label_selector_excludes_matching_pods_in_the_kernel() {
+    if kadvisor_tests::ignore::because(kadvisor_tests::containerd::unavailable()) {
+        return;
+    }
     let _cpu = exclusive_cpu();
     let containerd = Containerd::start();
     let socket = containerd.socket();

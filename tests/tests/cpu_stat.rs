@@ -39,8 +39,9 @@ fn cpuacct_user_system(cg: &TestCgroup) -> (f64, f64) {
 }
 
 /// Runs `workload` alone in a new cgroup for 2 s and returns kadvisor's and the
-/// kernel's (user, system) seconds after it stopped.
-fn run_split(kadvisor: &Kadvisor, name: &str, workload: &mut Command) -> [(f64, f64); 3] {
+/// kernel's (user, system) seconds after it stopped, and v1 `cpuacct.stat`'s where
+/// the host has a v1 cpuacct hierarchy (a pure v2 host has only cpu.stat).
+fn run_split(kadvisor: &Kadvisor, name: &str, workload: &mut Command) -> [Option<(f64, f64)>; 3] {
     let mut cg = TestCgroup::new(name);
     cg.spawn(workload);
     std::thread::sleep(Duration::from_secs(2));
@@ -51,10 +52,14 @@ fn run_split(kadvisor: &Kadvisor, name: &str, workload: &mut Command) -> [(f64, 
         value(&scrape, "container_cpu_user_seconds_total", &cg),
         value(&scrape, "container_cpu_system_seconds_total", &cg),
     );
-    [ours, kernel, cpuacct_user_system(&cg)]
+    let cpuacct = cg.v1_dir("cpuacct").map(|_| cpuacct_user_system(&cg));
+    [Some(ours), Some(kernel), cpuacct]
 }
 
-fn assert_split(what: &str, [ours, kernel, cpuacct]: [(f64, f64); 3]) {
+fn assert_split(what: &str, split: [Option<(f64, f64)>; 3]) -> (f64, f64) {
+    let [Some(ours), Some(kernel), cpuacct] = split else {
+        unreachable!("kadvisor's and cpu.stat's split are always read")
+    };
     assert_close(&format!("{what}: user vs cpu.stat"), ours.0, kernel.0, 0.05);
     assert_close(
         &format!("{what}: system vs cpu.stat"),
@@ -63,11 +68,14 @@ fn assert_split(what: &str, [ours, kernel, cpuacct]: [(f64, f64); 3]) {
         0.05,
     );
     // The v1 file is tick-sampled (10 ms): loose agreement on the total.
-    let (total, ticks) = (ours.0 + ours.1, cpuacct.0 + cpuacct.1);
-    assert!(
-        (total - ticks).abs() <= 0.1 * total + 0.05,
-        "{what}: user+system {total} vs cpuacct.stat {ticks}"
-    );
+    if let Some(cpuacct) = cpuacct {
+        let (total, ticks) = (ours.0 + ours.1, cpuacct.0 + cpuacct.1);
+        assert!(
+            (total - ticks).abs() <= 0.1 * total + 0.05,
+            "{what}: user+system {total} vs cpuacct.stat {ticks}"
+        );
+    }
+    ours
 }
 
 #[test]
@@ -80,8 +88,7 @@ fn user_bound_and_syscall_bound_split_like_cpu_stat() {
         "user-bound",
         Command::new("sh").args(["-c", "while :; do :; done"]),
     );
-    assert_split("user-bound", user);
-    let (u, s) = user[0];
+    let (u, s) = assert_split("user-bound", user);
     assert!(
         u > 0.1 && u > 0.9 * (u + s),
         "user-bound: user {u} s, system {s} s"
@@ -94,8 +101,7 @@ fn user_bound_and_syscall_bound_split_like_cpu_stat() {
         "syscall-bound",
         Command::new("dd").args(["if=/dev/zero", "of=/dev/null", "bs=1M", "count=100000000"]),
     );
-    assert_split("syscall-bound", syscall);
-    let (u, s) = syscall[0];
+    let (u, s) = assert_split("syscall-bound", syscall);
     assert!(
         s > 0.1 && s > 0.8 * (u + s),
         "syscall-bound: user {u} s, system {s} s"
@@ -108,8 +114,14 @@ fn throttling_under_a_20_percent_quota_equals_cpu_stat() {
     let kadvisor = Kadvisor::start(&[]);
     let mut limited = TestCgroup::with_cpu_controller("quota");
     let free = TestCgroup::with_cpu_controller("no-quota");
-    limited.write_control("cpu", "cpu.cfs_period_us", "100000");
-    limited.write_control("cpu", "cpu.cfs_quota_us", "20000");
+    // v1 (hybrid host): the CFS files; v2: cpu.max "<quota> <period>".
+    let v1 = limited.v1_dir("cpu").is_some();
+    if v1 {
+        limited.write_control("cpu", "cpu.cfs_period_us", "100000");
+        limited.write_control("cpu", "cpu.cfs_quota_us", "20000");
+    } else {
+        limited.write_control("cpu", "cpu.max", "20000 100000");
+    }
 
     limited.spawn_busy();
     std::thread::sleep(Duration::from_secs(3));
@@ -127,7 +139,11 @@ fn throttling_under_a_20_percent_quota_equals_cpu_stat() {
     let ours = |name| value(&scrape, name, &limited);
     let periods = keyed(&after, "nr_periods");
     let throttled = keyed(&after, "nr_throttled");
-    let throttled_seconds = keyed(&after, "throttled_time") as f64 / 1e9;
+    let throttled_seconds = if v1 {
+        keyed(&after, "throttled_time") as f64 / 1e9
+    } else {
+        keyed(&after, "throttled_usec") as f64 / 1e6
+    };
     assert!(
         periods >= 10 && throttled >= 5,
         "a busy loop under 20% for 3 s should be throttled in many periods: {after}"
@@ -145,14 +161,19 @@ fn throttling_under_a_20_percent_quota_equals_cpu_stat() {
     );
     assert_eq!(ours("container_spec_cpu_quota"), 20_000.0);
     assert_eq!(ours("container_spec_cpu_period"), 100_000.0);
-    assert_eq!(
-        ours("container_spec_cpu_shares"),
+    // v2 has cpu.weight instead of cpu.shares: cAdvisor reports the weight as shares
+    // through 2 + (weight - 1) * 262142 / 9999 (the default weight 100 reads 2597).
+    let shares = if v1 {
         limited
             .read_control("cpu", "cpu.shares")
             .trim()
-            .parse::<f64>()
+            .parse::<u64>()
             .unwrap()
-    );
+    } else {
+        let weight: u64 = limited.read_v2("cpu.weight").trim().parse().unwrap();
+        2 + (weight - 1) * 262_142 / 9_999
+    };
+    assert_eq!(ours("container_spec_cpu_shares"), shares as f64);
     // The quota held: at most ~20% of 3 s of wall time (less when other work on
     // this shared machine takes the CPU).
     let used = scrape.value("container_cpu_usage_seconds_total", &[("id", limited.id())]);

@@ -104,6 +104,14 @@ fn dd(args: &[&str], cwd: &Path) {
 
 #[test]
 fn root_disk_io_equals_proc_diskstats_after_a_real_read_and_write() {
+    for program in ["losetup", "mkfs.ext4"] {
+        if kadvisor_tests::ignore::because(kadvisor_tests::ignore::needs_program(
+            program,
+            "a loop device with an ext4 filesystem as the disk under test",
+        )) {
+            return;
+        }
+    }
     let loopfs = LoopFs::new();
     let kadvisor = Kadvisor::start(&["--kubelet_rows"]);
     let before_io = loopfs.diskstats();

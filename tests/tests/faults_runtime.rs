@@ -50,6 +50,9 @@ impl Drop for Cleanup<'_> {
 
 #[test]
 fn a_hung_then_killed_runtime_costs_labels_only_while_it_is_down() {
+    if kadvisor_tests::ignore::because(kadvisor_tests::containerd::unavailable()) {
+        return;
+    }
     let _cpu = exclusive_cpu();
     let mut containerd = Containerd::start();
     let socket = containerd.socket();

@@ -50,6 +50,9 @@ fn dashboards() -> Vec<PathBuf> {
 
 #[test]
 fn manifests_are_valid_kubernetes_objects() {
+    if kadvisor_tests::ignore::because(kadvisor_tests::validators::unavailable()) {
+        return;
+    }
     let out = succeeded(
         "kubernetes-validate",
         &python().arg("manifests").output().expect("run validate.py"),
@@ -70,6 +73,9 @@ fn manifests_are_valid_kubernetes_objects() {
 
 #[test]
 fn daemonset_asks_for_what_kadvisor_needs_and_no_more() {
+    if kadvisor_tests::ignore::because(kadvisor_tests::validators::unavailable()) {
+        return;
+    }
     let out = succeeded(
         "DaemonSet checks",
         &python().arg("daemonset").output().expect("run validate.py"),
@@ -91,6 +97,9 @@ fn daemonset_asks_for_what_kadvisor_needs_and_no_more() {
 
 #[test]
 fn service_monitors_match_the_prometheus_operator_crd() {
+    if kadvisor_tests::ignore::because(kadvisor_tests::validators::unavailable()) {
+        return;
+    }
     let files = [
         deploy("dropin/serviceMonitor.yaml"),
         deploy("own-job/serviceMonitor.yaml"),
@@ -118,6 +127,9 @@ fn service_monitors_match_the_prometheus_operator_crd() {
 
 #[test]
 fn drop_in_service_monitor_copies_the_kubelet_cadvisor_endpoint() {
+    if kadvisor_tests::ignore::because(kadvisor_tests::validators::unavailable()) {
+        return;
+    }
     // Same drops, interval, honor flags and path as kube-prometheus' kubelet
     // endpoint; the relabelings add job/node as the kubelet's target has them.
     let dropin = scrape_config(&deploy("dropin/serviceMonitor.yaml"));
@@ -182,6 +194,9 @@ fn drop_in_service_monitor_copies_the_kubelet_cadvisor_endpoint() {
 
 #[test]
 fn kustomize_component_removes_only_the_kubelet_cadvisor_endpoint() {
+    if kadvisor_tests::ignore::because(kadvisor_tests::validators::unavailable()) {
+        return;
+    }
     let out = succeeded(
         "JSON patch",
         &python().arg("patch").output().expect("run validate.py"),
@@ -194,6 +209,9 @@ fn kustomize_component_removes_only_the_kubelet_cadvisor_endpoint() {
 
 #[test]
 fn jsonnet_addon_compiles_against_kube_prometheus() {
+    if kadvisor_tests::ignore::because(kadvisor_tests::validators::unavailable()) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let out = succeeded(
         "jsonnet addon",
@@ -226,6 +244,9 @@ fn jsonnet_addon_compiles_against_kube_prometheus() {
 
 #[test]
 fn dashboards_match_grafana_schema() {
+    if kadvisor_tests::ignore::because(kadvisor_tests::validators::unavailable()) {
+        return;
+    }
     let files = dashboards();
     let out = succeeded("dashboard schema", &node("dashboard", &files));
     assert_eq!(out.matches("ok ").count(), files.len(), "{out}");
@@ -805,6 +826,9 @@ fn dashboard_queries_return_data(
 
 #[test]
 fn prometheus_runs_kube_prometheus_rules_against_kadvisor_and_a_real_pod() {
+    if kadvisor_tests::ignore::because(kadvisor_tests::containerd::unavailable()) {
+        return;
+    }
     require_root();
     let _cpu = exclusive_cpu();
     let containerd = Containerd::start();
