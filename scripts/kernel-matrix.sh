@@ -20,7 +20,8 @@
 # env!("CARGO_MANIFEST_DIR")), runs every test binary through scripts/test-table.sh and
 # prints its table and a result marker on the serial console. The exit status is non-zero when any
 # test fails on any kernel, when a guest panics, or when a guest does not finish within
-# KADVISOR_MATRIX_TIMEOUT seconds (default 900). KADVISOR_MATRIX_TESTS="cpu memory ..."
+# KADVISOR_MATRIX_TIMEOUT seconds (default 1800). KADVISOR_MATRIX_JOBS=1 boots the
+# kernels one after the other (default: both at once on a host with 2 CPUs or more). KADVISOR_MATRIX_TESTS="cpu memory ..."
 # runs only those test binaries (for a quick check while developing; CI runs them all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 KERNELS=("$@")
 ((${#KERNELS[@]})) || KERNELS=(6.1 6.12)
 CACHE="${KADVISOR_CACHE:-$HOME/.cache/kadvisor}/kernels"
-TIMEOUT="${KADVISOR_MATRIX_TIMEOUT:-900}"
+TIMEOUT="${KADVISOR_MATRIX_TIMEOUT:-1800}"
 
 # Programs the tests exec that busybox does not provide (sh, sleep, cat, ... come from
 # busybox). Each is copied in with its shared libraries. Add a tool here when a new test
@@ -43,8 +44,8 @@ TOOLS=(/usr/bin/promtool /usr/bin/setpriv /usr/bin/python3 /usr/bin/ip /bin/bash
 
 # Kernel modules loaded in the guest (with their dependencies): the cloud kernels build
 # NVMe, ext4, cgroups and BPF in, but veth (network namespace tests) and loop (the
-# diskstats test's loop device) are modules.
-MODULES=(veth loop)
+# diskstats test's loop device) and the NIC's driver are modules.
+MODULES=(veth loop virtio_pci virtio_net)
 
 log() { printf 'kernel-matrix: %s\n' "$*" >&2; }
 die() {
@@ -212,6 +213,10 @@ for ko in /modules/*.ko; do
 done
 mount -t ext4 /dev/nvme0n1 /tmp || fail "mount the NVMe disk at /tmp"
 ip link set lo up || fail "loopback up"
+for dev in /sys/class/net/*; do
+  [ "${dev##*/}" = lo ] || ip link set "${dev##*/}" up || fail "link ${dev##*/} up"
+done
+echo "matrix: network interfaces: $(ls /sys/class/net | tr '\n' ' ')"
 workspace=$(cat /etc/workspace)
 mkdir -p "$workspace" && mount --bind /src "$workspace" || fail "bind the source tree at $workspace"
 # The IO precondition: a direct write from a cgroup to /tmp shows up in its io.stat
@@ -236,64 +241,97 @@ poweroff -f
 EOF
   chmod 755 "$root/init"
   (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$out"
+  rm -rf "$root"
 }
 
 # --- boot -------------------------------------------------------------------------------------
-run_kernel() {
-  local series=$1 pkg kdir release vmlinuz initrd disk logf result start
-  start=$(date +%s)
-  # set -e is off inside `if run_kernel`: each step checks its own status.
+# Prepares a kernel's guest (package, initramfs, NVMe disk); prints its release.
+prepare_kernel() {
+  local series=$1 pkg kdir release vmlinuz disk
   pkg=$(kernel_package "$series") || return 1
   kdir=$(fetch_kernel "$pkg" "$series") || return 1
   vmlinuz=$(find "$kdir/boot" -name 'vmlinuz-*' | head -n1)
   [[ -n "$vmlinuz" ]] || { log "no vmlinuz in $kdir/boot"; return 1; }
   release=${vmlinuz##*/vmlinuz-}
-  initrd="$work/initrd-$release.gz"
-  disk="$work/disk-$release.img"
-  logf="$work/console-$release.log"
-  build_initramfs "$kdir" "$release" "$series" "$initrd"
-  [[ -s "$initrd" ]] || { log "building the initramfs failed"; return 1; }
+  build_initramfs "$kdir" "$release" "$series" "$work/initrd-$series.gz"
+  [[ -s "$work/initrd-$series.gz" ]] || { log "building the initramfs failed"; return 1; }
+  disk="$work/disk-$series.img"
   truncate -s 512M "$disk" && mkfs.ext4 -q -F "$disk" || { log "making the NVMe disk image failed"; return 1; }
-  log "booting $release ($(du -h "$initrd" | cut -f1) initramfs, timeout ${TIMEOUT}s)"
+  ln -sf "$vmlinuz" "$work/vmlinuz-$series"
+  echo "$release" >"$work/release-$series"
+}
+
+# Boots a prepared guest and waits for its result marker; the console goes to
+# $work/console-<series>.log, and also to stdout when `echo` is 1.
+boot_kernel() {
+  local series=$1 echo=$2 release logf result start took
+  release=$(cat "$work/release-$series")
+  logf="$work/console-$series.log"
+  start=$(date +%s)
+  log "booting $release ($(du -h "$work/initrd-$series.gz" | cut -f1) initramfs, timeout ${TIMEOUT}s)"
   # thread=single: with one host thread per vCPU (MTTCG) the guest oopsed on an int3
   # left by the kernel's live code patching (a tracepoint's static key flipped when
   # kadvisor attached: "Oops: int3 ... update_curr") on 6.12. One TCG thread running
   # both vCPUs in turn executes cross-modified code correctly.
+  # The NIC: a node's root network namespace has a real interface (the root row's
+  # interfaces); restrict=on keeps the guest off the host's network.
   timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 \
     -accel tcg,thread=single -cpu max -m 2G -smp 2 -nographic -no-reboot \
-    -kernel "$vmlinuz" -initrd "$initrd" \
+    -kernel "$work/vmlinuz-$series" -initrd "$work/initrd-$series.gz" \
     -append "console=ttyS0 panic=-1 oops=panic loglevel=4 rdinit=/init" \
-    -drive "file=$disk,if=none,id=disk0,format=raw" -device nvme,drive=disk0,serial=kadvisor0 \
-    </dev/null 2>&1 | tr -d '\r' | tee "$logf" || true
+    -drive "file=$work/disk-$series.img,if=none,id=disk0,format=raw" -device nvme,drive=disk0,serial=kadvisor0 \
+    -netdev user,id=net0,restrict=on -device virtio-net-pci,netdev=net0 \
+    </dev/null 2>&1 | tr -d '\r' | if ((echo)); then tee "$logf"; else cat >"$logf"; fi || true
   result=$(grep -a '^KADVISOR-MATRIX-RESULT ' "$logf" | tail -n1 || true)
-  grep -a '^table: ' "$logf" >"$work/table-$series" || true
-  local took=$(($(date +%s) - start))
+  grep -a '^table: ' "$logf" | sed 's/^table: //' >"$work/table-$series" || true
+  took=$(($(date +%s) - start))
   if [[ -z "$result" ]]; then
     log "$release: FAILED: no result marker (guest panic, crash or timeout after ${TIMEOUT}s) [${took}s]"
+    echo "$series: FAILED (no result marker) [${took}s]" >"$work/summary-$series"
     return 1
   fi
   if [[ "$result" == "KADVISOR-MATRIX-RESULT 0" ]]; then
     log "$release: passed [${took}s]"
+    echo "$series: passed [${took}s]" >"$work/summary-$series"
     return 0
   fi
-  log "$release: FAILED: ${result#KADVISOR-MATRIX-RESULT } [${took}s]"
+  log "$release: FAILED [${took}s]"
+  echo "$series: FAILED [${took}s]" >"$work/summary-$series"
   return 1
 }
 
 overall=0
-summary=()
+prepared=()
 for series in "${KERNELS[@]}"; do
   case "$series" in 6.1 | 6.12) ;; *) die "unknown kernel series $series (6.1 or 6.12)" ;; esac
-  if run_kernel "$series"; then
-    summary+=("$series: passed")
+  if prepare_kernel "$series"; then
+    prepared+=("$series")
   else
-    summary+=("$series: FAILED")
+    echo "$series: FAILED (preparing the guest)" >"$work/summary-$series"
     overall=1
   fi
 done
+# Each guest is one TCG thread (one host core): with KADVISOR_MATRIX_JOBS=2 (the
+# default when the host has at least 2 CPUs) both kernels boot at once and their
+# consoles are printed when both are done; with 1 they run one after the other.
+jobs=${KADVISOR_MATRIX_JOBS:-$(($(nproc) >= 2 ? 2 : 1))}
+if ((jobs > 1 && ${#prepared[@]} > 1)); then
+  pids=()
+  for series in "${prepared[@]}"; do
+    boot_kernel "$series" 0 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || overall=1; done
+  for series in "${prepared[@]}"; do
+    printf '\n=== console of the %s guest\n' "$series"
+    cat "$work/console-$series.log"
+  done
+else
+  for series in "${prepared[@]}"; do boot_kernel "$series" 1 || overall=1; done
+fi
 # One table per kernel, after all the console output.
 for series in "${KERNELS[@]}"; do
-  [[ -s "$work/table-$series" ]] && sed 's/^table: //' "$work/table-$series"
+  [[ -s "$work/table-$series" ]] && cat "$work/table-$series"
 done
-for line in "${summary[@]}"; do log "$line"; done
+for series in "${KERNELS[@]}"; do log "$(cat "$work/summary-$series")"; done
 exit $overall

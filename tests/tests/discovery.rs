@@ -116,6 +116,9 @@ struct ChurnRun {
     start: Scrape,
     /// One scrape after each round of churn, once its rows have expired.
     after_round: Vec<Scrape>,
+    /// kadvisor's highest RSS seen in each round (sampled every 100 cgroups, with all
+    /// 500 live and right after their removal).
+    peak_rss: Vec<f64>,
     end: Scrape,
     ids: Vec<String>,
     peak_entries: HashMap<&'static str, f64>,
@@ -146,9 +149,11 @@ fn churn_run(every_group: bool) -> &'static ChurnRun {
         let start = kadvisor.scrape();
         let rounds = if every_group { 1 } else { 4 };
         let mut after_round = Vec::new();
+        let mut peak_rss = Vec::new();
         let (mut ids, mut peak_entries, mut kills) = (Vec::new(), HashMap::new(), 0);
         for round in 0..rounds {
             (ids, peak_entries, kills) = churn(&kadvisor, &format!("churn{round}"));
+            peak_rss.push(peak_entries[RSS]);
             // The grace period, plus the 10 s after which ids that the tree never saw
             // (a cgroup gone before its mkdir event was handled) are reclaimed.
             std::thread::sleep(Duration::from_secs(GRACE.max(10) + 3));
@@ -158,6 +163,7 @@ fn churn_run(every_group: bool) -> &'static ChurnRun {
         ChurnRun {
             start,
             after_round,
+            peak_rss,
             end,
             ids,
             peak_entries,
@@ -166,47 +172,60 @@ fn churn_run(every_group: bool) -> &'static ChurnRun {
     })
 }
 
+const RSS: &str = "process_resident_memory_bytes";
+
 fn rss(s: &Scrape) -> f64 {
-    s.value("process_resident_memory_bytes", &[])
+    s.value(RSS, &[])
 }
 
-/// RSS after a wave of 500 containers stays above the cold start: the heap's pages
-/// that held 500 rows are partly reused, not all returned (measured +1.6 to +2.3 MiB
-/// here, with `heap::release_free_memory` after each sweep; smaps shows it in the
-/// heap and one malloc arena). What must not happen is growth per wave: a leak of
-/// 1 KiB per removed cgroup would add 1.5 MiB over the three later rounds, where
-/// the round-to-round noise measured here is under 0.8 MiB.
+/// kadvisor holding 500 rows, then none, four times: its memory must not grow wave
+/// after wave. A leak of 1 KiB per removed cgroup would add 1.5 MiB over the three
+/// later waves, in use at each wave's peak (all 500 rows live).
+///
+/// Peaks are compared, not the RSS between waves: between waves RSS depends on when
+/// glibc last returned free pages (`heap::release_free_memory` after a sweep), and
+/// under qemu's TCG on 6.12 it went 18.2, 19.3, 12.5, 17.9 MiB after the four waves
+/// with nothing leaking. Nor is the cold start a baseline: what the first wave adds
+/// depends on how many cgroups the node had before (here RSS went from 17.0 to
+/// 18.5–19.4 MiB, on the 6.12 node with a dozen cgroups from 8.0 to 18.2: the same
+/// level once 500 rows have been served). The RSS after the last wave is held to the
+/// levels seen after the earlier ones.
 #[test]
 fn churn_of_500_cgroups_does_not_grow_rss_wave_after_wave() {
     let ChurnRun {
         start,
         after_round,
+        peak_rss,
         end,
         ..
     } = churn_run(false);
-    let mib = |s: &Scrape| rss(s) / f64::from(1 << 20);
-    eprintln!(
-        "rss {:.1} MiB at start, {} after the first rounds of 500 cgroups, {:.1} after the last",
-        mib(start),
-        after_round
-            .iter()
-            .map(|s| format!("{:.1}", mib(s)))
+    let mib = |bytes: f64| bytes / f64::from(1 << 20);
+    let list = |values: &mut dyn Iterator<Item = f64>| {
+        values
+            .map(|v| format!("{:.1}", mib(v)))
             .collect::<Vec<_>>()
-            .join(", "),
-        mib(end),
+            .join(", ")
+    };
+    eprintln!(
+        "rss {:.1} MiB at start; peaks {}; after the waves {}, {:.1}",
+        mib(rss(start)),
+        list(&mut peak_rss.iter().copied()),
+        list(&mut after_round.iter().map(rss)),
+        mib(rss(end)),
     );
-    let first = &after_round[0];
+    let (first_peak, last_peak) = (peak_rss[0], peak_rss[peak_rss.len() - 1]);
     assert!(
-        mib(first) <= mib(start) + 4.0,
-        "the first wave of 500 cgroups raised RSS from {:.1} to {:.1} MiB",
-        mib(start),
-        mib(first)
+        mib(last_peak) <= mib(first_peak) + 1.5,
+        "the peak RSS with 500 live rows grew from {:.1} MiB in the first wave to {:.1} in the last",
+        mib(first_peak),
+        mib(last_peak)
     );
+    let earlier = after_round.iter().map(rss).fold(0.0, f64::max);
     assert!(
-        mib(end) <= mib(first) + 1.5,
-        "RSS grew from {:.1} to {:.1} MiB over three more waves of the same 500 cgroups",
-        mib(first),
-        mib(end)
+        mib(rss(end)) <= mib(earlier) + 1.5,
+        "RSS after the last wave {:.1} MiB, after the earlier ones at most {:.1}",
+        mib(rss(end)),
+        mib(earlier)
     );
 }
 
@@ -327,6 +346,8 @@ fn churn(kadvisor: &Kadvisor, name: &str) -> (Vec<String>, HashMap<&'static str,
     let mut kills = 0;
     let mut scrape = || {
         let scrape = kadvisor.scrape();
+        let peak = peak_entries.entry(RSS).or_default();
+        *peak = peak.max(rss(&scrape));
         for map in PER_CGROUP_MAPS {
             let n = scrape.value("kadvisor_map_entries", &[("map", map)]);
             let peak = peak_entries.entry(map).or_default();
