@@ -19,7 +19,8 @@ for entry in "$@"; do
   name=${entry%%=*}
   bin=${entry#*=}
   echo "=== $name"
-  KADVISOR_IGNORED_LOG="$out/$name.ignored" "$bin" 2>&1 | tee "$out/$name.out"
+  # --show-output: what passing tests print (measured figures, ignore reasons).
+  KADVISOR_IGNORED_LOG="$out/$name.ignored" "$bin" --show-output 2>&1 | tee "$out/$name.out"
   rc=${PIPESTATUS[0]}
   # "test <name> ... ok|FAILED|ignored" (libtest's pretty format).
   sed -n 's/^test \(.*\) \.\.\. \(ok\|FAILED\|ignored.*\)$/\1|\2/p' "$out/$name.out" >"$out/$name.results"

@@ -179,17 +179,21 @@ fn rss(s: &Scrape) -> f64 {
 }
 
 /// kadvisor holding 500 rows, then none, four times: its memory must not grow wave
-/// after wave. A leak of 1 KiB per removed cgroup would add 1.5 MiB over the three
-/// later waves, in use at each wave's peak (all 500 rows live).
+/// after wave. Leaked memory is in use at every later peak (all 500 rows live), so
+/// the lower of the last two waves' peaks must stay within 1.5 MiB of the first
+/// wave's (a leak of 1.5 KiB per removed cgroup adds that by the third wave).
 ///
-/// Peaks are compared, not the RSS between waves: between waves RSS depends on when
-/// glibc last returned free pages (`heap::release_free_memory` after a sweep), and
-/// under qemu's TCG on 6.12 it went 18.2, 19.3, 12.5, 17.9 MiB after the four waves
-/// with nothing leaking. Nor is the cold start a baseline: what the first wave adds
-/// depends on how many cgroups the node had before (here RSS went from 17.0 to
-/// 18.5–19.4 MiB, on the 6.12 node with a dozen cgroups from 8.0 to 18.2: the same
-/// level once 500 rows have been served). The RSS after the last wave is held to the
-/// levels seen after the earlier ones.
+/// The lower of two, not the last: a peak sample moves by up to 5 MiB from wave to
+/// wave with nothing leaking, upwards when it catches a scrape's buffers or pages
+/// glibc has not yet returned. Measured on this host, peaks 12.3, 12.8, 14.0, 13.1,
+/// 14.0, 13.8, 13.6, 12.9 MiB over eight waves (and 12.9, 13.3, 12.8, 18.7 in another
+/// run). RSS between waves is printed, not asserted: it depends on when glibc last
+/// returned free pages (`heap::release_free_memory` after a sweep), 10.2, 9.8, 10.0,
+/// 10.1, 10.1, 10.2, 10.3, 10.3 in the eight-wave run but 9.3, 9.5, 11.5, 12.5 in a
+/// four-wave one, and under qemu's TCG on 6.12 18.2, 19.3, 12.5, 17.9. Nor is the cold
+/// start a baseline: what the first wave adds depends on how many cgroups the node had
+/// before (17.0 → 18.5–19.4 MiB on this host when it had hundreds, 8.0 → 18.2 on the
+/// 6.12 node with a dozen).
 #[test]
 fn churn_of_500_cgroups_does_not_grow_rss_wave_after_wave() {
     let ChurnRun {
@@ -200,32 +204,26 @@ fn churn_of_500_cgroups_does_not_grow_rss_wave_after_wave() {
         ..
     } = churn_run(false);
     let mib = |bytes: f64| bytes / f64::from(1 << 20);
-    let list = |values: &mut dyn Iterator<Item = f64>| {
+    let after: Vec<f64> = after_round.iter().chain([end]).map(rss).collect();
+    let list = |values: &[f64]| {
         values
-            .map(|v| format!("{:.1}", mib(v)))
+            .iter()
+            .map(|v| format!("{:.1}", mib(*v)))
             .collect::<Vec<_>>()
             .join(", ")
     };
     eprintln!(
-        "rss {:.1} MiB at start; peaks {}; after the waves {}, {:.1}",
+        "rss {:.1} MiB at start; peaks {}; after the waves {}",
         mib(rss(start)),
-        list(&mut peak_rss.iter().copied()),
-        list(&mut after_round.iter().map(rss)),
-        mib(rss(end)),
+        list(peak_rss),
+        list(&after),
     );
-    let (first_peak, last_peak) = (peak_rss[0], peak_rss[peak_rss.len() - 1]);
+    assert_eq!(peak_rss.len(), 4, "four waves");
+    let last_two = peak_rss[2].min(peak_rss[3]);
     assert!(
-        mib(last_peak) <= mib(first_peak) + 1.5,
-        "the peak RSS with 500 live rows grew from {:.1} MiB in the first wave to {:.1} in the last",
-        mib(first_peak),
-        mib(last_peak)
-    );
-    let earlier = after_round.iter().map(rss).fold(0.0, f64::max);
-    assert!(
-        mib(rss(end)) <= mib(earlier) + 1.5,
-        "RSS after the last wave {:.1} MiB, after the earlier ones at most {:.1}",
-        mib(rss(end)),
-        mib(earlier)
+        mib(last_two) <= mib(peak_rss[0]) + 1.5,
+        "RSS with 500 live rows grew wave after wave: peaks {} MiB",
+        list(peak_rss)
     );
 }
 
