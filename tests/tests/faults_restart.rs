@@ -303,6 +303,8 @@ fn counters_survive_sigkill_and_restart() {
                     Some(libc::SIGKILL),
                     "OOM-killed"
                 );
+                // The pipeline's other processes can outlive the shell (and be killed too).
+                oom.wait_until_empty();
                 // What Prometheus saw last before the kill.
                 let last = kadvisor.scrape();
                 let kills = kernel_oom_kills(&oom) - kills_before;
