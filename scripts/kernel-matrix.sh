@@ -180,9 +180,14 @@ build_initramfs() {
     local n=0
     for mod in "${MODULES[@]}"; do
       while read -r _ path; do
+        local name ko
+        name=$(basename "$path")
+        name=${name%.xz}
+        name=${name%.zst}
+        # A dependency shared by two modules (virtio_ring) is loaded once.
+        compgen -G "$root/modules/*-$name" >/dev/null && continue
         n=$((n + 1))
-        local ko
-        ko="$root/modules/$(printf '%02d' $n)-$(basename "${path%.xz}")"
+        ko="$root/modules/$(printf '%02d' $n)-$name"
         case "$path" in
         *.xz) xz -dc "$path" >"$ko" ;;
         *.zst) zstd -qdc "$path" >"$ko" ;;
