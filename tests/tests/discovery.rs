@@ -180,15 +180,17 @@ fn rss(s: &Scrape) -> f64 {
 
 /// kadvisor holding 500 rows, then none, four times: its memory must not grow wave
 /// after wave. Leaked memory is in use at every later peak (all 500 rows live), so
-/// the lower of the last two waves' peaks must stay within 1.5 MiB of the first
-/// wave's (a leak of 1.5 KiB per removed cgroup adds that by the third wave).
+/// the lower of the last two waves' peaks must stay within 2 MiB of the first
+/// wave's (a leak of 2 KiB per removed cgroup adds that by the third wave).
 ///
 /// The lower of two, not the last: a peak sample moves by up to 5 MiB from wave to
 /// wave with nothing leaking, upwards when it catches a scrape's buffers or pages
 /// glibc has not yet returned. Measured on this host, peaks 12.3, 12.8, 14.0, 13.1,
 /// 14.0, 13.8, 13.6, 12.9 MiB over eight waves (and 12.9, 13.3, 12.8, 18.7 in another
-/// run). RSS between waves is printed, not asserted: it depends on when glibc last
-/// returned free pages (`heap::release_free_memory` after a sweep), 10.2, 9.8, 10.0,
+/// run; the lower of the last two was at most 0.8 MiB above the first in five runs
+/// here and one on 6.1). RSS between waves is printed, not asserted: it depends on
+/// when glibc last returned free pages (`heap::release_free_memory` after a sweep),
+/// 10.2, 9.8, 10.0,
 /// 10.1, 10.1, 10.2, 10.3, 10.3 in the eight-wave run but 9.3, 9.5, 11.5, 12.5 in a
 /// four-wave one, and under qemu's TCG on 6.12 18.2, 19.3, 12.5, 17.9. Nor is the cold
 /// start a baseline: what the first wave adds depends on how many cgroups the node had
@@ -221,7 +223,7 @@ fn churn_of_500_cgroups_does_not_grow_rss_wave_after_wave() {
     assert_eq!(peak_rss.len(), 4, "four waves");
     let last_two = peak_rss[2].min(peak_rss[3]);
     assert!(
-        mib(last_two) <= mib(peak_rss[0]) + 1.5,
+        mib(last_two) <= mib(peak_rss[0]) + 2.0,
         "RSS with 500 live rows grew wave after wave: peaks {} MiB",
         list(peak_rss)
     );
