@@ -218,10 +218,21 @@ fn counters_survive_sigkill_and_restart() {
                     "container_cpu_usage_seconds_total",
                     &[("id", "/"), ("cpu", "total")],
                 );
-                let written = scrape.value(
-                    "container_fs_writes_bytes_total",
-                    &[("id", io.id()), ("device", &device)],
-                );
+                // Before the first write a v2 cgroup's io.stat has no line for the
+                // disk, and kadvisor no sample (v1 blkio lists it at 0).
+                let written = match scrape
+                    .find(
+                        "container_fs_writes_bytes_total",
+                        &[("id", io.id()), ("device", &device)],
+                    )
+                    .as_slice()
+                {
+                    [] if io_bytes == 0.0 => 0.0,
+                    _ => scrape.value(
+                        "container_fs_writes_bytes_total",
+                        &[("id", io.id()), ("device", &device)],
+                    ),
+                };
                 let sent = scrape.value(
                     "container_network_transmit_bytes_total",
                     &[("id", net_cg.id()), ("interface", &net.a_if)],
