@@ -335,6 +335,72 @@ fn recreated_path_starts_from_zero_like_the_kernel() {
     );
 }
 
+/// A pod-like cgroup with a container below it, both removed and the pod recreated
+/// at the same path inside the grace period (a restarted pod, a recreated slice):
+/// the new cgroup starts from zero like the kernel's own files, also for the counters
+/// kadvisor sums up the tree itself (crashes here). The old child's crash stayed on
+/// the new parent during the grace period (through its path) and after it (folded
+/// into the retired total kept under that path).
+#[test]
+fn a_recreated_parent_does_not_inherit_its_old_childrens_counters() {
+    const GRACE: u64 = 2;
+    let grace = GRACE.to_string();
+    let mut args = vec!["--deleted_grace_seconds", grace.as_str()];
+    args.extend(ALL_GROUPS);
+    let kadvisor = Kadvisor::start(&args);
+    let top = TestCgroup::new("recreate-tree");
+    let pod = top.child("pod");
+    let mut container = pod.child("c");
+    container.spawn(
+        Command::new("/usr/bin/python3")
+            .args(["-c", "import ctypes; ctypes.string_at(0)"])
+            .stderr(std::process::Stdio::null()),
+    );
+    assert_eq!(
+        container.wait_all()[0].signal(),
+        Some(libc::SIGSEGV),
+        "the workload crashes"
+    );
+    let crashes = |scrape: &Scrape, id: &str| -> f64 {
+        scrape
+            .find("container_crashes_total", &[("id", id)])
+            .iter()
+            .map(|s| s.value)
+            .sum()
+    };
+    let before = kadvisor.scrape();
+    assert_eq!(
+        crashes(&before, pod.id()),
+        1.0,
+        "the pod counts its child's crash"
+    );
+    let pod_id = pod.id().to_owned();
+    let pod_path = pod.path().to_owned();
+    drop(container);
+    drop(pod);
+    std::fs::create_dir(&pod_path).unwrap();
+
+    let during = kadvisor.scrape();
+    // Past the grace period: the old cgroups are retired (at the next scrape's sweep).
+    std::thread::sleep(Duration::from_secs(GRACE + 1));
+    let after = kadvisor.scrape();
+    let _ = kadvisor.scrape();
+    let later = kadvisor.scrape();
+    std::fs::remove_dir(&pod_path).unwrap();
+    for (when, scrape) in [("during", &during), ("after", &after), ("later", &later)] {
+        assert_eq!(
+            crashes(scrape, &pod_id),
+            0.0,
+            "{when} the grace period, the recreated {pod_id} shows its predecessor's child's crash"
+        );
+        assert_eq!(
+            crashes(scrape, top.id()),
+            1.0,
+            "{when} the grace period, the top keeps the old crash"
+        );
+    }
+}
+
 /// 500 cgroups, each loaded with a process that sends one packet on loopback (a
 /// `CGROUP_NET` entry), every `OOM_EVERY`th OOM-killed instead under a 32 MiB
 /// limit (a `CGROUP_OOM` entry); all 500 exist at once (rows at their peak), then all

@@ -31,8 +31,9 @@ pub struct TreeState {
     pub live: BTreeMap<String, u64>,
     /// Removed cgroups not yet retired, by id.
     pub removed: HashMap<u64, Removed>,
-    /// id → path of every live and not-yet-retired removed cgroup.
-    pub paths: PathMemory,
+    /// id → path of every live and not-yet-retired removed cgroup. Shared with the
+    /// scrape in progress (`paths_snapshot`), copied on write only while one holds it.
+    paths: Arc<PathMemory>,
     /// Full walks done (startup, reconciliation, overflow).
     pub walks: u64,
     /// mkdir/rmdir events applied.
@@ -41,9 +42,34 @@ pub struct TreeState {
     fresh: Vec<String>,
     /// A cgroup was marked removed since the last [`Discovery::announce`].
     removed_fresh: bool,
+    /// Recreated paths whose old cgroups were moved aside (`move_aside`).
+    moved_aside: Vec<(String, String)>,
+}
+
+/// The cgroup path a removed cgroup had, also when it was moved aside
+/// (`<path>\0<id>[/rest]`, see `TreeState::move_aside`).
+pub fn real_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.split_once('\0') {
+        None => path.into(),
+        Some((head, rest)) => {
+            let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+            format!("{head}{}", real_path(rest)).into()
+        }
+    }
 }
 
 impl TreeState {
+    /// id → path of every live and not-yet-retired removed cgroup.
+    pub fn paths(&self) -> &PathMemory {
+        &self.paths
+    }
+
+    /// The same, to read after the tree's lock is released: a scrape reads cgroupfs
+    /// with it while discovery goes on (the next change copies the table once).
+    pub fn paths_snapshot(&self) -> Arc<PathMemory> {
+        Arc::clone(&self.paths)
+    }
+
     fn add(&mut self, cgroup: Cgroup) {
         if self.live.get(&cgroup.path) == Some(&cgroup.id) {
             return;
@@ -53,25 +79,47 @@ impl TreeState {
             self.mark_removed(old, &cgroup.path, Instant::now());
         }
         self.removed.remove(&cgroup.id);
-        // A removed cgroup whose path is taken again (a restarted service, a recreated
-        // test cgroup): the kernel starts the new one at zero, so the old counters must
-        // count for the parents only. Its path becomes `<path>\0<id>`, whose ancestors
-        // are the real path's ancestors; its row is no longer exported.
-        let shadowed: Vec<u64> = self
+        if cgroup.path != "/" {
+            self.move_aside(&cgroup);
+        }
+        Arc::make_mut(&mut self.paths).insert(cgroup.id, &cgroup.path);
+        self.fresh.push(cgroup.path);
+    }
+
+    /// A removed cgroup whose path `new` takes again (a restarted service, a
+    /// recreated test cgroup): the kernel starts the new one at zero, so the old
+    /// one's counters, and those of its removed descendants, count for the ancestors
+    /// above it only, never for the new cgroup or its new children. They move to
+    /// `<path>\0<new id>[/rest]`, whose ancestors are the real path's ancestors;
+    /// their rows are no longer exported. The retired totals kept under the old
+    /// paths move with them (`take_moved_aside`).
+    fn move_aside(&mut self, new: &Cgroup) {
+        let below = format!("{}/", new.path);
+        let old: Vec<u64> = self
             .removed
             .iter()
-            .filter(|(_, r)| r.cgroup.path == cgroup.path)
+            .filter(|(_, r)| r.cgroup.path == new.path || r.cgroup.path.starts_with(&below))
             .map(|(id, _)| *id)
             .collect();
-        for id in shadowed {
-            let marker = format!("{}\0{id}", cgroup.path);
-            self.paths.insert(id, &marker);
+        if old.is_empty() {
+            return;
+        }
+        let aside = format!("{}\0{}", new.path, new.id);
+        let paths = Arc::make_mut(&mut self.paths);
+        for id in old {
             if let Some(r) = self.removed.get_mut(&id) {
-                r.cgroup.path = marker;
+                r.cgroup.path = format!("{aside}{}", &r.cgroup.path[new.path.len()..]);
+                paths.insert(id, &r.cgroup.path);
             }
         }
-        self.paths.insert(cgroup.id, &cgroup.path);
-        self.fresh.push(cgroup.path);
+        self.moved_aside.push((new.path.clone(), aside));
+    }
+
+    /// The paths moved aside since the last call (old path, new prefix): whoever
+    /// keeps counters by path (the retired totals) moves them the same way, before
+    /// it reads them against this state.
+    pub fn take_moved_aside(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.moved_aside)
     }
 
     fn remove_path(&mut self, path: &str, at: Instant) {
@@ -146,13 +194,14 @@ impl TreeState {
             .filter_map(|id| self.removed.remove(&id))
             .map(|r| r.cgroup)
             .collect();
-        for c in &out {
-            self.paths.remove(c.id);
-        }
         if !out.is_empty() {
+            let paths = Arc::make_mut(&mut self.paths);
+            for c in &out {
+                paths.remove(c.id);
+            }
             // After a wave of removed containers, give back what their entries took.
             super::shrink_after_removals(&mut self.removed);
-            self.paths.shrink_after_removals();
+            paths.shrink_after_removals();
         }
         out.sort_by_key(|c| std::cmp::Reverse(c.path.matches('/').count()));
         out
@@ -559,7 +608,7 @@ mod tests {
         state.reconcile(vec![cg(1, "/")]);
         assert_eq!(state.live.len(), 1);
         assert_eq!(state.removed.len(), 2);
-        assert_eq!(state.paths.path(3), Some("/a/b"), "kept during grace");
+        assert_eq!(state.paths().path(3), Some("/a/b"), "kept during grace");
         assert!(
             state
                 .take_expired(Duration::from_secs(60), Instant::now())
@@ -571,8 +620,8 @@ mod tests {
             expired.iter().map(|c| c.path.as_str()).collect::<Vec<_>>(),
             ["/a/b", "/a"]
         );
-        assert_eq!(state.paths.path(3), None);
-        assert_eq!(state.paths.len(), 1);
+        assert_eq!(state.paths().path(3), None);
+        assert_eq!(state.paths().len(), 1);
     }
 
     #[test]
@@ -592,12 +641,35 @@ mod tests {
         assert_eq!(state.live["/a"], 9);
         assert!(state.removed.contains_key(&2));
         // The old one's counters roll up into /'s total, not into the new /a.
-        let old = state.paths.path(2).unwrap();
+        let old = state.paths().path(2).unwrap();
         assert_eq!(
             crate::cgroup::ancestors(old).skip(1).collect::<Vec<_>>(),
             ["/"]
         );
         assert_ne!(old, "/a");
+    }
+
+    #[test]
+    fn a_recreated_parent_moves_its_old_children_aside_too() {
+        let mut state = TreeState::default();
+        state.reconcile(vec![cg(1, "/"), cg(2, "/p"), cg(3, "/p/c"), cg(4, "/p-x")]);
+        state.remove_path("/p", Instant::now());
+        state.add(cg(9, "/p"));
+        // The old child's counters reach the ancestors above /p, never the new /p.
+        let old_child = state.paths().path(3).unwrap().to_owned();
+        assert_eq!(old_child, "/p\09/c");
+        assert_eq!(
+            crate::cgroup::ancestors(&old_child).collect::<Vec<_>>(),
+            ["/p\09/c", "/p\09", "/"]
+        );
+        assert_eq!(state.paths().path(2), Some("/p\09"));
+        assert_eq!(state.paths().path(4), Some("/p-x"), "a sibling stays");
+        assert_eq!(real_path(&old_child), "/p/c");
+        assert_eq!(
+            state.take_moved_aside(),
+            [("/p".to_owned(), "/p\09".to_owned())]
+        );
+        assert!(state.take_moved_aside().is_empty());
     }
 
     #[test]

@@ -180,7 +180,7 @@ fn is_cgroup2(path: &Path) -> Result<bool, CgroupError> {
 /// since still roll up into its ancestors (the kernel's own `cpu.stat` of a parent
 /// keeps its dead children's time too). Entries are dropped once the id is neither
 /// live nor present in a kernel map, so memory is bounded by the maps' size.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct PathMemory {
     paths: HashMap<u64, String>,
     /// Removed ids whose path now belongs to a new cgroup (removed and recreated
@@ -261,7 +261,7 @@ pub fn parent(path: &str) -> &str {
 /// ancestor path, by counter name. The kernel's own hierarchical counters of a parent
 /// keep its dead children's share; so do ours, without keeping the children's map
 /// entries. Bounded by the number of distinct parent paths.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RetiredTotals {
     by_path: HashMap<String, HashMap<&'static str, u64>>,
 }
@@ -284,6 +284,29 @@ impl RetiredTotals {
         let into = self.by_path.entry(parent(path).to_owned()).or_default();
         for (name, value) in moved {
             *into.entry(name).or_default() += value;
+        }
+    }
+
+    /// Moves what is kept under `from` and below it to `to` (a recreated path's old
+    /// cgroups, moved aside: see `discovery::TreeState::move_aside`).
+    pub fn move_aside(&mut self, from: &str, to: &str) {
+        let below = format!("{from}/");
+        let keys: Vec<String> = self
+            .by_path
+            .keys()
+            .filter(|k| k.as_str() == from || k.starts_with(&below))
+            .cloned()
+            .collect();
+        for key in keys {
+            if let Some(values) = self.by_path.remove(&key) {
+                let into = self
+                    .by_path
+                    .entry(format!("{to}{}", &key[from.len()..]))
+                    .or_default();
+                for (name, value) in values {
+                    *into.entry(name).or_default() += value;
+                }
+            }
         }
     }
 
@@ -441,6 +464,19 @@ mod tests {
         assert_eq!(retired.len(), 1);
         assert_eq!(parent("/a"), "/");
         assert_eq!(parent("/a/b"), "/a");
+    }
+
+    #[test]
+    fn retired_totals_of_a_recreated_path_move_aside() {
+        let mut retired = RetiredTotals::default();
+        // /p/c retired into /p; /p/d too, and /p/d/e into /p/d before it.
+        retired.retire("/p/c", &[("cpu_ns", 10)]);
+        retired.retire("/p/d/e", &[("cpu_ns", 5)]);
+        retired.retire("/q/c", &[("cpu_ns", 1)]);
+        retired.move_aside("/p", "/p\09");
+        let mut got: Vec<_> = retired.of("cpu_ns").collect();
+        got.sort_unstable();
+        assert_eq!(got, [("/p\09", 10), ("/p\09/d", 5), ("/q", 1)]);
     }
 
     #[test]

@@ -195,6 +195,15 @@ impl<'a> KernelSnapshot<'a> {
         self.programs.get_or_init(|| self.kernel.program_stats())
     }
 
+    /// Reads every per-cgroup counter map now (each once, kept for the scrape; a
+    /// failure is kept too, and reported by the family that reads it).
+    pub fn read_counter_maps(&self) {
+        let _ = self.cgroup_cpu();
+        let _ = self.cgroup_crashes();
+        let _ = self.cgroup_net();
+        let _ = self.cgroup_oom_kills();
+    }
+
     /// Every id in a per-cgroup map, from this scrape's reads (`None` if one failed).
     pub fn tracked_ids(&self) -> Option<HashSet<u64>> {
         let mut ids: HashSet<u64> = self.cgroup_cpu().ok()?.keys().copied().collect();

@@ -52,7 +52,9 @@ pub use sources::ScrapeContext;
 
 use crate::{
     bpf::BpfError,
-    cgroup::{CgroupError, CgroupTree, Hierarchies, discovery::Discovery},
+    cgroup::{
+        CgroupError, CgroupTree, Hierarchies, PathMemory, RetiredTotals, discovery::Discovery,
+    },
     cost::CostControls,
     error_chain,
     runtime::Metadata,
@@ -93,6 +95,14 @@ pub struct Collector {
     last_body: std::sync::atomic::AtomicUsize,
     /// Metric groups, cgroup selection, aggregation, series budget (`cost`).
     cost: CostControls,
+}
+
+/// What one scrape took under the locks (`Collector::take`).
+struct Taken {
+    rows: rows::Rows,
+    paths: Arc<PathMemory>,
+    retired: Arc<RetiredTotals>,
+    figures: self_metrics::DiscoveryFigures,
 }
 
 /// Kept from one scrape to the next.
@@ -233,10 +243,17 @@ impl Collector {
         view: impl FnOnce(&SampleSet) -> T,
     ) -> Result<(String, T), CollectError> {
         let start = Instant::now();
-        let mut reclaim = self
-            .reclaim
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let kernel = KernelSnapshot::new(self.kernel.as_ref());
+        // 1. Rows, and what the scrape reads of discovery's and the sweeper's state,
+        // taken under their locks; the locks are released before any cgroupfs, /proc
+        // or /sys read, so a read stuck on a hung mount stalls this scrape only: new
+        // cgroups are still discovered, removed ones still swept.
+        let Taken {
+            rows,
+            paths,
+            retired,
+            figures,
+        } = self.take(&kernel, start)?;
         let mut scratch = self
             .scratch
             .lock()
@@ -248,20 +265,6 @@ impl Collector {
         // Every cgroup file of this scrape is read through its held open file, or
         // opened relative to its directory (`cgroup::files`).
         let _files = crate::cgroup::files::DirScope::enter();
-        self.refresh_tree(&mut reclaim, start)?;
-        let state = self.discovery.state();
-        let kernel = KernelSnapshot::new(self.kernel.as_ref());
-
-        // 1. Rows.
-        let keeps = |path: &str| self.filter.keeps(path) && self.cost.keeps_path(path);
-        let mut rows = rows::build(&state, &keeps, self.metadata.as_deref());
-        rows::select(
-            &self.cost,
-            &mut rows,
-            self.kernel.as_ref(),
-            &mut reclaim.retired,
-            &|path| self.metadata.as_ref()?.pod_labels(path),
-        );
         // Groups aggregated at pod or namespace level see the pod-level rows only:
         // their container rows cost nothing.
         let pod_rows = if self.cost.aggregates() {
@@ -290,8 +293,8 @@ impl Collector {
             live: rows.live,
             hierarchies: &self.hierarchies,
             kernel: &kernel,
-            paths: &state.paths,
-            retired: &reclaim.retired,
+            paths: &paths,
+            retired: &retired,
             root_swap: host.as_ref().ok().map(|m| m.meminfo.swap_used()),
             own: sources::OwnFamilies {
                 crash_signals: self.cost.group_on("crash_signals"),
@@ -338,26 +341,17 @@ impl Collector {
         // 4. Shaping; then kadvisor's own families, which are not shaped.
         shaper.shape(&self.cost.shaping, samples);
         shaper.write_self_metrics(self.cost.shaping.max_series_per_family > 0, samples);
-        self.write_kernel_self_metrics(&ctx, samples, state.paths.len());
+        self.write_kernel_self_metrics(&ctx, samples, paths.len());
         self.write_discovery_self_metrics(
             &ctx,
             samples,
-            &state,
+            &figures,
             rows.live,
             rows.rows.len() - rows.live,
-            &reclaim,
+            retired.len(),
         );
         drop((ctx, pod_ctx));
         row_cache.write_self_metrics(samples);
-        drop(state);
-        // After the scrape (the tree's state released): ids the tree never knew,
-        // from the maps this scrape read.
-        if self.unknown_scan_due(&reclaim, start, false)
-            && let Some(tracked) = kernel.tracked_ids()
-        {
-            self.reclaim_unknown(&mut reclaim, tracked, start);
-        }
-        drop(reclaim);
 
         // 5. Render, sized from the previous body: no doubling copies of a
         // multi-MiB buffer.
@@ -375,9 +369,59 @@ impl Collector {
         Ok((body, viewed))
     }
 
-    /// Brings the tree up to date (events queued by mkdirs that returned before this
-    /// scrape began; a full walk when no watcher keeps it), then sweeps.
-    fn refresh_tree(&self, reclaim: &mut Reclaim, now: Instant) -> Result<(), CollectError> {
+    /// Stage 1 under the sweeper's and the tree's locks: brings the tree up to date
+    /// and sweeps, builds and selects the rows, reads the per-cgroup kernel maps (the
+    /// `bpf(2)` calls, never blocked by a mount), and takes shared snapshots of the
+    /// id → path table and the retired totals. The maps are read here so that they
+    /// agree with `retired`: a sweep after the locks are released folds a cgroup's
+    /// counters into a retired total this scrape does not see, and deletes its map
+    /// entries, which this scrape has already read.
+    fn take(&self, kernel: &KernelSnapshot<'_>, start: Instant) -> Result<Taken, CollectError> {
+        self.refresh_tree()?;
+        let mut reclaim = self
+            .reclaim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.sweep_locked(&mut reclaim, start);
+        let keeps = |path: &str| self.filter.keeps(path) && self.cost.keeps_path(path);
+        let (mut rows, paths, walks, events) = {
+            let mut state = self.discovery.state();
+            retire::follow_moves(&mut state, &mut reclaim);
+            let rows = rows::build(&state, &keeps, self.metadata.as_deref());
+            (rows, state.paths_snapshot(), state.walks, state.events)
+        };
+        rows::select(
+            &self.cost,
+            &mut rows,
+            self.kernel.as_ref(),
+            Arc::make_mut(&mut reclaim.retired),
+            &|path| self.metadata.as_ref()?.pod_labels(path),
+        );
+        kernel.read_counter_maps();
+        let retired = Arc::clone(&reclaim.retired);
+        // Ids the tree never knew, from the maps just read; credited to the root
+        // from the next scrape on (this one's `retired` is taken).
+        if self.unknown_scan_due(&reclaim, start, false)
+            && let Some(tracked) = kernel.tracked_ids()
+        {
+            self.reclaim_unknown(&mut reclaim, tracked, start);
+        }
+        Ok(Taken {
+            rows,
+            paths,
+            retired,
+            figures: self_metrics::DiscoveryFigures {
+                walks,
+                events,
+                retired_count: reclaim.retired_count,
+                unknown_count: reclaim.unknown_count,
+            },
+        })
+    }
+
+    /// Brings the tree up to date: events queued by mkdirs that returned before this
+    /// scrape began; a full walk when no watcher keeps it.
+    fn refresh_tree(&self) -> Result<(), CollectError> {
         self.discovery.sync();
         if !self.watched {
             self.discovery.reconcile(&self.tree).inspect_err(|e| {
@@ -385,7 +429,6 @@ impl Collector {
                 tracing::warn!(error = %error_chain(e), "cgroup walk failed");
             })?;
         }
-        self.sweep_locked(reclaim, now);
         Ok(())
     }
 }

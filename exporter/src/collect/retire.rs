@@ -3,11 +3,15 @@
 //! retired totals and its kernel map entries deleted (`Collector::sweep`).
 use std::{
     collections::{HashMap, HashSet},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use super::Collector;
-use crate::{cgroup::RetiredTotals, error_chain};
+use crate::{
+    cgroup::{RetiredTotals, discovery::TreeState},
+    error_chain,
+};
 
 /// How removed cgroups are kept and reclaimed.
 #[derive(Debug, Clone)]
@@ -32,7 +36,9 @@ impl Default for Retention {
 /// What the sweeps keep between scrapes.
 #[derive(Debug, Default)]
 pub struct Reclaim {
-    pub retired: RetiredTotals,
+    /// Shared with the scrape in progress, which reads it after this lock is
+    /// released; copied on write only while a scrape holds it.
+    pub retired: Arc<RetiredTotals>,
     pub retired_count: u64,
     /// Map ids reclaimed without ever having a known path.
     pub unknown_count: u64,
@@ -79,14 +85,15 @@ impl Collector {
     }
 
     pub(super) fn sweep_locked(&self, reclaim: &mut Reclaim, now: Instant) {
-        let expired = self
-            .discovery
-            .state()
-            .take_expired(self.retention.grace, now);
+        let expired = {
+            let mut state = self.discovery.state();
+            follow_moves(&mut state, reclaim);
+            state.take_expired(self.retention.grace, now)
+        };
         let mut retired_now = 0_usize;
         for cgroup in expired {
             match self.kernel.counters_of(cgroup.id) {
-                Ok(counters) => reclaim.retired.retire(&cgroup.path, &counters),
+                Ok(counters) => Arc::make_mut(&mut reclaim.retired).retire(&cgroup.path, &counters),
                 Err(e) => {
                     // Keep the entry (and the path): retried at the next sweep.
                     self.scrape_errors.with_label_values(&["retire"]).inc();
@@ -99,8 +106,8 @@ impl Collector {
                 tracing::warn!(error = %error_chain(&e), "cannot delete a retired cgroup's map entries");
             }
             if let Some(metadata) = &self.metadata {
-                // A shadowed path carries `\0<id>` (see discovery::TreeState::add).
-                metadata.forget(cgroup.path.split('\0').next().unwrap_or_default());
+                // A path moved aside carries `\0<id>` (see discovery::TreeState::move_aside).
+                metadata.forget(&crate::cgroup::discovery::real_path(&cgroup.path));
             }
             reclaim.retired_count += 1;
             retired_now += 1;
@@ -128,7 +135,7 @@ impl Collector {
             let state = self.discovery.state();
             tracked
                 .into_iter()
-                .filter(|id| state.paths.path(*id).is_none())
+                .filter(|id| state.paths().path(*id).is_none())
                 .collect()
         };
         let unknown_set: HashSet<u64> = unknown.iter().copied().collect();
@@ -139,7 +146,7 @@ impl Collector {
                 continue;
             }
             if let Ok(counters) = self.kernel.counters_of(id) {
-                reclaim.retired.credit("/", &counters);
+                Arc::make_mut(&mut reclaim.retired).credit("/", &counters);
                 if self.kernel.forget(id).is_ok() {
                     reclaim.unknown.remove(&id);
                     reclaim.unknown_count += 1;
@@ -160,6 +167,18 @@ impl Collector {
         reclaim
             .last_unknown_scan
             .is_none_or(|last| now.saturating_duration_since(last) >= every)
+    }
+}
+
+/// Moves the retired totals of recreated paths' old cgroups aside as the tree did
+/// their paths: under both locks, so no scrape reads one moved and not the other.
+pub(super) fn follow_moves(state: &mut TreeState, reclaim: &mut Reclaim) {
+    let moves = state.take_moved_aside();
+    if !moves.is_empty() {
+        let retired = Arc::make_mut(&mut reclaim.retired);
+        for (from, to) in moves {
+            retired.move_aside(&from, &to);
+        }
     }
 }
 

@@ -3,19 +3,27 @@
 //! budgeted.
 use super::{
     Collector, ScrapeContext, cpu,
-    retire::Reclaim,
     samples::{MetricType, SampleSet},
 };
+
+/// Discovery's and the sweeper's counts, taken under their locks for this scrape.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DiscoveryFigures {
+    pub walks: u64,
+    pub events: u64,
+    pub retired_count: u64,
+    pub unknown_count: u64,
+}
 
 impl Collector {
     pub(super) fn write_discovery_self_metrics(
         &self,
         ctx: &ScrapeContext<'_>,
         out: &mut SampleSet,
-        state: &crate::cgroup::discovery::TreeState,
+        figures: &DiscoveryFigures,
         live_rows: usize,
         removed_rows: usize,
-        reclaim: &Reclaim,
+        retired_paths_count: usize,
     ) {
         let rows = "kadvisor_rows";
         out.family(
@@ -31,14 +39,14 @@ impl Collector {
             "Full walks of the cgroup tree (startup and slow reconciliation; new cgroups are found by events).",
             MetricType::Counter,
         );
-        out.sample(walks, None, &[], state.walks as f64);
+        out.sample(walks, None, &[], figures.walks as f64);
         let events = "kadvisor_cgroup_events_total";
         out.family(
             events,
             "cgroup mkdir/rmdir events applied.",
             MetricType::Counter,
         );
-        out.sample(events, None, &[], state.events as f64);
+        out.sample(events, None, &[], figures.events as f64);
         let retired = "kadvisor_retired_cgroups_total";
         out.family(
             retired,
@@ -49,13 +57,13 @@ impl Collector {
             retired,
             None,
             &[("known", "true")],
-            reclaim.retired_count as f64,
+            figures.retired_count as f64,
         );
         out.sample(
             retired,
             None,
             &[("known", "false")],
-            reclaim.unknown_count as f64,
+            figures.unknown_count as f64,
         );
         let retired_paths = "kadvisor_retired_paths";
         out.family(
@@ -63,7 +71,7 @@ impl Collector {
             "Paths holding counters of retired descendants.",
             MetricType::Gauge,
         );
-        out.sample(retired_paths, None, &[], reclaim.retired.len() as f64);
+        out.sample(retired_paths, None, &[], retired_paths_count as f64);
         match self.kernel.map_entries() {
             Ok(entries) => {
                 let name = "kadvisor_map_entries";

@@ -299,3 +299,109 @@ fn a_failed_kernel_exclusion_never_folds_the_cgroups_counters_into_its_parent() 
         );
     }
 }
+
+/// A scrape stuck in a cgroupfs read (a hung mount, a kernel slow to generate a
+/// file) must not stall discovery or the sweeper: they took the same locks as the
+/// scrape for its whole duration, so new cgroups were not found (no rows, no runtime
+/// lookups while a short-lived container existed) until the read returned.
+///
+/// Real cgroupfs cannot be made to hang on purpose here (no FUSE, no hung NFS), so
+/// the tree is a fixture directory and the stall is a real blocking read: the row's
+/// `memory.stat` is a FIFO, whose open blocks until the test opens it for writing.
+/// Discovery is the real inotify watcher thread.
+#[test]
+fn a_scrape_stalled_in_a_cgroupfs_read_blocks_neither_discovery_nor_the_sweeper() {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let unified = dir.path().join("unified");
+    fs::create_dir_all(unified.join("stuck")).unwrap();
+    fs::write(unified.join("cgroup.controllers"), "memory\n").unwrap();
+    let fifo = unified.join("stuck/memory.stat");
+    let c_fifo = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path; mkfifo does not keep the pointer.
+    assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
+    let discovery = Arc::new(crate::cgroup::discovery::Discovery::default());
+    discovery
+        .spawn_watcher(CgroupTree::at(unified.clone()), Duration::from_secs(3600))
+        .unwrap();
+    let hierarchies = Hierarchies::from_parts(Some(unified.clone()), HashMap::new()).unwrap();
+    let collector = Arc::new(
+        Collector::new(
+            Box::new(MapKernel(Arc::default())),
+            CgroupTree::at(unified.clone()),
+            hierarchies,
+        )
+        .unwrap()
+        .with_host(machine::HostPaths::new(dir.path().join("no-such-host")))
+        .with_discovery(Arc::clone(&discovery)),
+    );
+
+    let scrape = std::thread::spawn({
+        let collector = Arc::clone(&collector);
+        move || collector.scrape()
+    });
+    // The scrape reaches the FIFO and blocks there (nothing writes it yet).
+    std::thread::sleep(Duration::from_millis(500));
+    let stalled_at_start = !scrape.is_finished();
+
+    // While it is stalled: a new cgroup appears, and a sweep runs. Both are waited
+    // for from threads, with a bound: before the fix they blocked until the release.
+    fs::create_dir(unified.join("new")).unwrap();
+    let created = Instant::now();
+    let discovered = std::thread::spawn({
+        let discovery = Arc::clone(&discovery);
+        move || loop {
+            if discovery.state().live.contains_key("/new") {
+                break created.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let sweep = std::thread::spawn({
+        let collector = Arc::clone(&collector);
+        move || collector.sweep()
+    });
+    while !(discovered.is_finished() && sweep.is_finished())
+        && created.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (was_discovered, swept) = (discovered.is_finished(), sweep.is_finished());
+    let still_stalled = !scrape.is_finished();
+
+    // Release the read (whatever the outcome: non-blocking, there may be no
+    // reader), then check.
+    if let Ok(mut writer) = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+    {
+        std::io::Write::write_all(&mut writer, b"anon 4096\nfile 0\n").unwrap();
+    }
+    let text = scrape.join().unwrap().unwrap();
+    sweep.join().unwrap();
+    let discovered = discovered.join().unwrap();
+    assert!(stalled_at_start, "the scrape did not block on the FIFO");
+    assert!(
+        still_stalled,
+        "the scrape must still be stalled while the checks run"
+    );
+    assert!(
+        was_discovered,
+        "a cgroup created during a stalled scrape was not discovered within 5 s (it was after {discovered:?}, once the scrape was released)"
+    );
+    assert!(swept, "a sweep waited for the stalled scrape");
+    // Released, the stalled scrape completes (a FIFO cannot be `pread`: the memory
+    // source of that row fails, counted; the rest is served).
+    assert_eq!(
+        sample(&text, "container_oom_events_total", "/stuck", ""),
+        Some(0.0),
+        "{text}"
+    );
+    // The next scrape has the new cgroup's row (the file is a plain one now).
+    fs::remove_file(&fifo).unwrap();
+    fs::write(&fifo, "anon 4096\nfile 0\n").unwrap();
+    let text = collector.scrape().unwrap();
+    assert!(text.contains("id=\"/new\""), "{text}");
+    eprintln!("discovered {discovered:?} after the mkdir, during a stalled scrape");
+}
