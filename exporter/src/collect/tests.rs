@@ -336,16 +336,30 @@ fn a_scrape_stalled_in_a_cgroupfs_read_blocks_neither_discovery_nor_the_sweeper(
         .with_discovery(Arc::clone(&discovery)),
     );
 
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let scrape = std::thread::spawn({
         let collector = Arc::clone(&collector);
-        move || collector.scrape()
+        move || {
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            collector.scrape()
+        }
     });
-    // The scrape reaches the FIFO and blocks there (nothing writes it yet).
-    std::thread::sleep(Duration::from_millis(500));
+    // The scrape reaches the FIFO and blocks there (nothing writes it yet): its
+    // thread waits in the kernel's FIFO open (`wait_for_partner`). Bounded for a
+    // loaded machine; the checks below hold either way.
+    let wchan = format!("/proc/self/task/{}/wchan", tid_rx.recv().unwrap());
+    let waiting = Instant::now();
+    while !fs::read_to_string(&wchan).is_ok_and(|w| w.contains("partner"))
+        && waiting.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let stalled_at_start = !scrape.is_finished();
 
     // While it is stalled: a new cgroup appears, and a sweep runs. Both are waited
-    // for from threads, with a bound: before the fix they blocked until the release.
+    // for from threads, with a bound (generous: a loaded machine): before the fix
+    // they blocked until the release.
     fs::create_dir(unified.join("new")).unwrap();
     let created = Instant::now();
     let discovered = std::thread::spawn({
@@ -362,7 +376,7 @@ fn a_scrape_stalled_in_a_cgroupfs_read_blocks_neither_discovery_nor_the_sweeper(
         move || collector.sweep()
     });
     while !(discovered.is_finished() && sweep.is_finished())
-        && created.elapsed() < Duration::from_secs(5)
+        && created.elapsed() < Duration::from_secs(30)
     {
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -388,7 +402,7 @@ fn a_scrape_stalled_in_a_cgroupfs_read_blocks_neither_discovery_nor_the_sweeper(
     );
     assert!(
         was_discovered,
-        "a cgroup created during a stalled scrape was not discovered within 5 s (it was after {discovered:?}, once the scrape was released)"
+        "a cgroup created during a stalled scrape was not discovered within 30 s (it was after {discovered:?}, once the scrape was released)"
     );
     assert!(swept, "a sweep waited for the stalled scrape");
     // Released, the stalled scrape completes (a FIFO cannot be `pread`: the memory

@@ -151,7 +151,9 @@ mod tests {
     #[tokio::test]
     async fn an_idle_peer_fails_the_read_and_progress_resets_the_deadline() {
         let (ours, mut theirs) = tokio::io::duplex(1024);
-        let mut stream = Deadlined::new(ours, Duration::from_millis(200), Duration::from_secs(60));
+        // Progress every 100 ms against a 1 s deadline: wide margins for a loaded
+        // machine (a 200 ms deadline failed there).
+        let mut stream = Deadlined::new(ours, Duration::from_secs(1), Duration::from_secs(60));
         let writer = tokio::spawn(async move {
             for _ in 0..4 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
