@@ -186,7 +186,7 @@ pub fn collect_with(
     }
     write_io(out, ctx.rows, &per_row, &names);
     if let Some(root) = ctx.rows.first() {
-        match filesystems(mountinfo) {
+        match filesystems(mountinfo, sys_root) {
             Ok(fs) => {
                 write_fs_usage(out, root, &fs);
                 match read_optional(diskstats) {
@@ -311,8 +311,14 @@ pub struct FsUsage {
 }
 
 /// Every mounted filesystem whose source is a block device (`/dev/...`), once per
-/// device (its first mount), with statfs numbers.
-pub fn filesystems(mountinfo: &Path) -> Result<Vec<FsUsage>, crate::cgroup::CgroupError> {
+/// device (its first mount), with statfs numbers. A root filesystem the kernel mounted
+/// itself (no initramfs) has the source `/dev/root`, a name no device node has: it is
+/// named from its device number like the IO families name devices, so the root row's
+/// filesystem and disk families agree on `device`.
+pub fn filesystems(
+    mountinfo: &Path,
+    sys_root: &Path,
+) -> Result<Vec<FsUsage>, crate::cgroup::CgroupError> {
     let text = read_optional(mountinfo)?.unwrap_or_default();
     let mut out: Vec<FsUsage> = Vec::new();
     for line in text.lines() {
@@ -325,13 +331,19 @@ pub fn filesystems(mountinfo: &Path) -> Result<Vec<FsUsage>, crate::cgroup::Cgro
         let Some((major, minor)) = left.split(' ').nth(2).and_then(parse_majmin) else {
             continue;
         };
-        let Some(source) = right.split(' ').nth(1) else {
+        let Some(mut source) = right.split(' ').nth(1).map(str::to_owned) else {
             continue;
         };
+        if source == "/dev/root" {
+            let name = device_name(sys_root, major, minor);
+            if !name.is_empty() {
+                source = name;
+            }
+        }
         if !source.starts_with("/dev/") || out.iter().any(|f| f.device == source) {
             continue;
         }
-        if let Some(usage) = statfs(&unescape(mount_point), source) {
+        if let Some(usage) = statfs(&unescape(mount_point), &source) {
             out.push(FsUsage {
                 major,
                 minor,
@@ -469,11 +481,29 @@ mod tests {
             ),
         )
         .unwrap();
-        let fs = filesystems(&mountinfo).unwrap();
+        let fs = filesystems(&mountinfo, dir.path()).unwrap();
         assert_eq!(fs.len(), 1, "{fs:?}");
         assert_eq!(fs[0].device, "/dev/vda");
         assert_eq!((fs[0].major, fs[0].minor), (254, 0));
         assert!(fs[0].limit_bytes >= fs[0].usage_bytes && fs[0].limit_bytes > 0);
         assert!(fs[0].inodes_total >= fs[0].inodes_free);
+    }
+
+    #[test]
+    fn root_mounted_by_the_kernel_is_named_from_its_device_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().display().to_string();
+        let dev = dir.path().join("dev/block/259:0");
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(dev.join("uevent"), "MAJOR=259\nMINOR=0\nDEVNAME=nvme0n1\n").unwrap();
+        let mountinfo = dir.path().join("mountinfo");
+        std::fs::write(
+            &mountinfo,
+            format!("22 1 259:0 / {root} rw - ext4 /dev/root rw\n"),
+        )
+        .unwrap();
+        let fs = filesystems(&mountinfo, dir.path()).unwrap();
+        assert_eq!(fs.len(), 1, "{fs:?}");
+        assert_eq!(fs[0].device, "/dev/nvme0n1");
     }
 }
