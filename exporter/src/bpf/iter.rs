@@ -210,16 +210,35 @@ pub fn summarize(
         entry.file_descriptors = Some(0);
         entry.sockets = Some(0);
     }
-    for file in files {
-        let Some(&(cgroup_id, _)) = process_cgroup.get(&file.tgid) else {
+    // The kernel visits one process's descriptors in a row: they are counted per run
+    // of equal tgids, one lookup per process instead of one per descriptor.
+    let mut credit = |run: Option<(u32, u64, u64)>| {
+        let Some((tgid, descriptors, sockets)) = run else {
+            return;
+        };
+        let Some(&(cgroup_id, _)) = process_cgroup.get(&tgid) else {
             // A process that started after the task pass.
-            continue;
+            return;
         };
         if let Some(entry) = by_cgroup.get_mut(&cgroup_id) {
-            *entry.file_descriptors.get_or_insert(0) += 1;
-            *entry.sockets.get_or_insert(0) += u64::from(file.socket);
+            *entry.file_descriptors.get_or_insert(0) += descriptors;
+            *entry.sockets.get_or_insert(0) += sockets;
+        }
+    };
+    let mut run: Option<(u32, u64, u64)> = None;
+    for file in files {
+        match &mut run {
+            Some((tgid, descriptors, sockets)) if *tgid == file.tgid => {
+                *descriptors += 1;
+                *sockets += u64::from(file.socket);
+            }
+            _ => {
+                credit(run.take());
+                run = Some((file.tgid, 1, u64::from(file.socket)));
+            }
         }
     }
+    credit(run);
     by_cgroup
 }
 
@@ -263,12 +282,17 @@ mod tests {
                 tgid: 555,
                 socket: 1,
             },
+            // Runs of one process are summed, whether or not they are adjacent.
+            FileRecord {
+                tgid: 100,
+                socket: 1,
+            },
         ];
         let out = summarize(tasks.into_iter(), Some(files.into_iter()));
         let a = out[&7];
         assert_eq!((a.processes, a.threads), (2, 3));
         assert_eq!((a.run_delay_ns, a.run_periods), (30, 6));
-        assert_eq!((a.file_descriptors, a.sockets), (Some(3), Some(1)));
+        assert_eq!((a.file_descriptors, a.sockets), (Some(4), Some(2)));
         assert_eq!(a.max_open_files, None, "pid 90 (lowest) is unlimited");
         let b = out[&8];
         assert_eq!((b.file_descriptors, b.sockets), (Some(0), Some(0)));

@@ -8,13 +8,10 @@ use std::{
     io::{self, Read as _},
     os::{
         fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-        unix::{
-            ffi::OsStrExt as _,
-            fs::{FileExt as _, MetadataExt as _},
-        },
+        unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
     },
     path::Path,
-    sync::{LazyLock, Mutex},
+    sync::{Arc, LazyLock, Mutex},
 };
 
 use super::CgroupError;
@@ -143,23 +140,41 @@ fn read_small(path: &Path) -> io::Result<String> {
 /// The whole file from offset 0, in one `pread` when `hint` bytes (the last
 /// length, plus room) hold it. A cgroupfs (kernfs seq_file) read returns less than
 /// asked only at the end of the file, so a short read is the end: no second call.
+/// The buffer is not zeroed first: the kernel writes the bytes that count.
 fn pread_all(file: &fs::File, hint: usize) -> io::Result<String> {
-    let mut buf = vec![0_u8; (hint + hint / 2).max(1024)];
-    let mut len = 0;
+    let mut buf: Vec<u8> = Vec::with_capacity((hint + hint / 2).max(1024));
     loop {
-        match file.read_at(&mut buf[len..], len as u64) {
+        let len = buf.len();
+        let spare = buf.capacity() - len;
+        let offset = libc::off_t::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too long"))?;
+        // SAFETY: the pointer and length are `buf`'s unused capacity, which the
+        // kernel may write; `file` is an open fd.
+        let read = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().add(len).cast(),
+                spare,
+                offset,
+            )
+        };
+        match usize::try_from(read) {
             Ok(n) => {
-                len += n;
-                if len < buf.len() {
+                // SAFETY: the kernel wrote `n <= spare` bytes after `len`.
+                unsafe { buf.set_len(len + n) };
+                if n < spare {
                     break;
                 }
-                buf.resize(buf.len() * 2, 0);
+                buf.reserve(buf.capacity());
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
         }
     }
-    buf.truncate(len);
     String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
@@ -184,7 +199,8 @@ struct HeldFiles {
 }
 
 struct HeldFile {
-    file: fs::File,
+    /// Shared with a read in progress, which runs without the table's lock.
+    file: Arc<fs::File>,
     /// Length of the last read: the next read's buffer.
     len: usize,
     generation: u64,
@@ -247,25 +263,41 @@ fn read_held(path: &Path) -> Option<io::Result<String>> {
         }
         dirs.generation
     };
-    if path.starts_with("/proc") {
+    let bytes = path.as_os_str().as_bytes();
+    if bytes == b"/proc" || bytes.starts_with(b"/proc/") {
         return None;
     }
     let key = path.as_os_str();
-    let mut files = held();
-    if let Some(entry) = files.files.get_mut(key) {
+    // The table's lock is not held across the read: a read stuck on a hung mount
+    // stalls its own scrape only.
+    let kept = held().files.get_mut(key).map(|entry| {
         entry.generation = generation;
-        match pread_all(&entry.file, entry.len) {
+        (Arc::clone(&entry.file), entry.len)
+    });
+    if let Some((file, hint)) = kept {
+        match pread_all(&file, hint) {
             Ok(text) => {
-                entry.len = text.len();
+                if let Some(entry) = held().files.get_mut(key) {
+                    entry.len = text.len();
+                }
                 return Some(Ok(text));
             }
             Err(e) if is_missing(&e) => {
-                files.files.remove(key);
-                files.reopened += 1;
+                let mut files = held();
+                // Unless another scrape re-opened it meanwhile.
+                if files
+                    .files
+                    .get(key)
+                    .is_some_and(|entry| Arc::ptr_eq(&entry.file, &file))
+                {
+                    files.files.remove(key);
+                    files.reopened += 1;
+                }
             }
             Err(e) => return Some(Err(e)),
         }
     }
+    let mut files = held();
     if files.files.len() >= files.budget {
         files.over_budget += 1;
         return None;
@@ -286,14 +318,18 @@ fn read_held(path: &Path) -> Option<io::Result<String>> {
         return Some(text);
     }
     if let Ok(text) = &text {
-        held().files.insert(
-            key.to_owned(),
-            HeldFile {
-                file,
-                len: text.len(),
-                generation,
-            },
-        );
+        let mut files = held();
+        // Bounded even when two scrapes opened files at once.
+        if files.files.len() < files.budget {
+            files.files.insert(
+                key.to_owned(),
+                HeldFile {
+                    file: Arc::new(file),
+                    len: text.len(),
+                    generation,
+                },
+            );
+        }
     }
     Some(text)
 }
@@ -319,7 +355,8 @@ struct DirFds {
 
 struct DirEntry {
     /// `None`: the directory did not exist when last tried (in `generation`).
-    fd: Option<OwnedFd>,
+    /// Shared with the lookups in progress, which run without the table's lock.
+    fd: Option<Arc<OwnedFd>>,
     generation: u64,
 }
 
@@ -403,42 +440,66 @@ impl Drop for DirScope {
 /// alive and the directory is open (or opens); `None` otherwise: the caller then
 /// uses the full path. On ENOENT through a directory opened by an earlier scrape,
 /// reopens it by path and retries once (the cgroup may have been re-created).
+///
+/// The directory table's lock is held only to look up and store handles, never
+/// across `open`/`openat`/`fstatat`: a lookup stuck on a hung mount stalls its own
+/// scrape only.
 fn with_dir<T>(
     path: &Path,
     relative: impl Fn(&OwnedFd, &CString) -> io::Result<T>,
 ) -> Option<io::Result<T>> {
     let (parent, name) = (path.parent()?, path.file_name()?);
     let name = CString::new(name.as_bytes()).ok()?;
-    let mut dirs = dirs();
-    if dirs.scopes == 0 {
-        return None;
-    }
-    let generation = dirs.generation;
     let key = parent.as_os_str();
-    let fresh = match dirs.fds.get(key) {
-        Some(entry) if entry.fd.is_some() || entry.generation == generation => false,
-        _ => {
-            if dirs.fds.len() >= dirs.budget {
-                return None;
+    let (generation, known) = {
+        let mut dirs = dirs();
+        if dirs.scopes == 0 {
+            return None;
+        }
+        let generation = dirs.generation;
+        let full = dirs.fds.len() >= dirs.budget;
+        match dirs.fds.get_mut(key) {
+            Some(entry) if entry.fd.is_some() || entry.generation == generation => {
+                entry.generation = generation;
+                (generation, Some(entry.fd.clone()))
             }
-            let fd = open_dir(key);
-            dirs.fds.insert(key.to_owned(), DirEntry { fd, generation });
-            true
+            _ if full => return None,
+            _ => (generation, None),
         }
     };
-    let entry = dirs.fds.get_mut(key)?;
-    entry.generation = generation;
-    let Some(fd) = entry.fd.as_ref() else {
-        // The directory does not exist: so neither does the file.
-        return Some(Err(io::ErrorKind::NotFound.into()));
+    let stale = match known {
+        // The directory does not exist (tried in this scope): so neither does the file.
+        Some(None) => return Some(Err(io::ErrorKind::NotFound.into())),
+        Some(Some(fd)) => {
+            let result = relative(&fd, &name);
+            if !matches!(&result, Err(e) if e.kind() == io::ErrorKind::NotFound) {
+                return Some(result);
+            }
+            Some(fd)
+        }
+        None => None,
     };
-    let result = relative(fd, &name);
-    if fresh || !matches!(&result, Err(e) if e.kind() == io::ErrorKind::NotFound) {
-        return Some(result);
+    let fd = open_dir(key).map(Arc::new);
+    {
+        let mut dirs = dirs();
+        let replaces = match (dirs.fds.get(key), &stale) {
+            // Still the handle that failed, or nothing: store the new one.
+            (Some(entry), Some(stale)) => entry.fd.as_ref().is_some_and(|f| Arc::ptr_eq(f, stale)),
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        if replaces && (dirs.fds.contains_key(key) || dirs.fds.len() < dirs.budget) {
+            dirs.fds.insert(
+                key.to_owned(),
+                DirEntry {
+                    fd: fd.clone(),
+                    generation,
+                },
+            );
+        }
     }
-    entry.fd = open_dir(key);
-    match entry.fd.as_ref() {
-        Some(fd) => Some(relative(fd, &name)),
+    match fd {
+        Some(fd) => Some(relative(&fd, &name)),
         None => Some(Err(io::ErrorKind::NotFound.into())),
     }
 }

@@ -85,11 +85,49 @@ fn push_value(out: &mut String, value: f64) {
         out.push_str("NaN");
     } else if value.is_infinite() {
         out.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
+    } else if let Some(integer) = exact_integer(value) {
+        // Most samples are counts and byte sizes: the same digits `{value}` prints,
+        // without the float formatter.
+        push_integer(out, integer);
     } else {
         // Rust prints the shortest representation that round-trips, which Prometheus
         // parses exactly.
         let _infallible = write!(out, "{value}");
     }
+}
+
+/// `value` as an integer when it is one that `f64` holds exactly (|v| < 2^53), so
+/// its decimal digits are what `{value}` prints; `-0.0` (printed "-0") is not.
+fn exact_integer(value: f64) -> Option<i64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    let exact = value.trunc() == value
+        && value.abs() < EXACT
+        && !(value == 0.0 && value.is_sign_negative());
+    // The cast is exact: an integral value below 2^53 in magnitude.
+    #[allow(clippy::cast_possible_truncation)]
+    exact.then_some(value as i64)
+}
+
+fn push_integer(out: &mut String, value: i64) {
+    let mut digits = [0_u8; 20];
+    let mut at = digits.len();
+    let mut rest = value.unsigned_abs();
+    loop {
+        at -= 1;
+        // A digit 0..=9: the cast cannot truncate.
+        #[allow(clippy::cast_possible_truncation)]
+        let digit = (rest % 10) as u8;
+        digits[at] = b'0' + digit;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        out.push('-');
+    }
+    // ASCII digits: always UTF-8.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 fn escape_help(help: &str) -> String {
@@ -123,6 +161,34 @@ mod tests {
              # TYPE up gauge\n\
              up{a=\"b\"} 1000000000000000000000\n"
         );
+    }
+
+    #[test]
+    fn integers_print_as_the_float_formatter_prints_them() {
+        let values = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            9.0,
+            10.0,
+            4096.0,
+            -123_456_789.0,
+            1e15,
+            9_007_199_254_740_991.0,
+            9_007_199_254_740_992.0,
+            -9_007_199_254_740_993.0,
+            1.8446744073709552e19,
+            1e21,
+            0.5,
+            2.25,
+            1e-7,
+        ];
+        for value in values {
+            let mut out = String::new();
+            push_value(&mut out, value);
+            assert_eq!(out, format!("{value}"), "{value:?}");
+        }
     }
 
     #[test]

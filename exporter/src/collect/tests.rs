@@ -32,6 +32,20 @@ impl KernelSource for NoKernel {
     }
 }
 
+/// A fixture cgroup v2 tree: `<tempdir>/unified` with `cgroups` created under it and
+/// `controllers` in its root `cgroup.controllers`. Returns the tempdir (keep it alive)
+/// and the tree's root.
+fn unified_tree(cgroups: &[&str], controllers: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let unified = dir.path().join("unified");
+    fs::create_dir_all(&unified).unwrap();
+    for cgroup in cgroups {
+        fs::create_dir_all(unified.join(cgroup)).unwrap();
+    }
+    fs::write(unified.join("cgroup.controllers"), controllers).unwrap();
+    (dir, unified)
+}
+
 #[test]
 fn hybrid_scrape_reads_memory_from_v1_and_reports_a_broken_host() {
     let dir = tempfile::tempdir().unwrap();
@@ -144,10 +158,7 @@ fn sample(text: &str, name: &str, id: &str, extra: &str) -> Option<f64> {
 #[test]
 fn retirement_folds_oom_kills_and_socket_traffic_into_the_parent() {
     use std::os::unix::fs::MetadataExt as _;
-    let dir = tempfile::tempdir().unwrap();
-    let unified = dir.path().join("unified");
-    fs::create_dir_all(unified.join("pod/c")).unwrap();
-    fs::write(unified.join("cgroup.controllers"), "").unwrap();
+    let (dir, unified) = unified_tree(&["pod/c"], "");
     let pod = fs::metadata(unified.join("pod")).unwrap().ino();
     let c = fs::metadata(unified.join("pod/c")).unwrap().ino();
     let maps = Arc::new(Mutex::new(Maps::default()));
@@ -312,10 +323,7 @@ fn a_failed_kernel_exclusion_never_folds_the_cgroups_counters_into_its_parent() 
 #[test]
 fn a_scrape_stalled_in_a_cgroupfs_read_blocks_neither_discovery_nor_the_sweeper() {
     use std::os::unix::fs::OpenOptionsExt as _;
-    let dir = tempfile::tempdir().unwrap();
-    let unified = dir.path().join("unified");
-    fs::create_dir_all(unified.join("stuck")).unwrap();
-    fs::write(unified.join("cgroup.controllers"), "memory\n").unwrap();
+    let (dir, unified) = unified_tree(&["stuck"], "memory\n");
     let fifo = unified.join("stuck/memory.stat");
     let c_fifo = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a NUL-terminated path; mkfifo does not keep the pointer.
