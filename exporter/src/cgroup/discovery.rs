@@ -406,6 +406,8 @@ struct Watcher {
     tree: CgroupTree,
     root: std::path::PathBuf,
     dirs: HashMap<i32, String>,
+    /// The other way round, to end a removed directory's watch.
+    wds: HashMap<String, i32>,
     /// Paths whose watch could not be added.
     unwatched: std::collections::HashSet<String>,
     buf: Vec<u8>,
@@ -431,6 +433,7 @@ impl Watcher {
             tree,
             root,
             dirs: HashMap::new(),
+            wds: HashMap::new(),
             unwatched: std::collections::HashSet::new(),
             buf: vec![0_u8; 64 * 1024],
         })
@@ -450,6 +453,13 @@ impl Watcher {
             )
         };
         if wd >= 0 {
+            // A path recreated while events were lost still has its old directory's
+            // watch: end it, or it stays for good (below).
+            if let Some(old) = self.wds.insert(path.to_owned(), wd)
+                && old != wd
+            {
+                self.end_watch(old);
+            }
             self.dirs.insert(wd, path.to_owned());
             self.unwatched.remove(path);
             return;
@@ -467,6 +477,28 @@ impl Watcher {
         self.unwatched.insert(path.to_owned());
     }
 
+    /// Ends the watch of a removed directory. cgroupfs (kernfs) keeps an inotify
+    /// watch on a removed cgroup directory: it sends no `IN_DELETE_SELF` or
+    /// `IN_IGNORED` (the watched inode keeps its links), so without this every
+    /// cgroup ever seen kept a watch in the kernel (counted against
+    /// `fs.inotify.max_user_watches`) and its path here (measured: +300 watches
+    /// after 300 cgroups created and removed, ~60 B of heap per cgroup here).
+    fn unwatch(&mut self, path: &str) {
+        if let Some(wd) = self.wds.remove(path) {
+            self.end_watch(wd);
+        }
+    }
+
+    fn end_watch(&mut self, wd: i32) {
+        // SAFETY: a valid inotify fd; an unknown descriptor only returns EINVAL.
+        unsafe {
+            libc::inotify_rm_watch(std::os::fd::AsRawFd::as_raw_fd(&self.fd), wd);
+        }
+        self.dirs.remove(&wd);
+        super::shrink_after_removals(&mut self.dirs);
+        super::shrink_after_removals(&mut self.wds);
+    }
+
     fn reconcile(&mut self, discovery: &Discovery) -> Result<(), CgroupError> {
         let walked = self.tree.walk()?;
         // Adding a watch that exists returns the same descriptor: cheap and idempotent.
@@ -476,6 +508,16 @@ impl Watcher {
         let present: std::collections::HashSet<&str> =
             walked.iter().map(|c| c.path.as_str()).collect();
         self.unwatched.retain(|p| present.contains(p.as_str()));
+        // Directories whose removal was in a lost event (queue overflow).
+        let gone: Vec<String> = self
+            .wds
+            .keys()
+            .filter(|p| !present.contains(p.as_str()))
+            .cloned()
+            .collect();
+        for path in gone {
+            self.unwatch(&path);
+        }
         discovery.set_unwatched(self.unwatched.len());
         discovery.state().reconcile(walked);
         discovery.announce();
@@ -525,8 +567,13 @@ impl Watcher {
                 continue;
             }
             if event.mask & libc::IN_IGNORED != 0 {
-                self.dirs.remove(&event.wd);
+                if let Some(path) = self.dirs.remove(&event.wd)
+                    && self.wds.get(&path) == Some(&event.wd)
+                {
+                    self.wds.remove(&path);
+                }
                 super::shrink_after_removals(&mut self.dirs);
+                super::shrink_after_removals(&mut self.wds);
                 continue;
             }
             if event.mask & libc::IN_ISDIR == 0 {
@@ -550,6 +597,7 @@ impl Watcher {
             if event.mask & libc::IN_CREATE != 0 {
                 self.created(discovery, &path);
             } else if event.mask & libc::IN_DELETE != 0 {
+                self.unwatch(&path);
                 let mut state = discovery.state();
                 state.remove_path(&path, Instant::now());
                 state.events += 1;

@@ -352,6 +352,7 @@ impl Collector {
         );
         drop((ctx, pod_ctx));
         row_cache.write_self_metrics(samples);
+        self_metrics::write_heap_self_metric(samples);
 
         // 5. Render, sized from the previous body: no doubling copies of a
         // multi-MiB buffer.
