@@ -19,6 +19,8 @@ pub struct Shaper {
     last: HashMap<String, usize>,
     /// Series per family of the last shaped scrape.
     counts: Vec<(String, usize)>,
+    /// Namespace counters' counts of pods gone (level namespace).
+    carry: aggregate::NamespaceCarry,
 }
 
 /// The budget's ranking family: rows of least CPU usage are dropped first.
@@ -29,7 +31,7 @@ impl Shaper {
     /// output, before the self-metrics).
     pub fn shape(&mut self, shaping: &Shaping, set: &mut SampleSet) {
         if !shaping.is_identity() {
-            let dropped = apply(shaping, set);
+            let dropped = apply(shaping, set, &mut self.carry);
             let mut now = HashMap::new();
             for (family, count) in dropped {
                 *self.dropped_total.entry(family.clone()).or_default() += count as u64;
@@ -81,7 +83,11 @@ impl Shaper {
 }
 
 /// Rewrites `set` in place; returns the series the budget dropped per family.
-fn apply(shaping: &Shaping, set: &mut SampleSet) -> Vec<(String, usize)> {
+fn apply(
+    shaping: &Shaping,
+    set: &mut SampleSet,
+    carry: &mut aggregate::NamespaceCarry,
+) -> Vec<(String, usize)> {
     let mut families = std::mem::take(set.families_mut());
     families.retain(|f| shaping.groups.family_on(&f.name));
     if shaping.pod_rows_only {
@@ -112,8 +118,13 @@ fn apply(shaping: &Shaping, set: &mut SampleSet) -> Vec<(String, usize)> {
     for family in &mut families {
         let level = shaping.aggregation.level_of_family(&family.name);
         if level != Level::Container {
-            family.samples =
-                aggregate::aggregate(set, &family.samples, family.kind, level, &mut pod_rows);
+            family.samples = aggregate::aggregate(
+                set,
+                (&family.name, &family.samples, family.kind),
+                level,
+                &mut pod_rows,
+                carry,
+            );
         }
         if budget > 0 && family.name.starts_with("container_") && family.samples.len() > budget {
             let before = family.samples.len();
@@ -122,6 +133,7 @@ fn apply(shaping: &Shaping, set: &mut SampleSet) -> Vec<(String, usize)> {
         }
     }
     *set.families_mut() = families;
+    carry.forget_unseen();
     dropped
 }
 

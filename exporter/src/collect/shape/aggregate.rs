@@ -11,6 +11,14 @@
 //! of container rows drops by a container's whole count when its row expires. A
 //! namespace's counter is the sum of its pods' values chosen that way.
 //!
+//! A namespace's counter also keeps what its pods counted once they are gone: a
+//! pod's rows expire after the grace period, and the namespace has no cgroup of its
+//! own to hold their count. `NamespaceCarry` remembers each pod's last value per
+//! namespace series and adds what a pod that left (or whose value fell) had
+//! counted, so the series never goes backwards. It is kept while the namespace has a
+//! row in the family and forgotten when it has none (then the series ends, as a
+//! removed container's does).
+//!
 //! Groups collected from `rows::pod_level_rows` reach this with pod rows only: at
 //! level pod each pod row is rewritten as itself, at level namespace the pod rows
 //! are summed. Container rows reach it only from a family that shares a collector
@@ -42,6 +50,42 @@ impl AggregateRows {
     }
 }
 
+/// Per namespace series (family, namespace, extra labels): what pods gone since
+/// counted, and each present pod's last value (by pod cgroup path).
+#[derive(Debug, Default)]
+pub struct NamespaceCarry(HashMap<String, Carried>);
+
+#[derive(Debug, Default)]
+struct Carried {
+    gone: f64,
+    last: HashMap<String, f64>,
+    seen: bool,
+}
+
+impl NamespaceCarry {
+    /// The series' value: its present pods' values plus what pods counted before
+    /// they left or fell.
+    fn value(&mut self, key: String, pods: &HashMap<String, f64>) -> f64 {
+        let carried = self.0.entry(key).or_default();
+        for (pod, last) in &carried.last {
+            let now = pods.get(pod).copied().unwrap_or(0.0);
+            if now < *last {
+                carried.gone += last - now;
+            }
+        }
+        carried.last.clone_from(pods);
+        carried.seen = true;
+        carried.gone + pods.values().sum::<f64>()
+    }
+
+    /// Forgets the series that had no row since the last call.
+    pub fn forget_unseen(&mut self) {
+        self.0
+            .retain(|_, carried| std::mem::take(&mut carried.seen));
+        crate::cgroup::shrink_after_removals(&mut self.0);
+    }
+}
+
 #[derive(Default)]
 struct Acc {
     /// The first sample of the group: its extra labels are the group's.
@@ -52,28 +96,28 @@ struct Acc {
     containers: f64,
     has_containers: bool,
     pods: f64,
-    /// By pod name: (its container rows' sum, its own row's value if any).
+    /// By pod cgroup path: (its container rows' sum, its own row's value if any).
     by_pod: HashMap<String, (f64, Option<f64>)>,
 }
 
 impl Acc {
-    /// A counter's value: per pod, its own row's value when there is one, else its
-    /// container rows' sum; summed over the pods.
-    fn counter(&self) -> f64 {
+    /// Per pod, a counter's value: its own row's value when there is one, else its
+    /// container rows' sum.
+    fn pod_counters(&self) -> HashMap<String, f64> {
         self.by_pod
-            .values()
-            .map(|(containers, own)| own.unwrap_or(*containers))
-            .sum()
+            .iter()
+            .map(|(pod, (containers, own))| (pod.clone(), own.unwrap_or(*containers)))
+            .collect()
     }
 }
 
-/// The samples of one family at `level`.
+/// The samples of `family` at `level`.
 pub fn aggregate(
     set: &SampleSet,
-    samples: &[Sample],
-    kind: MetricType,
+    (family, samples, kind): (&str, &[Sample], MetricType),
     level: Level,
     rows: &mut AggregateRows,
+    carry: &mut NamespaceCarry,
 ) -> Vec<Sample> {
     let mut out = Vec::new();
     let mut order: Vec<String> = Vec::new();
@@ -107,7 +151,13 @@ pub fn aggregate(
                 ..Acc::default()
             }
         });
-        let per_pod = acc.by_pod.entry(labels.pod.clone()).or_default();
+        // A container's pod is its parent cgroup.
+        let pod_path = if labels.is_pod_container() {
+            labels.id.rsplit_once('/').map_or("/", |(parent, _)| parent)
+        } else {
+            labels.id.as_str()
+        };
+        let per_pod = acc.by_pod.entry(pod_path.to_owned()).or_default();
         if labels.is_pod_container() {
             per_pod.0 += sample.value;
         } else {
@@ -132,8 +182,10 @@ pub fn aggregate(
     }
     for key in order {
         let Some(acc) = sums.get(&key) else { continue };
-        let value = if kind == MetricType::Counter {
-            acc.counter()
+        let value = if kind == MetricType::Counter && level == Level::Namespace {
+            carry.value(format!("{family}\0{key}"), &acc.pod_counters())
+        } else if kind == MetricType::Counter {
+            acc.pod_counters().values().sum()
         } else if acc.has_containers {
             acc.containers
         } else {
