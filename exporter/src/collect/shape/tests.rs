@@ -300,7 +300,7 @@ fn a_namespaces_counter_keeps_the_count_of_a_pod_whose_rows_expired() {
     );
     // A namespace with no row left ends its series; one that comes back later starts
     // a new one (what it carried is not kept for ever).
-    let out = scrape(&[other.clone()]);
+    let out = scrape(std::slice::from_ref(&other));
     assert!(!out.contains("namespace=\"ns\""), "{out}");
     let out = scrape(&[(row("", p3, "", "ns", "p3"), 0.5), other]);
     assert!(out.contains(&ns("0.5")), "{out}");
