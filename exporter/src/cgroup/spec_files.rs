@@ -95,14 +95,15 @@ pub fn read_spec(path: &Path) -> Result<Option<String>, CgroupError> {
         spec.drain();
     }
     let dir = dir.as_os_str();
-    if spec.missing.contains(dir) {
-        return Ok(None);
-    }
+    // A watched directory is never in `missing` (only a failed watch puts it there):
+    // the common case costs one lookup.
     if let Some(entry) = spec.dirs.get_mut(dir) {
         entry.generation = generation;
         if let Some(kept) = entry.values.get(name) {
             return Ok(kept.clone());
         }
+    } else if spec.missing.contains(dir) {
+        return Ok(None);
     } else if let Err(e) = spec.watch(dir, generation) {
         if e.kind() == std::io::ErrorKind::NotFound {
             // A removed cgroup (its grace period): no files, nothing to keep.
