@@ -20,10 +20,11 @@
 //! +1.5 to +2.3 MiB for 500 rows in `discovery`). That is bounded by the peak rows,
 //! not by the cgroups seen: the three later waves of the same shape (7,500 more
 //! cgroups) must leave RSS within 10% of where the first left it, plus
-//! `RSS_ALLOCATOR_SLACK`: with the live heap flat (+16..+87 KiB), settled RSS still
-//! moved by +0.4 MiB on this host and +1.1 MiB on 6.12 under TCG (9.1 -> 10.2 MiB, a
-//! release build whose 10% is 0.9 MiB): pages glibc keeps partly used, which
-//! `malloc_trim` cannot return. The live heap bound above is what catches a leak.
+//! `RSS_ALLOCATOR_SLACK`: with the live heap flat (+16..+100 KiB), settled RSS still
+//! moved by up to +0.5 MiB on this host and +0.2, +1.1, +1.3, +1.7 MiB in four runs
+//! under TCG (6.1: 8.2 -> 9.9 MiB, a release build whose 10% is 0.8 MiB): pages glibc
+//! keeps partly used, which `malloc_trim` cannot return. The live heap bound above is
+//! what catches a leak.
 use std::time::Duration;
 
 use kadvisor_tests::{cgroup::TestCgroup, exclusive_cpu, kadvisor::Kadvisor, scrape::Scrape};
@@ -40,7 +41,7 @@ const KIB: f64 = 1024.0;
 /// The live heap may move this much over the 7,500 cgroups after the first wave.
 const HEAP_SLACK: f64 = 512.0 * KIB;
 /// What settled RSS may move with the live heap flat (see the module's comment).
-const RSS_ALLOCATOR_SLACK: f64 = 2.0 * MIB;
+const RSS_ALLOCATOR_SLACK: f64 = 3.0 * MIB;
 
 fn list(values: &[f64], unit: f64, decimals: usize) -> String {
     values
