@@ -28,7 +28,9 @@
 //! migration), so the pair is adjacent on one CPU. The shortcut path sends no
 //! signal, so it finds no matching record. A stale record (a private SIGKILL to a
 //! task that is then marked through the shortcut on the same CPU much later) is
-//! ignored after `PAIR_WINDOW_NS`.
+//! ignored after `PAIR_WINDOW_NS`. That window is not the pair's own distance: on a
+//! virtual machine the vCPU can be descheduled between the two (a hypervisor's steal
+//! time; qemu's TCG switches vCPUs every 100 ms), and the guest's clock runs on.
 //!
 //! The `oom:mark_victim` tracepoint passes the task since a 2024 change (backported
 //! to stable: Debian's 6.1.192 and 6.12, this host's 6.18), only `int pid` before; a
@@ -55,9 +57,10 @@ const SIGKILL: u64 = 9;
 /// `SEND_SIG_PRIV`: `((struct kernel_siginfo *) 1)` (include/linux/sched/signal.h).
 const SEND_SIG_PRIV: u64 = 1;
 /// How long a recorded SIGKILL waits for its `mark_victim`. The two are a few
-/// instructions apart under a spinlock; 10 ms leaves room for interrupts and for
-/// emulated CPUs.
-const PAIR_WINDOW_NS: u64 = 10_000_000;
+/// instructions apart under a spinlock, but a descheduled vCPU stretches that in the
+/// guest's clock: 10 ms lost a kill on 6.12 under TCG (qemu switches vCPUs every
+/// 100 ms) in the kernel matrix. One second covers a vCPU's preemption.
+const PAIR_WINDOW_NS: u64 = 1_000_000_000;
 
 /// The last kernel-private SIGKILL generated on this CPU.
 #[derive(Clone, Copy)]

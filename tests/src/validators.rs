@@ -49,6 +49,38 @@ pub fn python() -> Command {
     command
 }
 
+/// `Some(reason)` when no Python here has PyYAML, which `validate.py`'s
+/// `scrape-config` and `rules` need and nothing else: the validators' venv has it,
+/// and so has the kernel matrix's node (Debian's python3-yaml), so the
+/// kube-prometheus live test runs on every kernel.
+pub fn yaml_unavailable() -> Option<String> {
+    if tools().join("venv/bin/python").exists() {
+        return None;
+    }
+    let system_has_yaml = Command::new("python3")
+        .args(["-c", "import yaml"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    (!system_has_yaml).then(|| {
+        "needs a python3 with PyYAML (the validators' venv from scripts/setup.sh, or \
+         Debian's python3-yaml) to render the ServiceMonitor into a scrape config"
+            .to_owned()
+    })
+}
+
+/// `validate.py` for its `scrape-config` and `rules` subcommands (PyYAML only): the
+/// venv's Python where scripts/setup.sh installed it, else the system's python3.
+pub fn yaml_python() -> Command {
+    let venv = tools().join("venv/bin/python");
+    let mut command = Command::new(if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    });
+    command.arg(repo().join("tests/kube-prometheus/validate.py"));
+    command
+}
+
 /// `validate_schemas.mjs KIND FILES...`: the CRD / dashboard schema checks.
 pub fn node(kind: &str, files: &[PathBuf]) -> Output {
     let node_dir = tools().join("node");

@@ -29,7 +29,7 @@ use kadvisor_tests::{
     kadvisor::{self, ALL_GROUPS, Kadvisor},
     prometheus::{self, Prometheus, Series},
     require_root,
-    validators::{failed, node, python, repo, succeeded},
+    validators::{failed, node, python, repo, succeeded, yaml_python},
 };
 use serde_json::{Value, json};
 
@@ -127,7 +127,7 @@ fn service_monitors_match_the_prometheus_operator_crd() {
 
 #[test]
 fn drop_in_service_monitor_copies_the_kubelet_cadvisor_endpoint() {
-    if kadvisor_tests::ignore::because(kadvisor_tests::validators::unavailable()) {
+    if kadvisor_tests::ignore::because(kadvisor_tests::validators::yaml_unavailable()) {
         return;
     }
     // Same drops, interval, honor flags and path as kube-prometheus' kubelet
@@ -310,7 +310,7 @@ fn recording_rules_fixture_is_kube_prometheus() {
 fn scrape_config(service_monitor: &Path) -> Value {
     let out = succeeded(
         "scrape-config",
-        &python()
+        &yaml_python()
             .arg("scrape-config")
             .arg(service_monitor)
             .output()
@@ -828,7 +828,9 @@ fn dashboard_queries_return_data(
 
 #[test]
 fn prometheus_runs_kube_prometheus_rules_against_kadvisor_and_a_real_pod() {
-    if kadvisor_tests::ignore::because(kadvisor_tests::containerd::unavailable()) {
+    if kadvisor_tests::ignore::because(kadvisor_tests::containerd::unavailable())
+        || kadvisor_tests::ignore::because(kadvisor_tests::validators::yaml_unavailable())
+    {
         return;
     }
     require_root();
@@ -987,7 +989,10 @@ fn prometheus_runs_kube_prometheus_rules_against_kadvisor_and_a_real_pod() {
     });
     let rules = succeeded(
         "rules test copy",
-        &python().arg("rules").output().expect("run validate.py"),
+        &yaml_python()
+            .arg("rules")
+            .output()
+            .expect("run validate.py"),
     );
     assert!(
         rules.contains(&format!("[{RULE_WINDOW_SECONDS}s]")) && !rules.contains("[5m]"),
