@@ -392,13 +392,15 @@ fn a_scrape_stalled_in_a_cgroupfs_read_blocks_neither_discovery_nor_the_sweeper(
     let still_stalled = !scrape.is_finished();
 
     // Release the read (whatever the outcome: non-blocking, there may be no
-    // reader), then check.
+    // reader), then check. The writer's open already releases the scrape's blocked
+    // open; its `pread` then fails (a FIFO) and it may close the FIFO before this
+    // write, which then fails with EPIPE: that is a release too.
     if let Ok(mut writer) = fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(&fifo)
     {
-        std::io::Write::write_all(&mut writer, b"anon 4096\nfile 0\n").unwrap();
+        let _ = std::io::Write::write_all(&mut writer, b"anon 4096\nfile 0\n");
     }
     let text = scrape.join().unwrap().unwrap();
     sweep.join().unwrap();
