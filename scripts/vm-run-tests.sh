@@ -16,7 +16,12 @@ fail() {
 }
 
 # The tests start hundreds of processes and cgroups from this unit.
-systemctl set-property --runtime kadvisor-matrix.service TasksMax=infinity || fail "TasksMax"
+# CPUWeight: systemd enables the cpu controller in the root cgroup's subtree_control
+# only while some unit sets a CPU weight or quota (CPUAccounting alone needs none
+# since kernel 4.15), and takes it away again otherwise; the tests' cgroups under the
+# root need it (cpu.max, cpu.weight). A node's kubelet sets the weight of its
+# kubepods slices likewise.
+systemctl set-property --runtime kadvisor-matrix.service TasksMax=infinity CPUWeight=100 || fail "TasksMax, CPUWeight"
 # The kernel's modules (veth, overlay, bridge, netfilter), loaded on demand by modprobe,
 # and the source tree's files the tests read, at the path they were built in.
 mkdir -p /lib/modules "$WORKSPACE" || fail "mkdir"
@@ -29,6 +34,15 @@ for c in $(cat /sys/fs/cgroup/cgroup.controllers); do
   echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control || fail "enable controller $c"
 done
 ip link set lo up || fail "loopback up"
+# No udev in the image: the NIC's driver (and loop) are loaded here (its modules came with the
+# test disk, after the kernel's own coldplug could have loaded it).
+# loop: the diskstats test's loop device (/dev/loop-control appears with the module).
+modprobe -a virtio_net loop || fail "modprobe virtio_net loop"
+for _ in $(seq 50); do
+  [ -e /sys/class/net/eth0 ] && break
+  sleep 0.2
+done
+[ -e /sys/class/net/eth0 ] || fail "no eth0 after loading virtio_net"
 # The NIC (virtio-net): the root network namespace has a real interface, as a node has.
 for dev in /sys/class/net/*; do
   [ "${dev##*/}" = lo ] || ip link set "${dev##*/}" up || fail "link ${dev##*/} up"
