@@ -34,10 +34,9 @@ for c in $(cat /sys/fs/cgroup/cgroup.controllers); do
   echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control || fail "enable controller $c"
 done
 ip link set lo up || fail "loopback up"
-# No udev in the image: the NIC's drivers (virtio_pci is a module on 6.1, built in on
-# 6.12) and loop are loaded here (its modules came with the
-# test disk, after the kernel's own coldplug could have loaded it).
-# loop: the diskstats test's loop device (/dev/loop-control appears with the module).
+# No udev in the image, and the modules came with the test disk after the kernel's
+# coldplug: the NIC's drivers (virtio_pci is a module on 6.1, built in on 6.12) and
+# loop (the diskstats test's loop device: /dev/loop-control comes with the module).
 modprobe -a virtio_pci virtio_net loop || fail "modprobe virtio_pci virtio_net loop"
 for _ in $(seq 50); do
   [ -e /sys/class/net/eth0 ] && break
