@@ -167,16 +167,20 @@ boot_kernel() {
   # both vCPUs in turn executes cross-modified code correctly.
   # no_timer_check: on a loaded host the emulated timer misses the kernel's IO-APIC
   # check ("IO-APIC + timer doesn't work", a panic at 0.04 s; seen on 6.12).
-  # No initramfs: the cloud kernels build NVMe and ext4 in. The root disk is the first
-  # NVMe controller (nvme0n1), the test disk the second (nvme1n1).
+  # No initramfs: the cloud kernels build NVMe and ext4 in. Both disks are namespaces
+  # of one NVMe controller, so their names are fixed by their namespace ids: the root
+  # nsid 1 is nvme0n1, the test disk nsid 2 is nvme0n2 (as two controllers, their probe
+  # order decided which was nvme0: a 6.12 guest once found no init on the test disk).
   # The NIC: a node's root network namespace has a real interface (the root row's
   # interfaces); restrict=on keeps the guest off the host's network.
   timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 \
     -accel tcg,thread=single -cpu max -m 3G -smp 2 -nographic -no-reboot \
     -kernel "$work/vmlinuz-$series" \
     -append "root=/dev/nvme0n1 rw rootwait console=ttyS0 panic=-1 oops=panic loglevel=4 systemd.show_status=0 net.ifnames=0 no_timer_check" \
-    -drive "file=$rootfs,if=none,id=root,format=raw,snapshot=on" -device nvme,drive=root,serial=kadvisor-root \
-    -drive "file=$work/tests.img,if=none,id=tests,format=raw,snapshot=on" -device nvme,drive=tests,serial=kadvisor-tests \
+    -drive "file=$rootfs,if=none,id=root,format=raw,snapshot=on" \
+    -drive "file=$work/tests.img,if=none,id=tests,format=raw,snapshot=on" \
+    -device nvme,id=nvme0,serial=kadvisor \
+    -device nvme-ns,drive=root,bus=nvme0,nsid=1 -device nvme-ns,drive=tests,bus=nvme0,nsid=2 \
     -netdev user,id=net0,restrict=on -device virtio-net-pci,netdev=net0 \
     </dev/null 2>&1 | tr -d '\r' | if ((echo)); then tee "$logf"; else cat >"$logf"; fi || true
   result=$(grep -a '^KADVISOR-MATRIX-RESULT ' "$logf" | tail -n1 || true)

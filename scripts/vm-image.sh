@@ -18,11 +18,13 @@ SUITE=bookworm
 MIRROR=http://deb.debian.org/debian
 # systemd-sysv: systemd as /sbin/init. dbus: runc's systemd cgroup driver asks systemd
 # over D-Bus to create each container's scope. kmod: modprobe (veth, overlay, ...).
-# util-linux: setpriv, mount. nodejs: the dashboard and ServiceMonitor validators
-# (tests/tests/kube_prometheus.rs; their npm packages come on the test disk).
+# util-linux: setpriv, mount. python3: the tests' workloads (network, process); with
+# python3-yaml it renders the ServiceMonitor into a scrape config and the rules' test
+# copy for the kube-prometheus live test (tests/kube-prometheus/validate.py
+# scrape-config, rules: PyYAML only; the other validators stay on the host).
 PACKAGES=(systemd systemd-sysv dbus kmod util-linux procps
   containerd runc containernetworking-plugins iptables
-  prometheus python3 nodejs iproute2 busybox-static e2fsprogs tar ca-certificates)
+  prometheus python3 python3-yaml iproute2 busybox-static e2fsprogs tar ca-certificates)
 SIZE=3G
 
 log() { printf 'vm-image: %s\n' "$*" >&2; }
@@ -86,8 +88,10 @@ for unit in containerd.service prometheus.service apt-daily.timer apt-daily-upgr
   getty@tty1.service serial-getty@ttyS0.service; do
   ln -sf /dev/null "$fs/etc/systemd/system/$unit"
 done
-# The matrix's test unit: mounts the second disk (test binaries, kernel modules, the
-# runner) and runs its /run-tests, which powers the guest off at the end.
+# The matrix's test unit: mounts the test disk (test binaries, kernel modules, the
+# runner) and runs its /run-tests, which powers the guest off at the end. Both disks are
+# namespaces of one NVMe controller (scripts/kernel-matrix.sh): the root nsid 1 is
+# nvme0n1, the test disk nsid 2 is nvme0n2, whatever order devices are probed in.
 cat >"$fs/etc/systemd/system/kadvisor-matrix.service" <<'UNIT'
 [Unit]
 Description=kadvisor kernel matrix: the test suite
@@ -95,7 +99,7 @@ After=dbus.service local-fs.target
 Wants=dbus.service
 [Service]
 Type=oneshot
-ExecStart=/bin/sh -c 'mkdir -p /matrix && mount -o ro /dev/nvme1n1 /matrix && exec /matrix/run-tests'
+ExecStart=/bin/sh -c 'mkdir -p /matrix && mount -o ro /dev/nvme0n2 /matrix && exec /matrix/run-tests'
 StandardOutput=tty
 StandardError=tty
 TTYPath=/dev/ttyS0
