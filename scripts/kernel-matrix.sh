@@ -45,6 +45,7 @@ trap 'rm -rf "$work"' EXIT
 
 # --- the node's root filesystem (cached) -----------------------------------------------------
 rootfs=$(scripts/vm-image.sh) || die "building the VM image failed"
+[[ -f "$rootfs" ]] || die "scripts/vm-image.sh printed no image path: $rootfs"
 
 # --- build: the binary and the privileged test binaries ------------------------------
 # kadvisor in release: under TCG a debug build spends ~20 s parsing the kernel's BTF at

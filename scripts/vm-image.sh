@@ -109,7 +109,8 @@ mkdir -p "$fs/etc/systemd/system/multi-user.target.wants"
 ln -sf ../kadvisor-matrix.service "$fs/etc/systemd/system/multi-user.target.wants/"
 rm -rf "$fs/var/cache/apt/archives"/*.deb "$fs/var/lib/apt/lists"/*
 
-mkfs.ext4 -q -F -L kadvisor-root -d "$fs" "$root/rootfs.img" "$SIZE"
+# Its "Creating regular file" line goes to stderr: stdout is the image's path only.
+mkfs.ext4 -q -F -L kadvisor-root -d "$fs" "$root/rootfs.img" "$SIZE" >&2
 find "$CACHE" -maxdepth 1 -name 'rootfs-*.img' ! -name "rootfs-$hash.img" -delete
 mv "$root/rootfs.img" "$image"
 log "built $image ($(du -h "$image" | cut -f1) used) in $(($(date +%s) - start)) s"
