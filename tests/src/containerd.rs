@@ -161,12 +161,18 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             if let Some(status) = self.child.try_wait().expect("poll containerd") {
                 panic!("containerd exited: {status}\n{}", self.log());
             }
-            if self.socket().exists() {
+            // Accepting, not only present: containerd binds the socket before it
+            // listens, and a connect in between is refused (seen after a restart in an
+            // emulated guest: the test's CRI client got ECONNREFUSED).
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("containerd socket did not appear\n{}", self.log());
+        panic!(
+            "containerd socket did not accept connections\n{}",
+            self.log()
+        );
     }
 
     /// Builds a one-layer image from busybox-static (entrypoint `entrypoint`) as an
