@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use kadvisor_tests::{
     assert_close,
     cgroup::{TestCgroup, v1_mounts, v2_root},
-    containerd::{self, BUSYBOX_IMAGE, CgroupDriver, Containerd, Cri, PAUSE_IMAGE},
+    containerd::{self, BUSYBOX_IMAGE, Containerd, Cri, PAUSE_IMAGE},
     exclusive_cpu,
     kadvisor::Kadvisor,
     scrape::Scrape,
@@ -74,9 +74,9 @@ fn pod_rows_carry_kubelet_labels_and_removed_containers_keep_their_cpu() {
     let idle = cri.run_container(&pod, "idle", &["sleep", "3600"]);
 
     let pod_id = pod.cgroup();
-    let sandbox_id = pod.sandbox_cgroup();
-    let busy_id = pod.container_cgroup(&busy);
-    let idle_id = pod.container_cgroup(&idle);
+    let sandbox_id = format!("{pod_id}/{}", pod.id);
+    let busy_id = format!("{pod_id}/{busy}");
+    let idle_id = format!("{pod_id}/{idle}");
     let scrape = kadvisor.scrape_until(LABELS_WITHIN, "runtime labels", |s| {
         [&pod_id, &sandbox_id, &busy_id, &idle_id].iter().all(|id| {
             s.find(USAGE, &[("id", id), ("namespace", "kadvisor-test")])
@@ -174,11 +174,8 @@ fn pod_rows_carry_kubelet_labels_and_removed_containers_keep_their_cpu() {
             "i=0; while [ $i -lt 500000 ]; do i=$((i+1)); done; cat /proc/$$/schedstat",
         ],
     );
-    let short_id = pod.container_cgroup(&short);
+    let short_id = format!("{pod_id}/{short}");
     assert_eq!(cri.wait_exited(&short, Duration::from_secs(60)), 0);
-    // With the systemd driver the scope goes when the container exits; the grace
-    // period has started by now.
-    let exited_at = Instant::now();
     let own_ns: f64 = containerd::container_stdout(&containerd.log_dir(), &pod, "short")
         .first()
         .and_then(|l| l.split(' ').next()?.parse().ok())
@@ -217,7 +214,7 @@ fn pod_rows_carry_kubelet_labels_and_removed_containers_keep_their_cpu() {
     let pod_before = scrape.value(USAGE, &[("id", &pod_id)]);
 
     // Still there just before the grace period ends, gone after; the pod keeps it.
-    let until = exited_at + Duration::from_secs(GRACE_SECONDS) - Duration::from_secs(3);
+    let until = removed_at + Duration::from_secs(GRACE_SECONDS) - Duration::from_secs(3);
     std::thread::sleep(until.saturating_duration_since(Instant::now()));
     let late = kadvisor.scrape();
     assert_eq!(late.value(USAGE, &[("id", &short_id)]), exported);
@@ -321,7 +318,7 @@ fn oom_killed_container_keeps_its_kill_after_removal() {
         ],
         32 << 20,
     );
-    let victim_id = pod.container_cgroup(&victim);
+    let victim_id = format!("{pod_id}/{victim}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while containerd::container_stdout(&containerd.log_dir(), &pod, "victim").is_empty() {
         assert!(Instant::now() < deadline, "dd did not finish");
@@ -349,10 +346,6 @@ fn oom_killed_container_keeps_its_kill_after_removal() {
     });
     assert_eq!(live.value(OOM, &[("id", &victim_id)]), 1.0);
 
-    // The cgroup goes while these calls run: with the systemd driver, systemd removes
-    // the scope as soon as its last process exits (on stop), with cgroupfs runc
-    // removes it on remove. The grace period started somewhere in between.
-    let stopping_at = Instant::now();
     cri.stop_container(&victim, 0);
     cri.remove_container(&victim);
     let removed_at = Instant::now();
@@ -379,7 +372,7 @@ fn oom_killed_container_keeps_its_kill_after_removal() {
         "the removed container's row, right after removal"
     );
     assert_eq!(during.value(OOM, &[("id", &pod_id)]), 1.0, "pod row");
-    let late = stopping_at + Duration::from_secs(GRACE) - Duration::from_secs(2);
+    let late = removed_at + Duration::from_secs(GRACE) - Duration::from_secs(2);
     std::thread::sleep(late.saturating_duration_since(Instant::now()));
     let late = kadvisor.scrape();
     assert_eq!(
@@ -428,9 +421,7 @@ fn kubelet_rows_are_the_root_kubepods_and_the_runtimes_cgroup() {
     let runtime_child = runtime_cg.child("helper");
     let other = TestCgroup::new("not-kubelet");
     let containerd = Containerd::start();
-    // Into the leaf: on pure v2 a cgroup whose subtree_control enables controllers
-    // (the helper child's) may hold no process (EBUSY).
-    runtime_child.adopt(containerd.pid());
+    runtime_cg.adopt(containerd.pid());
     let socket = containerd.socket();
     let kadvisor = Kadvisor::start(&[
         "--cri_endpoints",
@@ -444,8 +435,8 @@ fn kubelet_rows_are_the_root_kubepods_and_the_runtimes_cgroup() {
     let cleanup = Cleanup { pod: &pod };
     let app = cri.run_container(&pod, "app", &["sleep", "3600"]);
     let pod_id = pod.cgroup();
-    let sandbox_id = pod.sandbox_cgroup();
-    let app_id = pod.container_cgroup(&app);
+    let sandbox_id = format!("{pod_id}/{}", pod.id);
+    let app_id = format!("{pod_id}/{app}");
     let scrape = kadvisor.scrape_until(LABELS_WITHIN, "the pod's rows with labels", |s| {
         s.find(USAGE, &[("id", &app_id), ("container", "app")])
             .len()
@@ -456,11 +447,10 @@ fn kubelet_rows_are_the_root_kubepods_and_the_runtimes_cgroup() {
         .iter()
         .map(|s| s.labels["id"].clone())
         .collect();
-    let [kubepods, besteffort] = CgroupDriver::of_host().qos_cgroups();
     for want in [
         "/",
-        kubepods,
-        besteffort,
+        "/kubepods",
+        "/kubepods/besteffort",
         &pod_id,
         &sandbox_id,
         &app_id,
@@ -482,8 +472,8 @@ fn kubelet_rows_are_the_root_kubepods_and_the_runtimes_cgroup() {
         .iter()
         .filter(|id| {
             !(id.as_str() == "/"
-                || id.as_str() == kubepods
-                || id.starts_with(&format!("{kubepods}/"))
+                || id.as_str() == "/kubepods"
+                || id.starts_with("/kubepods/")
                 || id.as_str() == runtime_cg.id()
                 || id.starts_with(&runtime_prefix))
         })
