@@ -176,6 +176,9 @@ fn pod_rows_carry_kubelet_labels_and_removed_containers_keep_their_cpu() {
     );
     let short_id = format!("{pod_id}/{short}");
     assert_eq!(cri.wait_exited(&short, Duration::from_secs(60)), 0);
+    // With the systemd driver the scope goes when the container exits; the grace
+    // period has started by now.
+    let exited_at = Instant::now();
     let own_ns: f64 = containerd::container_stdout(&containerd.log_dir(), &pod, "short")
         .first()
         .and_then(|l| l.split(' ').next()?.parse().ok())
@@ -214,7 +217,7 @@ fn pod_rows_carry_kubelet_labels_and_removed_containers_keep_their_cpu() {
     let pod_before = scrape.value(USAGE, &[("id", &pod_id)]);
 
     // Still there just before the grace period ends, gone after; the pod keeps it.
-    let until = removed_at + Duration::from_secs(GRACE_SECONDS) - Duration::from_secs(3);
+    let until = exited_at + Duration::from_secs(GRACE_SECONDS) - Duration::from_secs(3);
     std::thread::sleep(until.saturating_duration_since(Instant::now()));
     let late = kadvisor.scrape();
     assert_eq!(late.value(USAGE, &[("id", &short_id)]), exported);
@@ -346,6 +349,10 @@ fn oom_killed_container_keeps_its_kill_after_removal() {
     });
     assert_eq!(live.value(OOM, &[("id", &victim_id)]), 1.0);
 
+    // The cgroup goes while these calls run: with the systemd driver, systemd removes
+    // the scope as soon as its last process exits (on stop), with cgroupfs runc
+    // removes it on remove. The grace period started somewhere in between.
+    let stopping_at = Instant::now();
     cri.stop_container(&victim, 0);
     cri.remove_container(&victim);
     let removed_at = Instant::now();
@@ -372,7 +379,7 @@ fn oom_killed_container_keeps_its_kill_after_removal() {
         "the removed container's row, right after removal"
     );
     assert_eq!(during.value(OOM, &[("id", &pod_id)]), 1.0, "pod row");
-    let late = removed_at + Duration::from_secs(GRACE) - Duration::from_secs(2);
+    let late = stopping_at + Duration::from_secs(GRACE) - Duration::from_secs(2);
     std::thread::sleep(late.saturating_duration_since(Instant::now()));
     let late = kadvisor.scrape();
     assert_eq!(
