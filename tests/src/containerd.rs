@@ -4,8 +4,12 @@
 //! a busybox-static rootfs turned into an OCI archive and imported with `ctr`, and a
 //! "pause" image (the same static busybox, sleeping) as `sandbox_image`.
 //!
-//! [`Cri`] drives it over the CRI v1 API the way the kubelet does: cgroupfs driver,
-//! pod cgroups under `/kubepods/besteffort/pod<uid>`.
+//! [`Cri`] drives it over the CRI v1 API the way the kubelet does, with the cgroup
+//! driver a node of this kind uses ([`CgroupDriver::of_host`]): systemd on a pure v2
+//! host with systemd as PID 1 (pods in
+//! `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice`,
+//! containers in `cri-containerd-<id>.scope`, runc's `SystemdCgroup = true`), else
+//! cgroupfs (pods under `/kubepods/besteffort/pod<uid>`, containers in `<pod>/<id>`).
 use std::{
     collections::HashMap,
     fs,
@@ -84,9 +88,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
+        SystemdCgroup = {systemd}
 "#,
-            d = d.display()
+            d = d.display(),
+            systemd = CgroupDriver::of_host() == CgroupDriver::Systemd,
         );
         fs::write(d.join("config.toml"), config).expect("write config");
         let log = fs::File::create(d.join("containerd.log")).expect("log file");
@@ -442,6 +447,61 @@ pub struct Cri {
     client: RuntimeServiceClient<Channel>,
 }
 
+/// How pod and container cgroups are named and made, as the kubelet's
+/// `cgroupDriver` and runc's `SystemdCgroup` say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupDriver {
+    /// Directories made by runc: `/kubepods/besteffort/pod<uid>/<id>`.
+    Cgroupfs,
+    /// Units made by systemd over D-Bus: slices for the QoS class and the pod, a
+    /// scope per container.
+    Systemd,
+}
+
+impl CgroupDriver {
+    /// The kubelet's choice on a node like this host: systemd where systemd is PID 1
+    /// on a pure cgroup v2 host (every production node today), cgroupfs elsewhere
+    /// (this project's hybrid dev host has no systemd).
+    pub fn of_host() -> Self {
+        let systemd = Path::new("/run/systemd/system").exists();
+        let pure_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        if systemd && pure_v2 {
+            Self::Systemd
+        } else {
+            Self::Cgroupfs
+        }
+    }
+
+    /// The kubepods root and the best-effort QoS cgroup, as kadvisor writes them in `id`.
+    pub fn qos_cgroups(self) -> [&'static str; 2] {
+        match self {
+            Self::Cgroupfs => ["/kubepods", "/kubepods/besteffort"],
+            Self::Systemd => [
+                "/kubepods.slice",
+                "/kubepods.slice/kubepods-besteffort.slice",
+            ],
+        }
+    }
+
+    /// The pod's cgroup (`id`) and the CRI `cgroup_parent` the kubelet passes for it.
+    fn pod(self, uid: &str) -> (String, String) {
+        match self {
+            Self::Cgroupfs => {
+                let path = format!("/kubepods/besteffort/pod{uid}");
+                (path.clone(), path)
+            }
+            Self::Systemd => {
+                // The kubelet escapes the UID's dashes: a dash means nesting in a slice name.
+                let slice = format!("kubepods-besteffort-pod{}.slice", uid.replace('-', "_"));
+                (
+                    format!("/kubepods.slice/kubepods-besteffort.slice/{slice}"),
+                    slice,
+                )
+            }
+        }
+    }
+}
+
 /// A pod sandbox made by [`Cri::run_pod`].
 pub struct Pod {
     pub id: String,
@@ -452,9 +512,22 @@ pub struct Pod {
 }
 
 impl Pod {
-    /// The pod's cgroup as kadvisor writes it in `id` (cgroupfs driver).
+    /// The pod's cgroup as kadvisor writes it in `id`.
     pub fn cgroup(&self) -> String {
-        format!("/kubepods/besteffort/pod{}", self.uid)
+        CgroupDriver::of_host().pod(&self.uid).0
+    }
+
+    /// The cgroup of the pod's container (or sandbox) `id`, as kadvisor writes it.
+    pub fn container_cgroup(&self, id: &str) -> String {
+        match CgroupDriver::of_host() {
+            CgroupDriver::Cgroupfs => format!("{}/{id}", self.cgroup()),
+            CgroupDriver::Systemd => format!("{}/cri-containerd-{id}.scope", self.cgroup()),
+        }
+    }
+
+    /// The sandbox's cgroup.
+    pub fn sandbox_cgroup(&self) -> String {
+        self.container_cgroup(&self.id)
     }
 }
 
@@ -541,7 +614,7 @@ impl Cri {
             labels,
             log_directory: pod_log_dir.display().to_string(),
             linux: Some(cri::LinuxPodSandboxConfig {
-                cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
+                cgroup_parent: CgroupDriver::of_host().pod(&uid).1,
                 security_context: Some(cri::LinuxSandboxSecurityContext {
                     namespace_options: Some(cri::NamespaceOption {
                         network: cri::NamespaceMode::Node as i32,
@@ -741,6 +814,13 @@ pub fn container_stdout(log_dir: &Path, pod: &Pod, name: &str) -> Vec<String> {
 /// runc created (every v1 hierarchy and the unified tree), deepest first.
 pub fn remove_pod_cgroups(pod: &Pod) {
     let rel = pod.cgroup();
+    if CgroupDriver::of_host() == CgroupDriver::Systemd {
+        // systemd owns the pod's slice: stopping it kills what is left in it and
+        // removes its scopes and the slice.
+        let slice = rel.rsplit('/').next().unwrap_or_default().to_owned();
+        let _ = Command::new("systemctl").args(["stop", &slice]).status();
+        return;
+    }
     let unified = crate::cgroup::v2_root().join(rel.trim_start_matches('/'));
     if unified.exists() {
         // cgroup.kill (kernel ≥ 5.14) SIGKILLs every process of the subtree: only the

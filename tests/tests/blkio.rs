@@ -102,33 +102,59 @@ fn root_row_has_usage_of_each_block_filesystem() {
         return;
     }
     let kadvisor = Kadvisor::start(&[]);
-    let scrape = kadvisor.scrape();
     let (_, device) = disk_of(Path::new("/"));
-    // SAFETY: statfs on a NUL-terminated path into a zeroed buffer.
-    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::statfs(c"/".as_ptr(), &raw mut buf) }, 0);
+    let statfs = || {
+        // SAFETY: sync(2) takes no arguments: the frees of files other tests deleted
+        // are committed before the filesystem is measured.
+        unsafe { libc::sync() };
+        // SAFETY: statfs on a NUL-terminated path into a zeroed buffer.
+        let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::statfs(c"/".as_ptr(), &raw mut buf) }, 0);
+        buf
+    };
+    // / is the node's live root filesystem (journald and the other test of this file
+    // write to it): the kernel's numbers are read just before and just after the
+    // scrape, until they agree (nothing was written or freed meanwhile), and
+    // kadvisor's must lie between them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (before, scrape, after) = loop {
+        let before = statfs();
+        let scrape = kadvisor.scrape();
+        let after = statfs();
+        let quiet = before.f_bfree == after.f_bfree && before.f_ffree == after.f_ffree;
+        if quiet || std::time::Instant::now() > deadline {
+            break (before, scrape, after);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
     let labels = [("id", "/"), ("device", device.as_str())];
-    let block = buf.f_bsize as f64;
+    let block = after.f_bsize as f64;
     assert_eq!(
         scrape.value("container_fs_limit_bytes", &labels),
-        buf.f_blocks as f64 * block
+        after.f_blocks as f64 * block
     );
     assert_eq!(
         scrape.value("container_fs_inodes_total", &labels),
-        buf.f_files as f64
+        after.f_files as f64
     );
-    let used = (buf.f_blocks - buf.f_bfree) as f64 * block;
-    assert_close(
+    let within = |what: &str, ours: f64, a: f64, b: f64| {
+        let (low, high) = (a.min(b), a.max(b));
+        assert!(
+            ours >= low * 0.99 && ours <= high * 1.01,
+            "{what}: kadvisor {ours}, the kernel {a} before and {b} after the scrape"
+        );
+    };
+    within(
         "fs usage of /",
         scrape.value("container_fs_usage_bytes", &labels),
-        used,
-        0.01,
+        (before.f_blocks - before.f_bfree) as f64 * block,
+        (after.f_blocks - after.f_bfree) as f64 * block,
     );
-    assert_close(
+    within(
         "free inodes of /",
         scrape.value("container_fs_inodes_free", &labels),
-        buf.f_ffree as f64,
-        0.01,
+        before.f_ffree as f64,
+        after.f_ffree as f64,
     );
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use kadvisor_tests::{
     assert_close,
     cgroup::{TestCgroup, v1_mounts, v2_root},
-    containerd::{self, BUSYBOX_IMAGE, Containerd, Cri, PAUSE_IMAGE},
+    containerd::{self, BUSYBOX_IMAGE, CgroupDriver, Containerd, Cri, PAUSE_IMAGE},
     exclusive_cpu,
     kadvisor::Kadvisor,
     scrape::Scrape,
@@ -74,9 +74,9 @@ fn pod_rows_carry_kubelet_labels_and_removed_containers_keep_their_cpu() {
     let idle = cri.run_container(&pod, "idle", &["sleep", "3600"]);
 
     let pod_id = pod.cgroup();
-    let sandbox_id = format!("{pod_id}/{}", pod.id);
-    let busy_id = format!("{pod_id}/{busy}");
-    let idle_id = format!("{pod_id}/{idle}");
+    let sandbox_id = pod.sandbox_cgroup();
+    let busy_id = pod.container_cgroup(&busy);
+    let idle_id = pod.container_cgroup(&idle);
     let scrape = kadvisor.scrape_until(LABELS_WITHIN, "runtime labels", |s| {
         [&pod_id, &sandbox_id, &busy_id, &idle_id].iter().all(|id| {
             s.find(USAGE, &[("id", id), ("namespace", "kadvisor-test")])
@@ -174,7 +174,7 @@ fn pod_rows_carry_kubelet_labels_and_removed_containers_keep_their_cpu() {
             "i=0; while [ $i -lt 500000 ]; do i=$((i+1)); done; cat /proc/$$/schedstat",
         ],
     );
-    let short_id = format!("{pod_id}/{short}");
+    let short_id = pod.container_cgroup(&short);
     assert_eq!(cri.wait_exited(&short, Duration::from_secs(60)), 0);
     // With the systemd driver the scope goes when the container exits; the grace
     // period has started by now.
@@ -321,7 +321,7 @@ fn oom_killed_container_keeps_its_kill_after_removal() {
         ],
         32 << 20,
     );
-    let victim_id = format!("{pod_id}/{victim}");
+    let victim_id = pod.container_cgroup(&victim);
     let deadline = Instant::now() + Duration::from_secs(30);
     while containerd::container_stdout(&containerd.log_dir(), &pod, "victim").is_empty() {
         assert!(Instant::now() < deadline, "dd did not finish");
@@ -428,7 +428,9 @@ fn kubelet_rows_are_the_root_kubepods_and_the_runtimes_cgroup() {
     let runtime_child = runtime_cg.child("helper");
     let other = TestCgroup::new("not-kubelet");
     let containerd = Containerd::start();
-    runtime_cg.adopt(containerd.pid());
+    // Into the leaf: on pure v2 a cgroup whose subtree_control enables controllers
+    // (the helper child's) may hold no process (EBUSY).
+    runtime_child.adopt(containerd.pid());
     let socket = containerd.socket();
     let kadvisor = Kadvisor::start(&[
         "--cri_endpoints",
@@ -442,8 +444,8 @@ fn kubelet_rows_are_the_root_kubepods_and_the_runtimes_cgroup() {
     let cleanup = Cleanup { pod: &pod };
     let app = cri.run_container(&pod, "app", &["sleep", "3600"]);
     let pod_id = pod.cgroup();
-    let sandbox_id = format!("{pod_id}/{}", pod.id);
-    let app_id = format!("{pod_id}/{app}");
+    let sandbox_id = pod.sandbox_cgroup();
+    let app_id = pod.container_cgroup(&app);
     let scrape = kadvisor.scrape_until(LABELS_WITHIN, "the pod's rows with labels", |s| {
         s.find(USAGE, &[("id", &app_id), ("container", "app")])
             .len()
@@ -454,10 +456,11 @@ fn kubelet_rows_are_the_root_kubepods_and_the_runtimes_cgroup() {
         .iter()
         .map(|s| s.labels["id"].clone())
         .collect();
+    let [kubepods, besteffort] = CgroupDriver::of_host().qos_cgroups();
     for want in [
         "/",
-        "/kubepods",
-        "/kubepods/besteffort",
+        kubepods,
+        besteffort,
         &pod_id,
         &sandbox_id,
         &app_id,
@@ -479,8 +482,8 @@ fn kubelet_rows_are_the_root_kubepods_and_the_runtimes_cgroup() {
         .iter()
         .filter(|id| {
             !(id.as_str() == "/"
-                || id.as_str() == "/kubepods"
-                || id.starts_with("/kubepods/")
+                || id.as_str() == kubepods
+                || id.starts_with(&format!("{kubepods}/"))
                 || id.as_str() == runtime_cg.id()
                 || id.starts_with(&runtime_prefix))
         })

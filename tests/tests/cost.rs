@@ -253,11 +253,11 @@ fn pod_aggregation_sums_containers_and_an_excluded_namespace_is_not_counted() {
     let busy = cri.run_container(&hidden, "busy", &["sh", "-c", "while :; do :; done"]);
     let web_id = web.cgroup();
     let hidden_id = hidden.cgroup();
-    let busy_id = format!("{hidden_id}/{busy}");
+    let busy_id = hidden.container_cgroup(&busy);
     let leaves = [
-        format!("{web_id}/{}", web.id),
-        format!("{web_id}/{worker}"),
-        format!("{web_id}/{idle}"),
+        web.sandbox_cgroup(),
+        web.container_cgroup(&worker),
+        web.container_cgroup(&idle),
     ];
 
     // Labels joined by both (the container-level one shows the excluded pod too).
@@ -472,9 +472,9 @@ fn pod_label_selector_excludes_matching_pods_in_the_kernel() {
     let cleanup = Cleanup(vec![&web, &batch]);
     let app = cri.run_container(&web, "app", &["sleep", "3600"]);
     let busy = cri.run_container(&batch, "busy", &["sh", "-c", "while :; do :; done"]);
-    let app_id = format!("{}/{app}", web.cgroup());
+    let app_id = web.container_cgroup(&app);
     let batch_id = batch.cgroup();
-    let busy_id = format!("{batch_id}/{busy}");
+    let busy_id = batch.container_cgroup(&busy);
 
     let scrape = kadvisor.scrape_until(LABELS_WITHIN, "web's labels and batch's exclusion", |s| {
         s.find(USAGE, &[("id", &app_id)])

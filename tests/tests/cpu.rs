@@ -57,7 +57,21 @@ fn busy_loop_matches_cpu_stat() {
 fn sleeping_process_gains_almost_nothing() {
     let kadvisor = Kadvisor::start(&[]);
     let mut cg = TestCgroup::new("sleeper");
-    cg.spawn(std::process::Command::new("sleep").arg("30"));
+    let pid = cg.spawn(std::process::Command::new("sleep").arg("30"));
+    // The CPU of starting `sleep` (exec, dynamic linking: tens of ms under emulation)
+    // is not sleeping: the window starts once the kernel's own count for the cgroup
+    // stands still with the process asleep in `sleep`.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let asleep = stat.contains("(sleep) S ");
+        let kernel = cg.cpu_stat_usage_seconds();
+        std::thread::sleep(Duration::from_millis(300));
+        if asleep && cg.cpu_stat_usage_seconds() == kernel {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sleep did not settle: {stat}");
+    }
     let before = usage(&kadvisor.scrape(), &cg);
     std::thread::sleep(Duration::from_secs(2));
     let gained = usage(&kadvisor.scrape(), &cg) - before;

@@ -62,13 +62,13 @@ fn a_hung_then_killed_runtime_costs_labels_only_while_it_is_down() {
     let pod = cri.run_pod("faults-0", NAMESPACE, &containerd.log_dir());
     // A container cgroup the runtime does not know, created while it hangs: kadvisor
     // must ask about it and fail.
-    let stranger = format!("{}/{}", pod.cgroup(), "f".repeat(64));
+    let stranger = pod.container_cgroup(&"f".repeat(64));
     let cleanup = Cleanup {
         pod: &pod,
         extra: v2_root().join(stranger.trim_start_matches('/')),
     };
     let busy = cri.run_container(&pod, "busy", &["sh", "-c", "while :; do :; done"]);
-    let busy_id = format!("{}/{busy}", pod.cgroup());
+    let busy_id = pod.container_cgroup(&busy);
     let before = kadvisor.scrape_until(
         Duration::from_secs(30),
         "the busy container's labels",
@@ -121,7 +121,7 @@ fn a_hung_then_killed_runtime_costs_labels_only_while_it_is_down() {
     let mut cri = Cri::connect(&socket);
     cri.wait_initialized(Duration::from_secs(30));
     let fresh = cri.run_container(&pod, "fresh", &["sleep", "3600"]);
-    let fresh_id = format!("{}/{fresh}", pod.cgroup());
+    let fresh_id = pod.container_cgroup(&fresh);
     let after = kadvisor.scrape_until(Duration::from_secs(30), "labels after the restart", |s| {
         labelled(s, &fresh_id, "fresh")
             && labelled(s, &busy_id, "busy")

@@ -911,7 +911,7 @@ fn prometheus_runs_kube_prometheus_rules_against_kadvisor_and_a_real_pod() {
         &["sh", "-c", &traffic_script],
         in_pod_network,
     );
-    let busy_id = format!("{}/{busy}", pod.cgroup());
+    let busy_id = pod.container_cgroup(&busy);
     let (namespace, pod_name) = (pod.namespace.clone(), pod.name.clone());
     let cleanup = PodCleanup { cri: &mut cri, pod };
 
