@@ -46,6 +46,7 @@ trap 'rm -rf "$work"' EXIT
 # --- the node's root filesystem (cached) -----------------------------------------------------
 rootfs=$(scripts/vm-image.sh) || die "building the VM image failed"
 [[ -f "$rootfs" ]] || die "scripts/vm-image.sh printed no image path: $rootfs"
+root_partuuid=$(sfdisk --part-uuid "$rootfs" 1) || die "no root partition in $rootfs"
 
 # --- build: the binary and the privileged test binaries ------------------------------
 # kadvisor in release: under TCG a debug build spends ~20 s parsing the kernel's BTF at
@@ -168,16 +169,16 @@ boot_kernel() {
   # both vCPUs in turn executes cross-modified code correctly.
   # no_timer_check: on a loaded host the emulated timer misses the kernel's IO-APIC
   # check ("IO-APIC + timer doesn't work", a panic at 0.04 s; seen on 6.12).
-  # No initramfs: the cloud kernels build NVMe and ext4 in. Both disks are namespaces
-  # of one NVMe controller, so their names are fixed by their namespace ids: the root
-  # nsid 1 is nvme0n1, the test disk nsid 2 is nvme0n2 (as two controllers, their probe
-  # order decided which was nvme0: a 6.12 guest once found no init on the test disk).
+  # No initramfs: the cloud kernels build NVMe, GPT and ext4 in. The root is named by its
+  # partition's UUID (scripts/vm-image.sh), the test disk by its label: no device name,
+  # since their probe order varies (6.12 scans NVMe namespaces asynchronously; with
+  # root=/dev/nvme0n1 a 6.12 guest found no init on the test disk about one boot in six).
   # The NIC: a node's root network namespace has a real interface (the root row's
   # interfaces); restrict=on keeps the guest off the host's network.
   timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 \
     -accel tcg,thread=single -cpu max -m 3G -smp 2 -nographic -no-reboot \
     -kernel "$work/vmlinuz-$series" \
-    -append "root=/dev/nvme0n1 rw rootwait console=ttyS0 panic=-1 oops=panic loglevel=4 systemd.show_status=0 net.ifnames=0 no_timer_check" \
+    -append "root=PARTUUID=$root_partuuid rw rootwait console=ttyS0 panic=-1 oops=panic loglevel=4 systemd.show_status=0 net.ifnames=0 no_timer_check" \
     -drive "file=$rootfs,if=none,id=root,format=raw,snapshot=on" \
     -drive "file=$work/tests.img,if=none,id=tests,format=raw,snapshot=on" \
     -device nvme,id=nvme0,serial=kadvisor \

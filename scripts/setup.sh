@@ -16,7 +16,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # benchmarks. busybox-static, qemu: kernel matrix. iproute2: network namespaces.
 DEB_PACKAGES=(prometheus linux-perf stress-ng busybox-static iproute2 qemu-system-x86 cpio kmod)
 # mmdebstrap: the kernel matrix's node image from Debian's packages (scripts/vm-image.sh).
-DEB_PACKAGES+=(mmdebstrap)
+# fdisk: sfdisk writes the node image's partition table (scripts/vm-image.sh).
+DEB_PACKAGES+=(mmdebstrap fdisk)
 # python3: workloads of the CPU, process and crash tests (/usr/bin/python3) and
 # scripts/measure-sched-hook.sh.
 DEB_PACKAGES+=(python3)

@@ -10,6 +10,13 @@
 # of this file (the recipe), so editing the package list or the configuration below
 # rebuilds it and an unchanged recipe reuses it. Older images are removed. The image
 # holds nothing of kadvisor: the matrix brings the binaries on a second disk.
+#
+# The image is a GPT disk whose one partition holds the root filesystem, under a fixed
+# partition UUID (ROOT_PARTUUID, which the matrix reads back from the image with
+# `sfdisk --part-uuid`). The guests boot with no initramfs, so the kernel finds its root
+# itself, and root=PARTUUID= is the one name it resolves that does not depend on the
+# order disks are probed in: 6.12 scans NVMe namespaces asynchronously, and
+# root=/dev/nvme0n1 found the test disk instead about one boot in six.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +32,11 @@ MIRROR=http://deb.debian.org/debian
 PACKAGES=(systemd systemd-sysv dbus kmod util-linux procps
   containerd runc containernetworking-plugins iptables
   prometheus python3 python3-yaml iproute2 busybox-static e2fsprogs tar ca-certificates)
-SIZE=3G
+SIZE_MIB=3072
+ROOT_PARTUUID=6b616476-6973-4f72-8e6f-64652d726f6f
+# The partition starts at 1 MiB and ends 1 MiB before the disk's end (the backup GPT).
+PART_START_MIB=1
+PART_MIB=$((SIZE_MIB - 2))
 
 log() { printf 'vm-image: %s\n' "$*" >&2; }
 
@@ -89,9 +100,10 @@ for unit in containerd.service prometheus.service apt-daily.timer apt-daily-upgr
   ln -sf /dev/null "$fs/etc/systemd/system/$unit"
 done
 # The matrix's test unit: mounts the test disk (test binaries, kernel modules, the
-# runner) and runs its /run-tests, which powers the guest off at the end. Both disks are
-# namespaces of one NVMe controller (scripts/kernel-matrix.sh): the root nsid 1 is
-# nvme0n1, the test disk nsid 2 is nvme0n2, whatever order devices are probed in.
+# runner) and runs its /run-tests, which powers the guest off at the end. The test disk
+# is found by its label (mount's libblkid probes the disks itself: no udev here), not by
+# a device name, which depends on probe order; it is retried for a few seconds in case
+# its namespace is still being scanned ($$ is systemd's escape for a literal $).
 cat >"$fs/etc/systemd/system/kadvisor-matrix.service" <<'UNIT'
 [Unit]
 Description=kadvisor kernel matrix: the test suite
@@ -99,7 +111,7 @@ After=dbus.service local-fs.target
 Wants=dbus.service
 [Service]
 Type=oneshot
-ExecStart=/bin/sh -c 'mkdir -p /matrix && mount -o ro /dev/nvme0n2 /matrix && exec /matrix/run-tests'
+ExecStart=/bin/sh -c 'mkdir -p /matrix; for i in $$(seq 30); do mount -o ro LABEL=kadvisor-tests /matrix && exec /matrix/run-tests; sleep 1; done; echo "KADVISOR-MATRIX-RESULT 1 setup: no disk labelled kadvisor-tests"; systemctl poweroff --force --force'
 StandardOutput=tty
 StandardError=tty
 TTYPath=/dev/ttyS0
@@ -109,8 +121,19 @@ mkdir -p "$fs/etc/systemd/system/multi-user.target.wants"
 ln -sf ../kadvisor-matrix.service "$fs/etc/systemd/system/multi-user.target.wants/"
 rm -rf "$fs/var/cache/apt/archives"/*.deb "$fs/var/lib/apt/lists"/*
 
-# Its "Creating regular file" line goes to stderr: stdout is the image's path only.
-mkfs.ext4 -q -F -L kadvisor-root -d "$fs" "$root/rootfs.img" "$SIZE" >&2
+img=$root/rootfs.img
+truncate -s "${SIZE_MIB}M" "$img"
+sfdisk --quiet "$img" >&2 <<TABLE
+label: gpt
+start=$((PART_START_MIB * 2048)), size=$((PART_MIB * 2048)), type=linux, uuid=$ROOT_PARTUUID
+TABLE
+# The filesystem written straight into the partition (no loop device, no root needed
+# beyond writing the file). Its "Creating regular file" line goes to stderr: stdout is
+# the image's path only.
+mkfs.ext4 -q -F -L kadvisor-root -E "offset=$((PART_START_MIB * 1048576)),nodiscard" \
+  -d "$fs" "$img" "${PART_MIB}M" >&2
+[[ "$(sfdisk --part-uuid "$img" 1 | tr A-Z a-z)" == "$ROOT_PARTUUID" ]] ||
+  { log "the image's partition table did not survive mkfs"; exit 1; }
 find "$CACHE" -maxdepth 1 -name 'rootfs-*.img' ! -name "rootfs-$hash.img" -delete
 mv "$root/rootfs.img" "$image"
 log "built $image ($(du -h "$image" | cut -f1) used) in $(($(date +%s) - start)) s"

@@ -1,19 +1,37 @@
 //! The kernel's own block IO accounting of a test cgroup, to check kadvisor's
 //! `container_fs_*` against: `io.stat` (cgroup v2) or the v1 blkio throttle files.
-use std::{fs, os::unix::fs::MetadataExt as _, path::Path};
+use std::{
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
 
 use crate::cgroup::TestCgroup;
 
 /// The whole-disk MAJ:MIN holding `path` (a partition's parent disk: the kernel's
 /// per-cgroup IO stats are per disk), and its `/dev` name.
 pub fn disk_of(path: &Path) -> ((u32, u32), String) {
-    let dev = fs::metadata(path).expect("stat test dir").dev();
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
-    let mut sys = fs::canonicalize(format!("/sys/dev/block/{major}:{minor}"))
-        .unwrap_or_else(|e| panic!("{path:?} is not on a block device ({major}:{minor}): {e}"));
+    let mut sys = sys_block_dir(path);
     if sys.join("partition").exists() {
         sys.pop();
     }
+    device_named_in(&sys)
+}
+
+/// The MAJ:MIN and `/dev` name of the block device the filesystem holding `path` is on
+/// (a partition when it is one): the `device` label of its `container_fs_*` series.
+pub fn filesystem_device_of(path: &Path) -> ((u32, u32), String) {
+    device_named_in(&sys_block_dir(path))
+}
+
+fn sys_block_dir(path: &Path) -> PathBuf {
+    let dev = fs::metadata(path).expect("stat test dir").dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    fs::canonicalize(format!("/sys/dev/block/{major}:{minor}"))
+        .unwrap_or_else(|e| panic!("{path:?} is not on a block device ({major}:{minor}): {e}"))
+}
+
+fn device_named_in(sys: &Path) -> ((u32, u32), String) {
     let uevent = fs::read_to_string(sys.join("uevent")).expect("read uevent");
     let field = |key: &str| {
         uevent

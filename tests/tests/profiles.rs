@@ -2,10 +2,10 @@
 //! families it omits unattached (read back through the `bpf(2)` syscall, not
 //! kadvisor's word), serves only its families and rows, and each configuration's
 //! series per container row equal the numbers docs/profiles.md states.
-use std::{collections::BTreeMap, fs, path::Path, process::Command};
+use std::{collections::BTreeMap, fs, process::Command};
 
 use kadvisor_tests::{
-    bpf,
+    block, bpf,
     cgroup::{TestCgroup, v1_mounts},
     kadvisor::Kadvisor,
     scrape::Scrape,
@@ -31,11 +31,12 @@ fn container_row() -> TestCgroup {
         .tempdir_in("/var/tmp")
         .expect("make a temp dir under /var/tmp");
     if let Some(blkio) = cg.v1_dir("blkio") {
+        let ((major, minor), _) = block::disk_of(dir.path());
         // v1 blk-throttle accounts IO only on disks where some cgroup set a limit
         // (Linux 6.x): one nobody reaches turns it on (as tests/blkio.rs does).
         fs::write(
             blkio.join("blkio.throttle.write_bps_device"),
-            format!("{} 1099511627776", disk_of(dir.path())),
+            format!("{major}:{minor} 1099511627776"),
         )
         .expect("enable blk-throttle accounting");
     }
@@ -47,25 +48,6 @@ fn container_row() -> TestCgroup {
     );
     assert!(status.status.success(), "dd: {status:?}");
     cg
-}
-
-/// MAJ:MIN of the whole disk holding `path`.
-fn disk_of(path: &Path) -> String {
-    use std::os::unix::fs::MetadataExt as _;
-    let dev = fs::metadata(path).expect("stat").dev();
-    let mut sys = fs::canonicalize(format!(
-        "/sys/dev/block/{}:{}",
-        libc::major(dev),
-        libc::minor(dev)
-    ))
-    .expect("not on a block device");
-    if sys.join("partition").exists() {
-        sys.pop();
-    }
-    fs::read_to_string(sys.join("dev"))
-        .expect("read dev")
-        .trim()
-        .to_owned()
 }
 
 /// container_* series of the row `id`, by family.
