@@ -365,6 +365,29 @@ impl TestCgroup {
         self.children.clear();
     }
 
+    /// Waits until the kernel has charged this cgroup `seconds` more CPU (its own
+    /// `cpu.stat`) than when called, and returns its usage then. A workload's amount of
+    /// work, not a wall-clock window: how long it takes depends on what else the
+    /// machine runs (two emulated guests on two cores took 3 s windows down to a few
+    /// tenths of a CPU-second), what it charges does not. Fails after 120 s.
+    pub fn wait_for_cpu_seconds(&self, seconds: f64) -> f64 {
+        let start = self.cpu_stat_usage_seconds();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let now = self.cpu_stat_usage_seconds();
+            if now - start >= seconds {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: charged {:.3} s of CPU in 120 s, waiting for {seconds} s",
+                self.id,
+                now - start
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `usage_usec` of the cgroup's own cpu.stat: the kernel's accounting, in seconds.
     pub fn cpu_stat_usage_seconds(&self) -> f64 {
         let stat = fs::read_to_string(self.path.join("cpu.stat")).expect("read cpu.stat");

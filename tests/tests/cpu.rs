@@ -40,16 +40,11 @@ fn busy_loop_matches_cpu_stat() {
         (cg.cpu_stat_usage_seconds(), usage(&kadvisor.scrape(), &cg));
 
     cg.spawn_busy();
-    std::thread::sleep(Duration::from_secs(3));
+    cg.wait_for_cpu_seconds(1.0);
     cg.stop_all();
 
     let kernel = cg.cpu_stat_usage_seconds() - kernel_before;
     let ours = usage(&kadvisor.scrape(), &cg) - ours_before;
-    // Far less than 3 s when the machine is loaded by others; any real run will do.
-    assert!(
-        kernel > 0.2,
-        "the busy loop should have run for a good part of 3 s, ran {kernel} s"
-    );
     assert_close("busy loop CPU seconds vs cpu.stat", ours, kernel, 0.02);
 }
 
@@ -91,7 +86,7 @@ fn two_busy_processes_gain_twice_wall_time() {
     let start = Instant::now();
     cg.spawn_busy();
     cg.spawn_busy();
-    std::thread::sleep(Duration::from_secs(3));
+    cg.wait_for_cpu_seconds(2.0);
     // Stopped, so both sides describe the same instant however long a scrape takes.
     cg.freeze_started();
     let processes = cg.started_processes_cpu_seconds();
@@ -131,7 +126,7 @@ fn running_task_is_counted_before_it_switches_out() {
     // before and just after the scrape, however long the scrape takes.
     let mut last = 0.0;
     for _ in 0..3 {
-        std::thread::sleep(Duration::from_secs(1));
+        cg.wait_for_cpu_seconds(0.3);
         let kernel_before = cg.cpu_stat_usage_seconds();
         let ours = usage(&kadvisor.scrape(), &cg);
         let kernel_after = cg.cpu_stat_usage_seconds();
@@ -145,7 +140,7 @@ fn running_task_is_counted_before_it_switches_out() {
         );
         assert!(
             ours - last > 0.1,
-            "a running busy loop gained only {} s in 1 s",
+            "a running busy loop gained only {} s while cpu.stat gained 0.3 s",
             ours - last
         );
         last = ours;
@@ -169,7 +164,8 @@ fn parent_gains_the_sum_of_its_children() {
 
     a.spawn_busy();
     b.spawn_busy();
-    std::thread::sleep(Duration::from_secs(2));
+    a.wait_for_cpu_seconds(0.5);
+    b.wait_for_cpu_seconds(0.5);
     a.stop_all();
     b.stop_all();
 
@@ -208,7 +204,7 @@ fn removed_cgroup_time_stays_in_its_parent() {
     // Seen once by a scrape, then removed.
     let before = kadvisor.scrape();
     child.spawn_busy();
-    std::thread::sleep(Duration::from_secs(1));
+    child.wait_for_cpu_seconds(0.3);
     child.stop_all();
     let child_time = usage(&kadvisor.scrape(), &child) - usage(&before, &child);
     drop(child);
@@ -234,13 +230,12 @@ fn cgroup_older_than_kadvisor_shows_its_lifetime_usage() {
     let _cpu = exclusive_cpu();
     let mut cg = TestCgroup::new("older");
     cg.spawn_busy();
-    std::thread::sleep(Duration::from_secs(1));
+    cg.wait_for_cpu_seconds(0.3);
     cg.stop_all();
     // Started after the work was done: the value must still be the kernel's total,
     // as cAdvisor's would be, not zero.
     let kadvisor = Kadvisor::start(&[]);
     let kernel = cg.cpu_stat_usage_seconds();
-    assert!(kernel > 0.1, "the busy loop ran, {kernel} s");
     assert_close(
         "usage of a cgroup older than kadvisor vs cpu.stat",
         usage(&kadvisor.scrape(), &cg),
@@ -256,7 +251,7 @@ fn recreated_cgroup_starts_from_zero_like_cpu_stat() {
     let parent = TestCgroup::new("recreate");
     let mut first = parent.child("app");
     first.spawn_busy();
-    std::thread::sleep(Duration::from_secs(1));
+    first.wait_for_cpu_seconds(0.3);
     first.stop_all();
     let old = usage(&kadvisor.scrape(), &first);
     assert!(old > 0.05, "the first incarnation ran: {old} s");
@@ -307,12 +302,10 @@ fn removed_cgroup_shows_its_final_cpu_through_its_grace_and_parent_keeps_it() {
     // comes from a scrape.
     assert_eq!(usage(&kadvisor.scrape(), &child), 0.0);
     child.spawn_busy();
-    std::thread::sleep(Duration::from_secs(1));
+    child.wait_for_cpu_seconds(0.3);
     child.stop_all();
     // After its last task exited, before rmdir.
     let final_kernel = child.cpu_stat_usage_seconds();
-    // Less than 1 s when the machine is loaded by others.
-    assert!(final_kernel > 0.1, "the busy loop ran {final_kernel} s");
     drop(child);
 
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -1,7 +1,10 @@
 //! CPU families read from cgroupfs (user/system split, CFS throttling, CPU spec),
 //! checked against the kernel's own files of the same cgroup, read at (nearly) the
 //! same instant.
-use std::{process::Command, time::Duration};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use kadvisor_tests::{
     assert_close, cgroup::TestCgroup, exclusive_cpu, kadvisor::Kadvisor, scrape::Scrape,
@@ -38,13 +41,14 @@ fn cpuacct_user_system(cg: &TestCgroup) -> (f64, f64) {
     )
 }
 
-/// Runs `workload` alone in a new cgroup for 2 s and returns kadvisor's and the
+/// Runs `workload` alone in a new cgroup until the kernel charged it 0.5 s of CPU
+/// and returns kadvisor's and the
 /// kernel's (user, system) seconds after it stopped, and v1 `cpuacct.stat`'s where
 /// the host has a v1 cpuacct hierarchy (a pure v2 host has only cpu.stat).
 fn run_split(kadvisor: &Kadvisor, name: &str, workload: &mut Command) -> [Option<(f64, f64)>; 3] {
     let mut cg = TestCgroup::new(name);
     cg.spawn(workload);
-    std::thread::sleep(Duration::from_secs(2));
+    cg.wait_for_cpu_seconds(0.5);
     cg.stop_all();
     let kernel = v2_user_system(&cg);
     let scrape = kadvisor.scrape();
@@ -123,9 +127,24 @@ fn throttling_under_a_20_percent_quota_equals_cpu_stat() {
         limited.write_control("cpu", "cpu.max", "20000 100000");
     }
 
+    let start = Instant::now();
     limited.spawn_busy();
-    std::thread::sleep(Duration::from_secs(3));
+    // Until the kernel has throttled it in a few periods: about 1 s on an idle machine,
+    // longer when others (emulated guests) hold the cores. The kernel's own count, not
+    // a wall-clock window.
+    loop {
+        let stat = limited.read_control("cpu", "cpu.stat");
+        if keyed(&stat, "nr_periods") >= 10 && keyed(&stat, "nr_throttled") >= 5 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "not throttled in 120 s under a 20% quota: {stat}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     limited.stop_all();
+    let wall = start.elapsed().as_secs_f64();
     // Let the period timer see the cgroup idle and stop.
     std::thread::sleep(Duration::from_millis(300));
 
@@ -144,10 +163,6 @@ fn throttling_under_a_20_percent_quota_equals_cpu_stat() {
     } else {
         keyed(&after, "throttled_usec") as f64 / 1e6
     };
-    assert!(
-        periods >= 10 && throttled >= 5,
-        "a busy loop under 20% for 3 s should be throttled in many periods: {after}"
-    );
     assert_eq!(ours("container_cpu_cfs_periods_total"), periods as f64);
     assert_eq!(
         ours("container_cpu_cfs_throttled_periods_total"),
@@ -174,10 +189,13 @@ fn throttling_under_a_20_percent_quota_equals_cpu_stat() {
         2 + (weight - 1) * 262_142 / 9_999
     };
     assert_eq!(ours("container_spec_cpu_shares"), shares as f64);
-    // The quota held: at most ~20% of 3 s of wall time (less when other work on
-    // this shared machine takes the CPU).
+    // The quota held: about 20% of the wall time it ran (less when other work takes
+    // the CPU), never the 100% of an unthrottled loop.
     let used = scrape.value("container_cpu_usage_seconds_total", &[("id", limited.id())]);
-    assert!((0.05..=0.8).contains(&used), "20% of 3 s, used {used} s");
+    assert!(
+        used <= 0.3 * wall,
+        "20% of {wall:.1} s of wall time, used {used} s"
+    );
 
     // No quota: no throttling series and no quota, as cAdvisor does; period and
     // shares are still served.
