@@ -27,7 +27,12 @@
 //! what catches a leak.
 use std::time::Duration;
 
-use kadvisor_tests::{cgroup::TestCgroup, exclusive_cpu, kadvisor::Kadvisor, scrape::Scrape};
+use kadvisor_tests::{
+    cgroup::TestCgroup,
+    exclusive_cpu,
+    kadvisor::{Kadvisor, open_fds, rss_bytes},
+    scrape::Scrape,
+};
 
 /// 4 waves of 5 batches of 500: every batch is created, scraped, removed and retired
 /// before the next, so every wave peaks at the same 500 rows.
@@ -49,16 +54,6 @@ fn list(values: &[f64], unit: f64, decimals: usize) -> String {
         .map(|v| format!("{:.*}", decimals, v / unit))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn rss_bytes(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .expect("VmRSS")
-        * 1024.0
 }
 
 /// inotify watches the process holds, as the kernel lists them (`fdinfo`): each one
@@ -83,10 +78,6 @@ fn heap_in_use(scrape: &Scrape) -> f64 {
     scrape.value("kadvisor_heap_in_use_bytes", &[])
 }
 
-fn open_fds(pid: u32) -> f64 {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count) as f64
-}
-
 fn total(scrape: &Scrape, name: &str) -> f64 {
     scrape.find(name, &[]).iter().map(|s| s.value).sum()
 }
@@ -105,7 +96,7 @@ fn settled(kadvisor: &Kadvisor) -> (f64, f64) {
     std::thread::sleep(Duration::from_secs(12));
     kadvisor.scrape();
     let heap = heap_in_use(&kadvisor.scrape());
-    (rss_bytes(kadvisor.pid()), heap)
+    (rss_bytes(kadvisor.pid()) as f64, heap)
 }
 
 /// `BATCH` cgroups created, scraped while they exist, removed, and scraped until
@@ -148,26 +139,29 @@ fn ten_thousand_cgroups_come_and_go_without_growing_kadvisor() {
     // buffers for this machine's cgroups).
     kadvisor.scrape();
     let start = kadvisor.scrape();
-    let (rss_start, fds_start, watches_start) =
-        (rss_bytes(pid), open_fds(pid), inotify_watches(pid));
+    let (rss_start, fds_start, watches_start) = (
+        rss_bytes(pid) as f64,
+        open_fds(pid) as f64,
+        inotify_watches(pid),
+    );
     let (mut rows_peak, mut rss_peak) = (0.0_f64, rss_start);
     let (mut rss_after_wave, mut heap_after_wave) = (Vec::new(), Vec::new());
     let (mut rss_first_settled, mut heap_first_settled) = (0.0, 0.0);
     for wave in 0..WAVES {
         for batch in 0..BATCHES_PER_WAVE {
             rows_peak = rows_peak.max(churn_batch(&kadvisor, &parent, &format!("{wave}-{batch}")));
-            rss_peak = rss_peak.max(rss_bytes(pid));
+            rss_peak = rss_peak.max(rss_bytes(pid) as f64);
         }
         heap_after_wave.push(heap_in_use(&kadvisor.scrape()));
-        rss_after_wave.push(rss_bytes(pid));
-        rss_peak = rss_peak.max(rss_bytes(pid));
+        rss_after_wave.push(rss_bytes(pid) as f64);
+        rss_peak = rss_peak.max(rss_bytes(pid) as f64);
         if wave == 0 {
             (rss_first_settled, heap_first_settled) = settled(&kadvisor);
         }
     }
     let (rss_end, heap_end) = settled(&kadvisor);
     let end = kadvisor.scrape();
-    let (fds_end, watches_end) = (open_fds(pid), inotify_watches(pid));
+    let (fds_end, watches_end) = (open_fds(pid) as f64, inotify_watches(pid));
     eprintln!(
         "figures: {} cgroups in {WAVES} waves of {BATCHES_PER_WAVE} batches of {BATCH}; rows peak {rows_peak}; \
          RSS cold start {:.1} MiB, after each wave {}, peak {:.1}, settled after the first wave {:.1}, at the end {:.1}; \

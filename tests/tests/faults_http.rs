@@ -12,7 +12,7 @@ use std::{
 
 use kadvisor_tests::{
     cgroup::TestCgroup,
-    kadvisor::{ALL_GROUPS, Kadvisor},
+    kadvisor::{ALL_GROUPS, Kadvisor, open_fds, rss_bytes},
 };
 
 /// The DaemonSet's memory limit (deploy/kube-prometheus/base/daemonset.yaml).
@@ -53,22 +53,6 @@ fn scrape_like_prometheus(port: u16, timeout: Duration) -> Result<(u16, usize), 
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("bad status line: {head}"))?;
     Ok((status, response.len() - head_end - 4))
-}
-
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmRSS")
-        * 1024
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(Iterator::count)
-        .unwrap_or(0)
 }
 
 /// 100 concurrent scrapers, 64 connections that send a request and never read, and
