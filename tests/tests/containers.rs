@@ -87,6 +87,16 @@ fn pod_rows_carry_kubelet_labels_and_removed_containers_keep_their_cpu() {
             .len()
             == 1
     });
+    // The rows as served, in the test's output: what a reader of the run sees the
+    // kubelet's labels look like for this host's cgroup driver.
+    for id in [&pod_id, &sandbox_id, &busy_id] {
+        let id_label = format!("id=\"{id}\"");
+        for line in scrape.text.lines() {
+            if line.starts_with(USAGE) && line.contains(&id_label) {
+                eprintln!("row: {line}");
+            }
+        }
+    }
     assert_eq!(
         labels_of(&scrape, &pod_id),
         expect(&[
