@@ -21,7 +21,8 @@
 # it and runs every binary through scripts/test-table.sh. Both disks are opened with
 # snapshot=on: the cached image is never written. The exit status is non-zero when any
 # test fails on any kernel, when a guest panics, or when a guest does not finish
-# within KADVISOR_MATRIX_TIMEOUT seconds (default 3000: a full run took about 30 min per guest, both at once on a shared 2-core host). KADVISOR_MATRIX_JOBS=1 boots
+# within KADVISOR_MATRIX_TIMEOUT seconds (default 3000; a guest's full run takes about
+# 17 min, both at once on this 2-core host). KADVISOR_MATRIX_JOBS=1 boots
 # the kernels one after the other (default: both at once on a host with 2 CPUs or
 # more). KADVISOR_MATRIX_TESTS="cpu memory ..." runs only those test binaries (for a
 # quick check while developing; CI runs them all).

@@ -2,7 +2,7 @@
 # The kernel matrix's root filesystem: a small real node. Debian bookworm from Debian's
 # packages (mmdebstrap), systemd as PID 1, containerd + runc (SystemdCgroup = true),
 # the CNI plugins, Prometheus and promtool, python3, iproute2 and busybox-static (the
-# tests' image builder copies /bin/busybox), as an ext4 image.
+# tests' image builder copies /bin/busybox), as a disk image (GPT, one ext4 partition).
 #
 #   scripts/vm-image.sh     # prints the image's path, building it when missing
 #
