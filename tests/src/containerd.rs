@@ -592,6 +592,8 @@ impl Cri {
         log_dir: &Path,
         configure: impl FnOnce(&mut cri::PodSandboxConfig),
     ) -> Pod {
+        // Counted before its cgroups exist: see `PODS`.
+        *pods() += 1;
         let uid = random_uid();
         let labels = HashMap::from([
             ("io.kubernetes.pod.name".to_owned(), name.to_owned()),
@@ -819,6 +821,8 @@ pub fn remove_pod_cgroups(pod: &Pod) {
         // removes its scopes and the slice.
         let slice = rel.rsplit('/').next().unwrap_or_default().to_owned();
         let _ = Command::new("systemctl").args(["stop", &slice]).status();
+        let mut pods = pods();
+        *pods = pods.saturating_sub(1);
         return;
     }
     let unified = crate::cgroup::v2_root().join(rel.trim_start_matches('/'));
@@ -844,10 +848,30 @@ pub fn remove_pod_cgroups(pod: &Pod) {
             }
         }
         let _ = fs::remove_dir(&pod_dir);
-        // The QoS and kubepods parents, when no one else uses them.
-        let _ = fs::remove_dir(root.join("kubepods/besteffort"));
-        let _ = fs::remove_dir(root.join("kubepods"));
     }
+    // The QoS and kubepods parents, once no other pod of this test process exists or
+    // is being made (tests of one binary run at once).
+    let mut pods = pods();
+    *pods = pods.saturating_sub(1);
+    if *pods == 0 {
+        for root in cgroup_roots() {
+            let _ = fs::remove_dir(root.join("kubepods/besteffort"));
+            let _ = fs::remove_dir(root.join("kubepods"));
+        }
+    }
+}
+
+/// Pods of this test process made and not yet removed, counted from before
+/// RunPodSandbox. The kubepods and QoS cgroups are every pod's parents: a test that
+/// removed them whenever they were empty could do so while another test's runc was
+/// making its sandbox's cgroups, one hierarchy after another (suspected cause of a
+/// sandbox with no row in a fresh-clone run on the hybrid host: its pod and app
+/// container had theirs). They are removed with the last pod, under this lock.
+static PODS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+
+fn pods() -> std::sync::MutexGuard<'static, usize> {
+    PODS.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Mount points of every cgroup hierarchy (v1 controllers and the unified tree).
