@@ -41,10 +41,10 @@ fn cpuacct_user_system(cg: &TestCgroup) -> (f64, f64) {
     )
 }
 
-/// Runs `workload` alone in a new cgroup until the kernel charged it 0.5 s of CPU
-/// and returns kadvisor's and the
-/// kernel's (user, system) seconds after it stopped, and v1 `cpuacct.stat`'s where
-/// the host has a v1 cpuacct hierarchy (a pure v2 host has only cpu.stat).
+/// Runs `workload` alone in a new cgroup until the kernel charged it 0.5 s of CPU and
+/// returns kadvisor's and the kernel's (user, system) seconds after it stopped, and v1
+/// `cpuacct.stat`'s where the host has a v1 cpuacct hierarchy (a pure v2 host has only
+/// cpu.stat).
 fn run_split(kadvisor: &Kadvisor, name: &str, workload: &mut Command) -> [Option<(f64, f64)>; 3] {
     let mut cg = TestCgroup::new(name);
     cg.spawn(workload);
