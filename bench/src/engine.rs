@@ -6,7 +6,12 @@
 //! - syscalls of one scrape by kind, counted by `strace -c -f` attached to the running
 //!   process (exact, not timed), at 100 and 1000 cgroups, and per row;
 //! - CPU per scrape (all threads' `schedstat` run time, ns) over back-to-back scrapes:
-//!   per row = the slope between 100 and 1000 cgroups, fixed cost = the intercept;
+//!   per row = the slope between 100 and 1000 cgroups, fixed cost = the intercept.
+//!   Each binary is measured in `ROUNDS` rounds, the binaries taking turns on the
+//!   same population, and its least CPU per scrape is kept: on this shared machine a
+//!   neighbour only ever adds to a process's CPU time (cache, host contention), and
+//!   whichever binary ran first on a fresh population used to pay for it (the first
+//!   reads of 1,000 new cgroups);
 //! - peak (VmHWM) and end (VmRSS) resident memory;
 //! - CPU while nobody scrapes.
 use std::{
@@ -184,6 +189,9 @@ fn idle_cpu_per_minute(binary: &Path, seconds: u64) -> f64 {
     (process.cpu_seconds() - before) * 60.0 / seconds as f64
 }
 
+/// Rounds per binary and population size (see the module's comment).
+const ROUNDS: usize = 3;
+
 /// Syscall kinds in the order a reader looks for them; the rest are summed as "other".
 const KINDS: [&str; 9] = [
     "pread64",
@@ -226,8 +234,18 @@ pub fn engine(report: &mut Report, scrapes: usize, idle_seconds: u64) {
     let mut points: BTreeMap<(&str, usize), Point> = BTreeMap::new();
     for count in [100, 1000] {
         let population = Population::create(&format!("kadvisor-engine-{count}"), count);
-        for (label, binary) in &binaries {
-            points.insert((label, count), measure(binary, scrapes, "0"));
+        for _round in 0..ROUNDS {
+            for (label, binary) in &binaries {
+                let point = measure(binary, scrapes, "0");
+                match points.get_mut(&(*label, count)) {
+                    Some(kept) => {
+                        kept.cpu_per_scrape = kept.cpu_per_scrape.min(point.cpu_per_scrape)
+                    }
+                    None => {
+                        points.insert((label, count), point);
+                    }
+                }
+            }
         }
         // The idle-row cache: the same idle population, rows served from their last
         // read (back-to-back scrapes, all inside the 15 s maximum age).

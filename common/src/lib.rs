@@ -163,6 +163,63 @@ pub struct SignalOffsets {
     pub k_sigaction_handler: u32,
 }
 
+/// One cgroup's counters, as the scrape-time `iter/cgroup` program writes them (into
+/// the `CGROUP_PASS` array, in walk order, then a record with `cgroup_id` 0): the
+/// numbers behind the memory controller's v1 `memory.usage_in_bytes`,
+/// `memory.max_usage_in_bytes`, `memory.failcnt` and `memory.kmem.usage_in_bytes`,
+/// its v2 `memory.current` and `memory.peak`, and the pids controller's
+/// `pids.current`, which the kernel prints from the same fields when those files are
+/// read (mm/memcontrol*.c, kernel/cgroup/pids.c).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupPassRecord {
+    /// The cgroup's id in the walked hierarchy (its directory's inode); `u64::MAX`
+    /// when it could not be read.
+    pub cgroup_id: u64,
+    /// `memcg->memory.usage`, in pages; `u64::MAX` (and the other memory fields 0)
+    /// without the memory controller on this cgroup.
+    pub usage_pages: u64,
+    /// `memcg->memory.watermark`, in pages.
+    pub watermark_pages: u64,
+    /// `memcg->memory.failcnt`.
+    pub failcnt: u64,
+    /// `memcg->kmem.usage`, in pages; `u64::MAX` where the kernel has no `kmem`
+    /// counter (6.12+ without cgroup v1 support).
+    pub kmem_pages: u64,
+    /// `pids_cgroup->counter`; `u64::MAX` without the pids controller on this cgroup.
+    pub pids_current: u64,
+}
+
+/// Offsets the cgroup pass reads, resolved from BTF by the loader (see
+/// `TaskCgroupOffsets`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupPassOffsets {
+    /// `offsetof(struct bpf_iter_meta, session_id)`: one per iterator fd.
+    pub meta_session_id: u32,
+    /// `offsetof(struct cgroup, kn)`.
+    pub cgroup_kn: u32,
+    /// `offsetof(struct kernfs_node, id)`.
+    pub kernfs_node_id: u32,
+    /// `offsetof(struct cgroup, subsys) + memory_cgrp_id * sizeof(void *)`: the
+    /// cgroup's memory controller state, the `css` of its `mem_cgroup`.
+    pub cgroup_memory_css: u32,
+    /// `offsetof(struct cgroup, subsys) + pids_cgrp_id * sizeof(void *)`.
+    pub cgroup_pids_css: u32,
+    /// `offsetof(struct mem_cgroup, memory) + offsetof(struct page_counter, usage)`,
+    /// from the `css`.
+    pub memcg_usage: u32,
+    /// `... memory` + `offsetof(struct page_counter, watermark)`.
+    pub memcg_watermark: u32,
+    /// `... memory` + `offsetof(struct page_counter, failcnt)`.
+    pub memcg_failcnt: u32,
+    /// `offsetof(struct mem_cgroup, kmem) + offsetof(struct page_counter, usage)`; 0
+    /// where `mem_cgroup` has no `kmem`.
+    pub memcg_kmem_usage: u32,
+    /// `offsetof(struct pids_cgroup, counter)`, from the `css`.
+    pub pids_counter: u32,
+}
+
 /// Destination classes of transmitted traffic. The daemon fills the `DESTINATIONS`
 /// LPM trie with the configured CIDRs and these values; an address that matches no
 /// CIDR is `DEST_EXTERNAL`.
@@ -212,4 +269,8 @@ mod user {
     unsafe impl aya::Pod for super::FileRecord {}
     // SAFETY: plain-old-data: #[repr(C)], one u32 field.
     unsafe impl aya::Pod for super::SignalOffsets {}
+    // SAFETY: plain-old-data: #[repr(C)], only u32 fields, no padding.
+    unsafe impl aya::Pod for super::CgroupPassOffsets {}
+    // SAFETY: plain-old-data: #[repr(C)], only u64 fields, no padding.
+    unsafe impl aya::Pod for super::CgroupPassRecord {}
 }

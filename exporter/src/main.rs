@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use kadvisor::{
     bpf::{self, CgroupFilter, KernelPrograms, LoadOptions, PROGRAMS},
     cgroup::{
-        CgroupTree, Hierarchies,
+        CgroupTree, Controller, Hierarchies,
         discovery::{Discovery, UnwatchedMetric},
     },
     collect::{Collector, Retention, RowFilter},
@@ -84,6 +84,15 @@ fn run(config: Config) -> anyhow::Result<()> {
             .filter(|f| !cost.groups().program_family_on(f))
             .collect(),
         cgroup_filter: cost.selection.is_active(),
+        pass_roots: [Controller::Memory, Controller::Pids]
+            .into_iter()
+            .filter_map(|controller| hierarchies.controller_root(controller))
+            .fold(Vec::new(), |mut roots, root| {
+                if !roots.contains(&root) {
+                    roots.push(root);
+                }
+                roots
+            }),
     };
     let mut kernel = KernelPrograms::load_with(
         &config.btf_path,

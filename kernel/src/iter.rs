@@ -4,7 +4,8 @@
 //! `BPF_ITER_CREATE` fd) and sums per cgroup. They replace per-row reads of
 //! `cgroup.procs`, a `readlink` per descriptor under `/proc/<pid>/fd`, and
 //! `/proc/<pid>/limits`, and they read the run-queue delay the kernel already keeps
-//! per task (`sched_info`) instead of recomputing it on every context switch.
+//! per task (`sched_info`) instead of recomputing it on every context switch. The
+//! cgroup pass, the third scrape-time iterator, is in `cgroup_pass.rs`.
 //!
 //! # Context and maps
 //! Iterator programs run in the reading process's context from `read()`, under RCU

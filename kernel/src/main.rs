@@ -9,6 +9,7 @@
 //! |---|---|---|---|
 //! | `sched_process_exit` (sched) | tp_btf `sched_process_exit` | the exiting task's process context in `do_exit()`, once per exiting task; no run-queue or other scheduler lock held | `CGROUP_CPU` (per-CPU hash, not preallocated: may insert); `CGROUP_EXCLUDED` (hash: lookup); `ERRORS` (per-CPU array) |
 //! | `task_pass`, `file_pass` (iter) | iter `task`, `task_file` | kadvisor's own `read()` of the iterator fd, at scrape time, under RCU | none (records go to the `seq_file`) |
+//! | `cgroup_pass` (cgroup_pass) | iter `cgroup`, one link per memory/pids hierarchy | kadvisor's own `read()` of the iterator fd, at scrape time, under `cgroup_mutex` | `CGROUP_PASS` (array, mmapable: one record per cgroup of the walk); `CGROUP_PASS_CURSOR` (array: the walk's next slot); `ERRORS` |
 //! | `signal_deliver` (signal) | tp_btf `signal_deliver` | `get_signal()` of the receiving task, with `sighand->siglock` held (IRQs off), per delivered signal | `CGROUP_CRASHES` (per-CPU hash, not preallocated: may insert, only for a crash signal with the default action); `CGROUP_EXCLUDED`, `ERRORS` |
 //! | `mark_victim` / `mark_oom_victim` (oom) | tp_btf `mark_victim` / fentry `mark_oom_victim` | the OOM killer, per kill, `oom_lock` and the victim's `task_lock` held | `CGROUP_OOM` (per-CPU hash, not preallocated: may insert); `CGROUP_EXCLUDED`, `ERRORS` |
 //! | `socket_ingress`, `socket_egress` (net) | cgroup_skb ingress/egress at the cgroup v2 root | the socket's receive (softirq) or send path, per packet | `CGROUP_NET` (per-CPU hash, not preallocated: may insert); `DESTINATIONS` (LPM trie: lookup); `CGROUP_EXCLUDED`, `ERRORS` |
@@ -23,6 +24,7 @@
 #![no_std]
 #![no_main]
 
+mod cgroup_pass;
 mod iter;
 mod maps;
 mod net;

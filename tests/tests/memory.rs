@@ -64,6 +64,10 @@ fn usage(cg: &TestCgroup) -> u64 {
 #[derive(Debug, Clone, Copy)]
 struct Kernel {
     usage: u64,
+    /// v1 `memory.max_usage_in_bytes`, v2 `memory.peak`.
+    max_usage: u64,
+    /// v1 only: `memory.kmem.usage_in_bytes` and `memory.failcnt`.
+    kmem_and_failcnt: Option<(u64, u64)>,
     rss: u64,
     cache: u64,
     working_set: u64,
@@ -71,11 +75,30 @@ struct Kernel {
     pgfault: u64,
 }
 
+fn number(cg: &TestCgroup, file: &str) -> u64 {
+    memory_file(cg, file)
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
 fn kernel_view(cg: &TestCgroup) -> Kernel {
     let usage = usage(cg);
     let inactive_file = stat(cg, "total_inactive_file", "inactive_file");
+    let peak = if is_v1(cg) {
+        "memory.max_usage_in_bytes"
+    } else {
+        "memory.peak"
+    };
     Kernel {
         usage,
+        max_usage: number(cg, peak),
+        kmem_and_failcnt: is_v1(cg).then(|| {
+            (
+                number(cg, "memory.kmem.usage_in_bytes"),
+                number(cg, "memory.failcnt"),
+            )
+        }),
         rss: stat(cg, "total_rss", "anon"),
         cache: stat(cg, "total_cache", "file"),
         working_set: usage.saturating_sub(inactive_file),
@@ -131,6 +154,19 @@ fn anon_and_file_memory_match_the_cgroup_files() {
         "64 MiB read, cache {}",
         before.cache
     );
+    // Usage, peak, and on v1 the kernel memory and limit hits: the numbers of the
+    // kernel's cgroup pass (its page counters), where it is attached.
+    let mut single_numbers = vec![(
+        "container_memory_max_usage_bytes",
+        before.max_usage,
+        after.max_usage,
+    )];
+    if let (Some((kmem_b, failcnt_b)), Some((kmem_a, failcnt_a))) =
+        (before.kmem_and_failcnt, after.kmem_and_failcnt)
+    {
+        single_numbers.push(("container_memory_kernel_usage", kmem_b, kmem_a));
+        single_numbers.push(("container_memory_failcnt", failcnt_b, failcnt_a));
+    }
     for (name, b, a) in [
         ("container_memory_usage_bytes", before.usage, after.usage),
         ("container_memory_rss", before.rss, after.rss),
@@ -140,7 +176,10 @@ fn anon_and_file_memory_match_the_cgroup_files() {
             before.working_set,
             after.working_set,
         ),
-    ] {
+    ]
+    .into_iter()
+    .chain(single_numbers)
+    {
         assert_same_instant(name, value(&scrape, name, &cg), b, a);
     }
     // At least one fault per touched page, unless transparent huge pages back them.

@@ -12,7 +12,7 @@ mod reader;
 
 use std::path::Path;
 
-use kadvisor_common::{SignalOffsets, TaskCgroupOffsets, TaskOffsets};
+use kadvisor_common::{CgroupPassOffsets, SignalOffsets, TaskCgroupOffsets, TaskOffsets};
 pub(super) use reader::{FUNC, TYPEDEF};
 use reader::{RawBtf, Type};
 
@@ -86,6 +86,7 @@ fn task_cgroup_offsets(btf: &RawBtf, path: &Path) -> Result<TaskCgroupOffsets, B
 pub(super) struct FamilyOffsets {
     pub task: TaskOffsets,
     pub signal: SignalOffsets,
+    pub cgroup_pass: CgroupPassOffsets,
     /// Programs left out, with the missing member.
     pub missing: Vec<(&'static str, BpfError)>,
 }
@@ -96,6 +97,8 @@ const TASK_PROGRAMS: &[&str] = &["sched_process_exit", "task_pass", "file_pass"]
 const FILE_PROGRAMS: &[&str] = &["file_pass"];
 /// Programs reading `k_sigaction.sa.sa_handler`.
 const SIGNAL_PROGRAMS: &[&str] = &["signal_deliver"];
+/// Programs reading the memory and pids controllers' counters (`cgroup_pass_offsets`).
+const CGROUP_PASS_PROGRAMS: &[&str] = &["cgroup_pass"];
 
 /// Resolves every family's offsets; a missing member leaves out only the programs
 /// that read it (`FamilyOffsets::missing`), an unreadable BTF fails.
@@ -115,12 +118,71 @@ fn family_offsets(btf: &RawBtf, path: &Path) -> Result<FamilyOffsets, BpfError> 
         offset("k_sigaction", "sa").and_then(|sa| Ok(sa + offset("sigaction", "sa_handler")?)),
         &mut missing,
     )?;
+    let cgroup_pass = or_leave_out(
+        CGROUP_PASS_PROGRAMS,
+        cgroup_pass_offsets(btf, path),
+        &mut missing,
+    )?;
     Ok(FamilyOffsets {
         task,
         signal: SignalOffsets {
             k_sigaction_handler,
         },
+        cgroup_pass,
         missing,
+    })
+}
+
+/// The members `cgroup_pass` reads: `cgroup->subsys[memory_cgrp_id]` and
+/// `[pids_cgrp_id]`, then the `memory` (and, where the kernel still has cgroup v1's,
+/// `kmem`) page counters of that `mem_cgroup` and the `counter` of that
+/// `pids_cgroup`. A controller the kernel lacks is left at offset 0 (not read); both
+/// missing leaves the program out.
+fn cgroup_pass_offsets(btf: &RawBtf, path: &Path) -> Result<CgroupPassOffsets, BpfError> {
+    let offset = |structure, member| member_offset(btf, path, structure, member);
+    let subsys = offset("cgroup", "subsys")?;
+    let css_of = |controller: &'static str| {
+        btf.named("cgroup_subsys_id", reader::ENUM)
+            .find_map(|e| e.enumerator(controller))
+            .map(|id| subsys + id * 8)
+            .ok_or_else(|| BpfError::BtfMember {
+                path: path.to_owned(),
+                structure: "cgroup_subsys_id",
+                member: controller,
+            })
+    };
+    // Within the controller's struct, relative to its `css`.
+    let within = |structure: &'static str, member| -> Result<u32, BpfError> {
+        Ok(offset(structure, member)?.saturating_sub(offset(structure, "css")?))
+    };
+    let counter = |name| -> Result<(u32, u32, u32), BpfError> {
+        let base = within("mem_cgroup", name)?;
+        Ok((
+            base + offset("page_counter", "usage")?,
+            base + offset("page_counter", "watermark")?,
+            base + offset("page_counter", "failcnt")?,
+        ))
+    };
+    let memory = css_of("memory_cgrp_id").and_then(|css| Ok((css, counter("memory")?)));
+    let pids = css_of("pids_cgrp_id").and_then(|css| Ok((css, within("pids_cgroup", "counter")?)));
+    let (
+        (cgroup_memory_css, (memcg_usage, memcg_watermark, memcg_failcnt)),
+        (cgroup_pids_css, pids_counter),
+    ) = match (memory, pids) {
+        (Err(e), Err(_)) => return Err(e),
+        (memory, pids) => (memory.unwrap_or_default(), pids.unwrap_or_default()),
+    };
+    Ok(CgroupPassOffsets {
+        meta_session_id: offset("bpf_iter_meta", "session_id")?,
+        cgroup_kn: offset("cgroup", "kn")?,
+        kernfs_node_id: offset("kernfs_node", "id")?,
+        cgroup_memory_css,
+        cgroup_pids_css,
+        memcg_usage,
+        memcg_watermark,
+        memcg_failcnt,
+        memcg_kmem_usage: counter("kmem").map_or(0, |(kmem_usage, _, _)| kmem_usage),
+        pids_counter,
     })
 }
 

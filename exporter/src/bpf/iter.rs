@@ -59,8 +59,9 @@ const BPF_ITER_CREATE: libc::c_long = 33;
 /// `enum bpf_attach_type` `BPF_TRACE_ITER`.
 const BPF_TRACE_ITER: u32 = 28;
 
-/// `union bpf_attr` for `BPF_LINK_CREATE` (linux/bpf.h `link_create`), with no
-/// iterator parameters (every task) and the rest zero.
+/// `union bpf_attr` for `BPF_LINK_CREATE` (linux/bpf.h `link_create`): the iterator
+/// parameters (`iter_info`, a `union bpf_iter_link_info`) or none (every task), and
+/// the rest zero.
 #[repr(C)]
 #[derive(Default)]
 struct LinkCreateAttr {
@@ -73,10 +74,22 @@ struct LinkCreateAttr {
     _pad: u32,
 }
 
+/// `union bpf_iter_link_info`'s `cgroup` member: walk the hierarchy below (and
+/// including) the cgroup of `cgroup_fd` in `order`.
+#[repr(C)]
+struct CgroupIterInfo {
+    order: u32,
+    cgroup_fd: u32,
+    cgroup_id: u64,
+}
+
+/// `enum bpf_cgroup_iter_order` `BPF_CGROUP_ITER_DESCENDANTS_PRE`.
+const BPF_CGROUP_ITER_DESCENDANTS_PRE: u32 = 2;
+
 /// `bpf(cmd, attr)` returning the new fd.
 fn bpf_fd<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<OwnedFd> {
     // SAFETY: attr is a valid, initialised bpf_attr prefix of the size passed; the
-    // kernel only reads it.
+    // kernel only reads it (and the iterator parameters it points to, alive here).
     let fd = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -103,6 +116,28 @@ pub fn link_create(program: &aya::programs::ProgramFd) -> std::io::Result<OwnedF
     let attr = LinkCreateAttr {
         prog_fd: fd_u32(program.as_fd()),
         attach_type: BPF_TRACE_ITER,
+        ..LinkCreateAttr::default()
+    };
+    bpf_fd(BPF_LINK_CREATE, &attr)
+}
+
+/// Attaches a loaded `iter/cgroup` program to the hierarchy below the cgroup
+/// directory `cgroup` (a v2 root, or a v1 controller's mount: kernel 6.8+), walked
+/// root first. The link keeps its own reference to the cgroup.
+pub fn cgroup_link_create(
+    program: &aya::programs::ProgramFd,
+    cgroup: BorrowedFd<'_>,
+) -> std::io::Result<OwnedFd> {
+    let info = CgroupIterInfo {
+        order: BPF_CGROUP_ITER_DESCENDANTS_PRE,
+        cgroup_fd: fd_u32(cgroup),
+        cgroup_id: 0,
+    };
+    let attr = LinkCreateAttr {
+        prog_fd: fd_u32(program.as_fd()),
+        attach_type: BPF_TRACE_ITER,
+        iter_info: std::ptr::from_ref(&info) as u64,
+        iter_info_len: std::mem::size_of::<CgroupIterInfo>() as u32,
         ..LinkCreateAttr::default()
     };
     bpf_fd(BPF_LINK_CREATE, &attr)

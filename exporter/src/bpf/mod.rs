@@ -2,6 +2,7 @@
 //! programs of `kernel/`, and reading their maps at scrape time.
 mod batch;
 mod btf;
+mod cgroup_pass;
 pub mod counters;
 mod filter;
 mod iter;
@@ -16,6 +17,7 @@ use aya::{
 };
 use kadvisor_common::{CgroupCpu, CgroupCrashes, CgroupNet, DestinationAddr, KernelError};
 
+pub use cgroup_pass::{CgroupPass, MemcgCounters};
 pub use filter::CgroupFilter;
 pub use iter::{CgroupTasks, IterError};
 pub use programs::{KernelVersion, MinKernel, PROGRAMS, ProgramKind, ProgramSpec, Requirement};
@@ -82,10 +84,12 @@ pub enum BpfError {
         #[source]
         source: std::io::Error,
     },
-    #[error("scrape-time task pass failed")]
+    #[error("scrape-time iterator failed")]
     Iter(#[from] IterError),
     #[error("the scrape-time task pass is not attached on this kernel")]
     NoTaskPass,
+    #[error("the scrape-time cgroup pass is not attached on this kernel")]
+    NoCgroupPass,
     #[error("cannot read map {name}")]
     Map {
         name: &'static str,
@@ -132,6 +136,8 @@ pub struct KernelPrograms {
     iterators: Vec<(&'static str, std::os::fd::OwnedFd)>,
     /// The kernel cgroup filter, when a selection is configured.
     filter: Option<std::sync::Arc<CgroupFilter>>,
+    /// The cgroup pass's output array, mapped (when the pass is attached).
+    cgroup_pass_records: Option<cgroup_pass::MappedRecords>,
 }
 
 /// What the configuration changes in loading (see `cost`).
@@ -143,6 +149,10 @@ pub struct LoadOptions {
     /// Enables the kernel cgroup filter (`CGROUP_EXCLUDED`); without it the hooks'
     /// filter check is dead code the verifier removes.
     pub cgroup_filter: bool,
+    /// The tops of the memory and pids controllers' hierarchies (the v2 root, or a
+    /// hybrid host's v1 `memory` and `pids` mounts), which the cgroup pass walks, each
+    /// once; none: the pass is not attached.
+    pub pass_roots: Vec<std::path::PathBuf>,
 }
 
 /// Whether a program is attached, and its counters from the kernel's BPF
@@ -208,12 +218,14 @@ impl KernelPrograms {
             .override_global("TASK_CGROUP_OFFSETS", &offsets, true)
             .override_global("TASK_OFFSETS", &family_offsets.task, true)
             .override_global("SIGNAL_OFFSETS", &family_offsets.signal, true)
+            .override_global("CGROUP_PASS_OFFSETS", &family_offsets.cgroup_pass, true)
             .override_global("CGROUP_FILTER", &cgroup_filter, true)
             .map_max_entries("CGROUP_EXCLUDED", max_cgroups)
             .map_max_entries("CGROUP_CPU", max_cgroups)
             .map_max_entries("CGROUP_CRASHES", max_cgroups)
             .map_max_entries("CGROUP_NET", max_cgroups)
             .map_max_entries("CGROUP_OOM", max_cgroups)
+            .map_max_entries("CGROUP_PASS", max_cgroups)
             .load(KERNEL_OBJECT)
             .map_err(BpfError::Load)?;
         let mut attached = Vec::new();
@@ -244,13 +256,15 @@ impl KernelPrograms {
                 tracing::debug!(program = spec.name, "alternative already attached");
                 continue;
             }
-            match programs::attach(&mut ebpf, spec, btf, &facts, cgroup_root) {
-                Ok(link) => {
+            let roots = programs::Roots {
+                cgroup: cgroup_root,
+                pass: &options.pass_roots,
+            };
+            match programs::attach(&mut ebpf, spec, btf, &facts, &roots) {
+                Ok(links) => {
                     tracing::info!(program = spec.name, hook = spec.hook, "attached");
                     attached.push(spec.name);
-                    if let Some(link) = link {
-                        iterators.push((spec.name, link));
-                    }
+                    iterators.extend(links.into_iter().map(|link| (spec.name, link)));
                 }
                 Err(e) if !spec.required => match (kernel, spec.min_kernel) {
                     (Some(running), Some(min)) if !spec.expected_on(running) => tracing::info!(
@@ -271,6 +285,23 @@ impl KernelPrograms {
                 Err(e) => return Err(e),
             }
         }
+        let cgroup_pass_records = if attached.contains(&"cgroup_pass") {
+            match cgroup_pass::MappedRecords::map(&map_fd(&ebpf, "CGROUP_PASS")?, max_cgroups) {
+                Ok(records) => Some(records),
+                Err(e) => {
+                    tracing::warn!(
+                        program = "cgroup_pass",
+                        error = %e,
+                        "cannot map the cgroup pass's array; reading memory and pids files instead"
+                    );
+                    attached.retain(|name| *name != "cgroup_pass");
+                    iterators.retain(|(name, _)| *name != "cgroup_pass");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let per_cgroup = PER_CGROUP_MAPS
             .iter()
             .map(|&name| Ok((name, map_fd(&ebpf, name)?)))
@@ -305,6 +336,7 @@ impl KernelPrograms {
             attached,
             iterators,
             filter,
+            cgroup_pass_records,
         })
     }
 
@@ -548,10 +580,33 @@ impl KernelPrograms {
         ))
     }
 
+    /// One scrape-time pass over the memory and pids controllers' cgroups (one walk
+    /// per hierarchy): their counters by cgroup id.
+    pub fn cgroup_pass(&self) -> Result<CgroupPass, BpfError> {
+        let records = self
+            .cgroup_pass_records
+            .as_ref()
+            .ok_or(BpfError::NoCgroupPass)?;
+        let mut pass = CgroupPass::default();
+        for (_, link) in self.iterators.iter().filter(|(n, _)| *n == "cgroup_pass") {
+            // Writes nothing to its output: the records are in the mapped array.
+            iter::run("cgroup_pass", link)?;
+            pass.add(records.records(), page_size());
+        }
+        Ok(pass)
+    }
+
     /// Whether the program `name` is attached.
     pub fn is_attached(&self, name: &str) -> bool {
         self.attached.contains(&name)
     }
+}
+
+/// The kernel's page size, in which it keeps memory counters.
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
 }
 
 /// Visits every entry of a per-CPU hash: batched where the kernel supports it, one
@@ -617,7 +672,8 @@ fn map_fd(ebpf: &Ebpf, name: &'static str) -> Result<std::os::fd::OwnedFd, BpfEr
         aya::maps::Map::HashMap(d)
         | aya::maps::Map::PerCpuHashMap(d)
         | aya::maps::Map::LruHashMap(d)
-        | aya::maps::Map::PerCpuLruHashMap(d) => d,
+        | aya::maps::Map::PerCpuLruHashMap(d)
+        | aya::maps::Map::Array(d) => d,
         _ => return Err(BpfError::MissingMap { name }),
     };
     data.fd()

@@ -9,7 +9,7 @@
 //! matrix (scripts/kernel-matrix.sh) and the host tests fail when a program that the
 //! table expects on the running kernel did not attach, so a verifier rejection is a test
 //! failure, not a silently missing family.
-use std::path::Path;
+use std::{os::fd::AsFd as _, path::Path};
 
 use aya::{
     Btf, Ebpf,
@@ -31,8 +31,9 @@ pub enum ProgramKind {
     /// fentry: `hook` is a kernel function in BTF (kernel ≥ 5.5, needs ftrace direct
     /// calls, which every distribution kernel with BTF has).
     FEntry,
-    /// A BPF iterator over this kernel object kind (`"task"`, `"task_file"`): it runs
-    /// only when the daemon reads it, at scrape time (kernel ≥ 5.8).
+    /// A BPF iterator over this kernel object kind (`"task"`, `"task_file"`: kernel
+    /// ≥ 5.8; `"cgroup"`, over the memory and pids hierarchies: 6.1): it runs only
+    /// when the daemon reads it, at scrape time.
     Iter(&'static str),
 }
 
@@ -156,6 +157,19 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         unless_attached: None,
         min_kernel: None,
     },
+    // Scrape-time cgroup pass (kernel/src/iter.rs): the counters behind the memory
+    // controller's single-number files (usage, peak, failcnt, kmem) and `pids.current`
+    // for every cgroup in one read per hierarchy, instead of one file read each per row.
+    ProgramSpec {
+        name: "cgroup_pass",
+        hook: "cgroup",
+        kind: ProgramKind::Iter("cgroup"),
+        family: "cgroup_pass",
+        required: false,
+        requires: Requirement::None,
+        unless_attached: None,
+        min_kernel: None,
+    },
     // Crashes: fatal signals delivered with the default action (kernel/src/signal.rs).
     ProgramSpec {
         name: "signal_deliver",
@@ -240,13 +254,22 @@ fn cgroup_attach_mode() -> CgroupAttachMode {
     }
 }
 
+/// The directories programs attach at.
+pub(super) struct Roots<'a> {
+    /// The cgroup v2 mount (cgroup_skb programs).
+    pub cgroup: &'a Path,
+    /// The memory and pids controllers' hierarchies (`iter/cgroup`), each once.
+    pub pass: &'a [std::path::PathBuf],
+}
+
 pub(super) fn attach(
     ebpf: &mut Ebpf,
     spec: &ProgramSpec,
     btf: &Btf,
     facts: &super::btf::KernelFacts,
-    cgroup_root: &Path,
-) -> Result<Option<std::os::fd::OwnedFd>, BpfError> {
+    roots: &Roots<'_>,
+) -> Result<Vec<std::os::fd::OwnedFd>, BpfError> {
+    let cgroup_root = roots.cgroup;
     match spec.requires {
         Requirement::None => {}
         Requirement::PointerArg { index } => {
@@ -291,19 +314,34 @@ pub(super) fn attach(
         ProgramKind::Iter(target) => {
             let program: &mut Iter = program.try_into().map_err(program_err)?;
             program.load(target, btf).map_err(program_err)?;
+            let program = program.fd().map_err(program_err)?;
+            let raw = |source| BpfError::Raw {
+                name: spec.name,
+                source,
+            };
             // Our own link (aya's `IterLink` does not lend its fd): each scrape creates
             // a fresh iterator from it.
-            let link =
-                super::iter::link_create(program.fd().map_err(program_err)?).map_err(|source| {
-                    BpfError::Raw {
-                        name: spec.name,
-                        source,
-                    }
+            if target != "cgroup" {
+                return Ok(vec![super::iter::link_create(program).map_err(raw)?]);
+            }
+            if roots.pass.is_empty() {
+                return Err(BpfError::Unsupported {
+                    name: spec.name,
+                    reason: "neither the memory nor the pids controller is mounted",
+                });
+            }
+            let mut links = Vec::new();
+            for root in roots.pass {
+                let dir = std::fs::File::open(root).map_err(|source| BpfError::Open {
+                    path: root.clone(),
+                    source,
                 })?;
-            return Ok(Some(link));
+                links.push(super::iter::cgroup_link_create(program, dir.as_fd()).map_err(raw)?);
+            }
+            return Ok(links);
         }
     }
-    Ok(None)
+    Ok(Vec::new())
 }
 
 #[cfg(test)]

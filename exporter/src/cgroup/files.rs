@@ -2,8 +2,7 @@
 //! (controller not enabled, kernel too old, cgroup just removed); any other failure
 //! names the path.
 use std::{
-    collections::HashMap,
-    ffi::{CString, OsStr, OsString},
+    ffi::{CString, OsStr},
     fs,
     io::{self, Read as _},
     os::{
@@ -14,7 +13,7 @@ use std::{
     sync::{Arc, LazyLock, Mutex},
 };
 
-use super::CgroupError;
+use super::{CgroupError, PathMap, PathSet};
 
 /// The file's contents, or `None` when it (or its cgroup) does not exist.
 ///
@@ -49,21 +48,30 @@ pub(super) fn read_unheld(path: &Path) -> Result<Option<String>, CgroupError> {
     }
 }
 
+/// Spec files' values of one directory (see `spec_files`), each read again only when
+/// the directory changed.
+pub fn read_spec_values<const N: usize>(
+    dir: &Path,
+    names: [&str; N],
+) -> Result<[Option<Value>; N], CgroupError> {
+    super::spec_files::read_specs(dir, names, |text| text.and_then(parse_value))
+}
+
 /// A spec file's value (see `spec_files`): read again only when its directory changed.
 pub fn read_spec_value(path: &Path) -> Result<Option<Value>, CgroupError> {
-    Ok(super::spec_files::read_spec(path)?.and_then(|text| parse_value(&text)))
+    super::spec_files::read_spec_with(path, |text| text.and_then(parse_value))
 }
 
 /// Files read by `read_shared` in the scope `generation`.
 struct Shared {
     generation: u64,
-    texts: HashMap<OsString, Option<String>>,
+    texts: PathMap<Option<String>>,
 }
 
 static SHARED: LazyLock<Mutex<Shared>> = LazyLock::new(|| {
     Mutex::new(Shared {
         generation: 0,
-        texts: HashMap::new(),
+        texts: PathMap::default(),
     })
 });
 
@@ -188,31 +196,36 @@ fn pread_all(file: &fs::File, hint: usize) -> io::Result<String> {
 /// gone, groups disabled) are closed when it ends. Only cgroupfs files are held
 /// (procfs pids come and go; elsewhere a replaced file cannot be told by its fd).
 struct HeldFiles {
-    files: HashMap<OsString, HeldFile>,
+    files: PathMap<HeldFile>,
     budget: usize,
     /// Opens that could not be held (budget), in total.
     over_budget: u64,
     /// Held files re-opened because their cgroup was removed or re-created.
     reopened: u64,
     /// Paths read inside a scope that are not on cgroupfs: never held.
-    elsewhere: std::collections::HashSet<OsString>,
+    elsewhere: PathSet,
 }
 
 struct HeldFile {
     /// Shared with a read in progress, which runs without the table's lock.
-    file: Arc<fs::File>,
-    /// Length of the last read: the next read's buffer.
-    len: usize,
+    file: Arc<Held>,
     generation: u64,
+}
+
+/// An open file and the length of its last read (the next read's buffer), updated
+/// by the read without going back to the table.
+struct Held {
+    file: fs::File,
+    len: std::sync::atomic::AtomicUsize,
 }
 
 static HELD: LazyLock<Mutex<HeldFiles>> = LazyLock::new(|| {
     Mutex::new(HeldFiles {
-        files: HashMap::new(),
+        files: PathMap::default(),
         budget: 0,
         over_budget: 0,
         reopened: 0,
-        elsewhere: std::collections::HashSet::new(),
+        elsewhere: PathSet::default(),
     })
 });
 
@@ -272,14 +285,14 @@ fn read_held(path: &Path) -> Option<io::Result<String>> {
     // stalls its own scrape only.
     let kept = held().files.get_mut(key).map(|entry| {
         entry.generation = generation;
-        (Arc::clone(&entry.file), entry.len)
+        Arc::clone(&entry.file)
     });
-    if let Some((file, hint)) = kept {
-        match pread_all(&file, hint) {
+    if let Some(file) = kept {
+        let hint = file.len.load(std::sync::atomic::Ordering::Relaxed);
+        match pread_all(&file.file, hint) {
             Ok(text) => {
-                if let Some(entry) = held().files.get_mut(key) {
-                    entry.len = text.len();
-                }
+                file.len
+                    .store(text.len(), std::sync::atomic::Ordering::Relaxed);
                 return Some(Ok(text));
             }
             Err(e) if is_missing(&e) => {
@@ -324,8 +337,10 @@ fn read_held(path: &Path) -> Option<io::Result<String>> {
             files.files.insert(
                 key.to_owned(),
                 HeldFile {
-                    file: Arc::new(file),
-                    len: text.len(),
+                    file: Arc::new(Held {
+                        file,
+                        len: std::sync::atomic::AtomicUsize::new(text.len()),
+                    }),
                     generation,
                 },
             );
@@ -344,7 +359,7 @@ pub struct FileStamp {
 
 /// Open directories kept between scrapes (see `DirScope`).
 struct DirFds {
-    fds: HashMap<OsString, DirEntry>,
+    fds: PathMap<DirEntry>,
     /// Directories kept open at most (a share of RLIMIT_NOFILE).
     budget: usize,
     /// Scopes alive now (parallel scrapes in tests).
@@ -362,7 +377,7 @@ struct DirEntry {
 
 static DIRS: LazyLock<Mutex<DirFds>> = LazyLock::new(|| {
     Mutex::new(DirFds {
-        fds: HashMap::new(),
+        fds: PathMap::default(),
         budget: 0,
         scopes: 0,
         generation: 0,
@@ -421,7 +436,7 @@ impl Drop for DirScope {
         if dirs.scopes == 0 {
             drop(dirs);
             super::spec_files::end_scope(current);
-            shared().texts = HashMap::new();
+            shared().texts = PathMap::default();
             let mut held = held();
             let before = held.files.len();
             held.files.retain(|_, entry| entry.generation == current);

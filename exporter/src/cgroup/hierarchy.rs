@@ -24,6 +24,16 @@ pub enum Controller {
 }
 
 impl Controller {
+    pub const COUNT: usize = 5;
+    /// Every controller, in `as usize` order.
+    pub const ALL: [Self; Self::COUNT] = [
+        Self::Cpu,
+        Self::Cpuacct,
+        Self::Memory,
+        Self::Pids,
+        Self::Blkio,
+    ];
+
     pub const fn v1_name(self) -> &'static str {
         match self {
             Self::Cpu => "cpu",
@@ -55,7 +65,7 @@ pub enum ControllerDir {
 impl ControllerDir {
     pub fn join(&self, file: &str) -> PathBuf {
         match self {
-            Self::V1(dir) | Self::V2(dir) => dir.join(file),
+            Self::V1(dir) | Self::V2(dir) => join(dir, file),
         }
     }
 }
@@ -64,8 +74,16 @@ impl ControllerDir {
 #[derive(Debug, Clone, Default)]
 pub struct Hierarchies {
     v2: Option<PathBuf>,
-    v2_controllers: HashSet<String>,
-    v1: HashMap<String, PathBuf>,
+    /// Each controller's hierarchy, by `Controller::index`, resolved once: asked a
+    /// few times per row per scrape.
+    roots: [Option<Root>; Controller::COUNT],
+}
+
+/// Where a controller's hierarchy is mounted, and which interface it follows.
+#[derive(Debug, Clone)]
+struct Root {
+    dir: PathBuf,
+    v2: bool,
 }
 
 impl Hierarchies {
@@ -100,7 +118,7 @@ impl Hierarchies {
         v2: Option<PathBuf>,
         v1: HashMap<String, PathBuf>,
     ) -> Result<Self, CgroupError> {
-        let v2_controllers = match &v2 {
+        let v2_controllers: HashSet<String> = match &v2 {
             Some(root) => read_optional(&root.join("cgroup.controllers"))?
                 .unwrap_or_default()
                 .split_whitespace()
@@ -108,11 +126,17 @@ impl Hierarchies {
                 .collect(),
             None => HashSet::new(),
         };
-        Ok(Self {
-            v2,
-            v2_controllers,
-            v1,
-        })
+        let roots = Controller::ALL.map(|controller| match &v2 {
+            Some(root) if v2_controllers.contains(controller.v2_name()) => Some(Root {
+                dir: root.clone(),
+                v2: true,
+            }),
+            _ => v1.get(controller.v1_name()).map(|mount| Root {
+                dir: mount.clone(),
+                v2: false,
+            }),
+        });
+        Ok(Self { v2, roots })
     }
 
     /// The cgroup2 mount, if any.
@@ -125,32 +149,67 @@ impl Hierarchies {
         self.v2.as_ref().map(|root| join(root, path))
     }
 
+    /// The top directory of `controller`'s hierarchy (see `controller_dir`).
+    pub fn controller_root(&self, controller: Controller) -> Option<PathBuf> {
+        self.controller_dir(controller, "/").map(|dir| match dir {
+            ControllerDir::V1(dir) | ControllerDir::V2(dir) => dir,
+        })
+    }
+
     /// Where `controller`'s files for cgroup `path` live: v2 when the unified
     /// hierarchy has the controller, else its v1 mount, else nowhere.
     pub fn controller_dir(&self, controller: Controller, path: &str) -> Option<ControllerDir> {
-        if let Some(root) = &self.v2
-            && self.v2_controllers.contains(controller.v2_name())
-        {
-            return Some(ControllerDir::V2(join(root, path)));
-        }
-        self.v1
-            .get(controller.v1_name())
-            .map(|mount| ControllerDir::V1(join(mount, path)))
+        let root = self.roots[controller as usize].as_ref()?;
+        let dir = join(&root.dir, path);
+        Some(if root.v2 {
+            ControllerDir::V2(dir)
+        } else {
+            ControllerDir::V1(dir)
+        })
     }
 }
 
+/// `root` and the relative `path` joined, as `Path::join` does, in one allocation of
+/// the final size (a scrape joins a few paths per row and file).
 fn join(root: &Path, path: &str) -> PathBuf {
     let relative = path.trim_start_matches('/');
     if relative.is_empty() {
-        root.to_owned()
-    } else {
-        root.join(relative)
+        return root.to_owned();
     }
+    let root = root.as_os_str();
+    let mut joined = std::ffi::OsString::with_capacity(root.len() + 1 + relative.len());
+    joined.push(root);
+    if !root.as_encoded_bytes().ends_with(b"/") {
+        joined.push("/");
+    }
+    joined.push(relative);
+    PathBuf::from(joined)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_controllers_are_listed_in_index_order() {
+        for (index, controller) in Controller::ALL.into_iter().enumerate() {
+            assert_eq!(controller as usize, index, "{controller:?}");
+        }
+    }
+
+    #[test]
+    fn join_is_path_join_of_the_relative_path() {
+        for (root, path) in [
+            ("/sys/fs/cgroup", "/kubepods/pod1"),
+            ("/sys/fs/cgroup/", "kubepods"),
+            ("/sys/fs/cgroup/memory", "/"),
+            ("/", "/a/b"),
+            ("/sys/fs/cgroup/memory/a", "memory.stat"),
+        ] {
+            let expected = Path::new(root).join(path.trim_start_matches('/'));
+            assert_eq!(join(Path::new(root), path), expected, "{root} + {path}");
+        }
+    }
 
     fn hierarchies(v2_controllers: &str, v1: &[(&str, &str)]) -> (tempfile::TempDir, Hierarchies) {
         let dir = tempfile::tempdir().unwrap();

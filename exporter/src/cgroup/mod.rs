@@ -8,6 +8,14 @@ pub mod hierarchy;
 pub mod spec_files;
 
 pub use hierarchy::{Controller, ControllerDir, Hierarchies};
+
+/// A table keyed by cgroupfs path, looked up several times per row per scrape:
+/// hashed with foldhash (seeded per process) rather than SipHash.
+pub(crate) type PathMap<V> =
+    std::collections::HashMap<std::ffi::OsString, V, foldhash::fast::RandomState>;
+/// A set of cgroupfs paths (see `PathMap`).
+pub(crate) type PathSet =
+    std::collections::HashSet<std::ffi::OsString, foldhash::fast::RandomState>;
 use std::{
     collections::HashMap,
     fs, io,

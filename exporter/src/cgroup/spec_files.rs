@@ -30,12 +30,12 @@ use std::{
     sync::{LazyLock, Mutex},
 };
 
-use super::{CgroupError, files};
+use super::{CgroupError, PathMap, PathSet, files};
 
 /// What a watched directory's spec files read last; `None`: the file is absent.
 struct WatchedDir {
     wd: i32,
-    values: HashMap<OsString, Option<String>>,
+    values: PathMap<Option<String>>,
     /// The last scope that read from this directory.
     generation: u64,
 }
@@ -43,13 +43,13 @@ struct WatchedDir {
 struct SpecFiles {
     /// `None` until the first spec read; `Some(None)` when inotify is unavailable.
     inotify: Option<Option<OwnedFd>>,
-    dirs: HashMap<OsString, WatchedDir>,
+    dirs: PathMap<WatchedDir>,
     by_wd: HashMap<i32, OsString>,
     /// The scope whose start drained the queue.
     drained: u64,
     /// Directories found missing in that scope (removed cgroups in their grace
     /// period): not tried again until the next scope.
-    missing: std::collections::HashSet<OsString>,
+    missing: PathSet,
     /// Reads of directories that could not be watched.
     unwatched: u64,
 }
@@ -57,10 +57,10 @@ struct SpecFiles {
 static SPEC: LazyLock<Mutex<SpecFiles>> = LazyLock::new(|| {
     Mutex::new(SpecFiles {
         inotify: None,
-        dirs: HashMap::new(),
+        dirs: PathMap::default(),
         by_wd: HashMap::new(),
         drained: 0,
-        missing: std::collections::HashSet::new(),
+        missing: PathSet::default(),
         unwatched: 0,
     })
 });
@@ -83,10 +83,33 @@ const MASK: u32 = libc::IN_MODIFY
 /// process while its directory had no event, else read now. Outside a scrape, a plain
 /// read.
 pub fn read_spec(path: &Path) -> Result<Option<String>, CgroupError> {
-    let (Some(generation), Some(dir), Some(name)) =
-        (files::scope_generation(), path.parent(), path.file_name())
-    else {
-        return files::read_optional(path);
+    read_spec_with(path, |text| text.map(str::to_owned))
+}
+
+/// `parse` of a spec file's contents (see `read_spec`), without copying kept ones.
+pub fn read_spec_with<T>(path: &Path, parse: impl Fn(Option<&str>) -> T) -> Result<T, CgroupError> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(OsStr::to_str)) else {
+        return Ok(parse(files::read_optional(path)?.as_deref()));
+    };
+    let [value] = read_specs(dir, [name], parse)?;
+    Ok(value)
+}
+
+/// `parse` of each spec file `names` of directory `dir` (see `read_spec`): one look-up
+/// of the directory for all of them (a row has up to three per controller).
+pub fn read_specs<T, const N: usize>(
+    dir: &Path,
+    names: [&str; N],
+    parse: impl Fn(Option<&str>) -> T,
+) -> Result<[T; N], CgroupError> {
+    // Filled in order; `finish` turns it into the values.
+    let mut out: [Option<T>; N] = std::array::from_fn(|_| None);
+    let finish = |out: [Option<T>; N]| out.map(|value| value.unwrap_or_else(|| parse(None)));
+    let Some(generation) = files::scope_generation() else {
+        for (slot, name) in out.iter_mut().zip(names) {
+            *slot = Some(parse(files::read_optional(&dir.join(name))?.as_deref()));
+        }
+        return Ok(finish(out));
     };
     let mut spec = spec();
     if spec.drained != generation {
@@ -94,35 +117,45 @@ pub fn read_spec(path: &Path) -> Result<Option<String>, CgroupError> {
         spec.missing.clear();
         spec.drain();
     }
-    let dir = dir.as_os_str();
+    let key = dir.as_os_str();
     // A watched directory is never in `missing` (only a failed watch puts it there):
     // the common case costs one lookup.
-    if let Some(entry) = spec.dirs.get_mut(dir) {
-        entry.generation = generation;
-        if let Some(kept) = entry.values.get(name) {
-            return Ok(kept.clone());
+    if !spec.dirs.contains_key(key) {
+        if spec.missing.contains(key) {
+            return Ok(names.map(|_| parse(None)));
         }
-    } else if spec.missing.contains(dir) {
-        return Ok(None);
-    } else if let Err(e) = spec.watch(dir, generation) {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            // A removed cgroup (its grace period): no files, nothing to keep.
-            spec.missing.insert(dir.to_owned());
-            return Ok(None);
+        if let Err(e) = spec.watch(key, generation) {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                // A removed cgroup (its grace period): no files, nothing to keep.
+                spec.missing.insert(key.to_owned());
+                return Ok(names.map(|_| parse(None)));
+            }
+            spec.unwatched += N as u64;
+            if spec.unwatched == N as u64 {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch a cgroup directory: its spec files are read at every scrape (see kadvisor_cgroup_spec_reads_unwatched_total)");
+            }
+            drop(spec);
+            for (slot, name) in out.iter_mut().zip(names) {
+                *slot = Some(parse(files::read_unheld(&dir.join(name))?.as_deref()));
+            }
+            return Ok(finish(out));
         }
-        spec.unwatched += 1;
-        if spec.unwatched == 1 {
-            tracing::warn!(dir = %Path::new(dir).display(), error = %e, "cannot watch a cgroup directory: its spec files are read at every scrape (see kadvisor_cgroup_spec_reads_unwatched_total)");
-        }
-        drop(spec);
-        return files::read_unheld(path);
     }
-    // Watched before reading: a write after this read raises an event.
-    let value = files::read_unheld(path)?;
-    if let Some(entry) = spec.dirs.get_mut(dir) {
-        entry.values.insert(name.to_owned(), value.clone());
+    let Some(entry) = spec.dirs.get_mut(key) else {
+        return Ok(names.map(|_| parse(None)));
+    };
+    entry.generation = generation;
+    for (slot, name) in out.iter_mut().zip(names) {
+        if let Some(kept) = entry.values.get(OsStr::new(name)) {
+            *slot = Some(parse(kept.as_deref()));
+            continue;
+        }
+        // Watched before reading: a write after this read raises an event.
+        let value = files::read_unheld(&dir.join(name))?;
+        *slot = Some(parse(value.as_deref()));
+        entry.values.insert(name.into(), value);
     }
-    Ok(value)
+    Ok(finish(out))
 }
 
 /// Reads of spec files in directories that had no watch (read at every scrape).
@@ -154,7 +187,7 @@ pub(super) fn end_scope(current: u64) {
             unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), wd) };
         }
     }
-    spec.missing = std::collections::HashSet::new();
+    spec.missing = PathSet::default();
     // After churn: give back the tables' peak size.
     let len = spec.dirs.len();
     if spec.dirs.capacity() > 2 * len + 256 {
@@ -195,7 +228,7 @@ impl SpecFiles {
             dir.to_owned(),
             WatchedDir {
                 wd,
-                values: HashMap::new(),
+                values: PathMap::default(),
                 generation,
             },
         );

@@ -412,6 +412,7 @@ mod tests {
             failures: &failures,
             row_pids: std::cell::OnceCell::new(),
             cache: None,
+            v1_ids: &std::cell::RefCell::default(),
         };
         let mut out = SampleSet::default();
         collect(&ctx, &mut out);

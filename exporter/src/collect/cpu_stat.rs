@@ -21,9 +21,9 @@ use crate::cgroup::{
     CgroupError, Controller, ControllerDir, Hierarchies,
     files::{
         Value, keyed_value, parse_cpu_max, read_optional, read_shared, read_spec_value,
-        weight_to_shares,
+        read_spec_values, weight_to_shares,
     },
-    spec_files::read_spec,
+    spec_files::read_spec_with,
 };
 
 /// What the cpu and cpuacct files say about one cgroup; `None` where a file is absent.
@@ -105,9 +105,8 @@ fn read_user_system(
 }
 
 fn read_cpu_v2(dir: &Path, stat: Option<&str>, files: &mut CpuFiles) -> Result<(), CgroupError> {
-    if let Some((quota, period)) = read_spec(&dir.join("cpu.max"))?
-        .as_deref()
-        .and_then(parse_cpu_max)
+    if let Some((quota, period)) =
+        read_spec_with(&dir.join("cpu.max"), |text| text.and_then(parse_cpu_max))?
     {
         files.period_us = Some(period);
         files.quota_us = match quota {
@@ -136,18 +135,14 @@ fn read_cpu_v2(dir: &Path, stat: Option<&str>, files: &mut CpuFiles) -> Result<(
 }
 
 fn read_cpu_v1(dir: &Path, files: &mut CpuFiles) -> Result<(), CgroupError> {
-    files.period_us = match read_spec_value(&dir.join("cpu.cfs_period_us"))? {
-        Some(Value::Number(p)) => Some(p),
+    let number = |value| match value {
+        Some(Value::Number(n)) => Some(n),
         _ => None,
     };
-    files.quota_us = match read_spec_value(&dir.join("cpu.cfs_quota_us"))? {
-        Some(Value::Number(q)) => Some(q),
-        _ => None,
-    };
-    files.shares = match read_spec_value(&dir.join("cpu.shares"))? {
-        Some(Value::Number(s)) => Some(s),
-        _ => None,
-    };
+    let [period, quota, shares] =
+        read_spec_values(dir, ["cpu.cfs_period_us", "cpu.cfs_quota_us", "cpu.shares"])?;
+    (files.period_us, files.quota_us, files.shares) =
+        (number(period), number(quota), number(shares));
     if files.quota_us.is_none() {
         // Throttling is only exported with a quota (see `read`): skip the read.
         return Ok(());

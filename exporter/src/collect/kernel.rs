@@ -8,7 +8,7 @@ use std::{
 
 use kadvisor_common::{CgroupCpu, CgroupCrashes, CgroupNet, KernelError};
 
-use crate::bpf::{BpfError, CgroupTasks, KernelPrograms, ProgramStats};
+use crate::bpf::{BpfError, CgroupPass, CgroupTasks, KernelPrograms, ProgramStats};
 
 /// What the collectors need from the kernel side. `KernelPrograms` is the real one;
 /// tests substitute fixed values to test exposition without BPF.
@@ -45,6 +45,11 @@ pub trait KernelSource: Send + Sync {
     /// The default (no pass) serves test fakes.
     fn task_pass(&self) -> Result<HashMap<u64, CgroupTasks>, BpfError> {
         Err(BpfError::NoTaskPass)
+    }
+    /// One scrape-time pass over the memory and pids controllers' cgroups: their
+    /// counters by cgroup id in each hierarchy. The default (no pass) serves test fakes.
+    fn cgroup_pass(&self) -> Result<CgroupPass, BpfError> {
+        Err(BpfError::NoCgroupPass)
     }
     /// Final hierarchical counter values of one cgroup, by counter name (what a
     /// retired cgroup leaves to its parent).
@@ -102,6 +107,9 @@ impl KernelSource for KernelPrograms {
     fn task_pass(&self) -> Result<HashMap<u64, CgroupTasks>, BpfError> {
         Self::task_pass(self)
     }
+    fn cgroup_pass(&self) -> Result<CgroupPass, BpfError> {
+        Self::cgroup_pass(self)
+    }
     fn counters_of(&self, id: u64) -> Result<Vec<(&'static str, u64)>, BpfError> {
         Self::counters_of(self, id)
     }
@@ -124,9 +132,12 @@ pub struct KernelSnapshot<'a> {
     oom_kills: OnceLock<Result<HashMap<u64, u64>, BpfError>>,
     errors: OnceLock<Result<Vec<(KernelError, u64)>, BpfError>>,
     tasks: OnceLock<Result<HashMap<u64, CgroupTasks>, BpfError>>,
+    cgroup_pass: OnceLock<Result<CgroupPass, BpfError>>,
     /// A failed task pass was already reported this scrape (it is read by the cpu and
     /// the process families, and counted once).
     tasks_failure_reported: std::sync::atomic::AtomicBool,
+    /// The same for the cgroup pass (memory and process families).
+    cgroup_pass_failure_reported: std::sync::atomic::AtomicBool,
     programs: OnceLock<Vec<ProgramStats>>,
 }
 
@@ -140,7 +151,9 @@ impl<'a> KernelSnapshot<'a> {
             oom_kills: OnceLock::new(),
             errors: OnceLock::new(),
             tasks: OnceLock::new(),
+            cgroup_pass: OnceLock::new(),
             tasks_failure_reported: std::sync::atomic::AtomicBool::new(false),
+            cgroup_pass_failure_reported: std::sync::atomic::AtomicBool::new(false),
             programs: OnceLock::new(),
         }
     }
@@ -183,11 +196,27 @@ impl<'a> KernelSnapshot<'a> {
         self.tasks.get_or_init(|| self.kernel.task_pass()).as_ref()
     }
 
+    /// The scrape-time cgroup pass (`iter/cgroup`): run at the first use, shared by
+    /// the memory and process families.
+    pub fn cgroup_pass(&self) -> Result<&CgroupPass, &BpfError> {
+        self.cgroup_pass
+            .get_or_init(|| self.kernel.cgroup_pass())
+            .as_ref()
+    }
+
     /// `true` at the first call only: whether a failed task pass is still to be
     /// reported in this scrape.
     pub fn report_task_pass_failure(&self) -> bool {
         !self
             .tasks_failure_reported
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `true` at the first call only: whether a failed cgroup pass is still to be
+    /// reported in this scrape.
+    pub fn report_cgroup_pass_failure(&self) -> bool {
+        !self
+            .cgroup_pass_failure_reported
             .swap(true, std::sync::atomic::Ordering::Relaxed)
     }
 

@@ -1,7 +1,11 @@
 //! Memory families: cAdvisor's `container_memory_*` gauges and counters and the
-//! `container_spec_memory_*` limits, read at scrape time from the memory controller's
-//! files (v2 `memory.current`/`memory.stat`/..., v1 `memory.usage_in_bytes`/
-//! `memory.stat total_*`/...). The kernel already keeps these exactly; no BPF.
+//! `container_spec_memory_*` limits, read at scrape time from what the kernel already
+//! keeps exactly: each row's `memory.stat` (and v2 `memory.swap.current`, limits) from
+//! its files, and the page counters behind the single-number files (v1
+//! `memory.usage_in_bytes`, `max_usage_in_bytes`, `failcnt`, `kmem.usage_in_bytes`;
+//! v2 `memory.current`, `memory.peak`) from the cgroup pass, one in-kernel walk of
+//! the memory hierarchy per scrape (`bpf::KernelPrograms::cgroup_pass`). Where the
+//! pass is not attached, or does not know a row's cgroup, those files are read.
 //!
 //! Each row's `memory.stat` is read and parsed once per scrape; every family is
 //! derived from that one parse. A file that is missing (controller not enabled for
@@ -16,9 +20,12 @@ use super::{
     Row, ScrapeContext,
     samples::{MetricType, SampleSet},
 };
-use crate::cgroup::{
-    CgroupError, Controller, ControllerDir,
-    files::{Value, flat_keyed, read_optional, read_spec_value, read_value},
+use crate::{
+    bpf::MemcgCounters,
+    cgroup::{
+        CgroupError, Controller, ControllerDir,
+        files::{Value, flat_keyed, read_optional, read_spec_values, read_value},
+    },
 };
 
 /// cAdvisor exports limits above 2^62 (v1's page-counter maximum
@@ -76,15 +83,18 @@ pub type RootSwap = Option<u64>;
 /// Reads one cgroup's memory state. `Ok(None)` when its memory.stat does not exist
 /// (no memory controller directory for this path).
 /// `reclaim`: also read memory.events (the `memory_reclaim` group is on).
+/// `counters`: the row's page counters from the cgroup pass, read instead of
+/// their files.
 pub fn read(
     dir: &ControllerDir,
     is_root: bool,
     root_swap: RootSwap,
     reclaim: bool,
+    counters: Option<&MemcgCounters>,
 ) -> Result<Option<MemoryStats>, CgroupError> {
     match dir {
-        ControllerDir::V2(_) => read_v2(dir, is_root, root_swap, reclaim),
-        ControllerDir::V1(_) => read_v1(dir),
+        ControllerDir::V2(_) => read_v2(dir, is_root, root_swap, reclaim, counters),
+        ControllerDir::V1(_) => read_v1(dir, is_root, counters),
     }
 }
 
@@ -92,13 +102,16 @@ fn number(dir: &ControllerDir, file: &str) -> Result<Option<u64>, CgroupError> {
     Ok(read_value(&dir.join(file))?.map(|v| v.or(u64::MAX)))
 }
 
-/// A limit file: "max" and anything above 2^62 become 0, as cAdvisor exports them.
-/// Limits are spec files: read again only after their directory changed
-/// (`cgroup::spec_files`).
-fn limit(dir: &ControllerDir, file: &str) -> Result<Option<u64>, CgroupError> {
-    Ok(read_spec_value(&dir.join(file))?.map(|v| match v {
-        Value::Number(n) if n <= UNLIMITED_ABOVE => n,
-        _ => 0,
+/// The limit files `names` of `dir`: "max" and anything above 2^62 become 0, as
+/// cAdvisor exports them. Limits are spec files: read again only after their
+/// directory changed (`cgroup::spec_files`).
+fn limits(dir: &ControllerDir, names: [&str; 3]) -> Result<[Option<u64>; 3], CgroupError> {
+    let (ControllerDir::V1(dir) | ControllerDir::V2(dir)) = dir;
+    Ok(read_spec_values(dir, names)?.map(|value| {
+        value.map(|v| match v {
+            Value::Number(n) if n <= UNLIMITED_ABOVE => n,
+            _ => 0,
+        })
     }))
 }
 
@@ -107,6 +120,7 @@ fn read_v2(
     is_root: bool,
     root_swap: RootSwap,
     reclaim: bool,
+    counters: Option<&MemcgCounters>,
 ) -> Result<Option<MemoryStats>, CgroupError> {
     let Some(stat) = read_optional(&dir.join("memory.stat"))? else {
         return Ok(None);
@@ -153,17 +167,25 @@ fn read_v2(
         s.usage = anon.zip(file).map(|(a, f)| a + f);
         s.swap = root_swap;
     } else {
-        s.usage = number(dir, "memory.current")?;
-        s.max_usage = number(dir, "memory.peak")?;
+        if let Some(counters) = counters {
+            s.usage = Some(counters.usage);
+            s.max_usage = Some(counters.max_usage);
+        } else {
+            s.usage = number(dir, "memory.current")?;
+            s.max_usage = number(dir, "memory.peak")?;
+        }
         s.swap = number(dir, "memory.swap.current")?;
-        s.limit = limit(dir, "memory.max")?;
-        s.swap_limit = limit(dir, "memory.swap.max")?;
-        s.reservation = limit(dir, "memory.min")?;
+        [s.limit, s.swap_limit, s.reservation] =
+            limits(dir, ["memory.max", "memory.swap.max", "memory.min"])?;
     }
     Ok(Some(s))
 }
 
-fn read_v1(dir: &ControllerDir) -> Result<Option<MemoryStats>, CgroupError> {
+fn read_v1(
+    dir: &ControllerDir,
+    is_root: bool,
+    counters: Option<&MemcgCounters>,
+) -> Result<Option<MemoryStats>, CgroupError> {
     let Some(stat) = read_optional(&dir.join("memory.stat"))? else {
         return Ok(None);
     };
@@ -184,19 +206,43 @@ fn read_v1(dir: &ControllerDir) -> Result<Option<MemoryStats>, CgroupError> {
             _ => {}
         }
     }
-    s.usage = number(dir, "memory.usage_in_bytes")?;
-    s.max_usage = number(dir, "memory.max_usage_in_bytes")?;
-    s.kernel = number(dir, "memory.kmem.usage_in_bytes")?;
-    s.failcnt = number(dir, "memory.failcnt")?;
-    s.limit = limit(dir, "memory.limit_in_bytes")?;
-    s.swap_limit = limit(dir, "memory.memsw.limit_in_bytes")?;
-    s.reservation = limit(dir, "memory.soft_limit_in_bytes")?;
+    match counters {
+        Some(counters) => {
+            // The root's usage file is computed from host-wide page states instead.
+            s.usage = if is_root {
+                number(dir, "memory.usage_in_bytes")?
+            } else {
+                Some(counters.usage)
+            };
+            s.max_usage = Some(counters.max_usage);
+            s.failcnt = Some(counters.failcnt);
+            s.kernel = match counters.kmem {
+                Some(kmem) => Some(kmem),
+                None => number(dir, "memory.kmem.usage_in_bytes")?,
+            };
+        }
+        None => {
+            s.usage = number(dir, "memory.usage_in_bytes")?;
+            s.max_usage = number(dir, "memory.max_usage_in_bytes")?;
+            s.kernel = number(dir, "memory.kmem.usage_in_bytes")?;
+            s.failcnt = number(dir, "memory.failcnt")?;
+        }
+    }
+    [s.limit, s.swap_limit, s.reservation] = limits(
+        dir,
+        [
+            "memory.limit_in_bytes",
+            "memory.memsw.limit_in_bytes",
+            "memory.soft_limit_in_bytes",
+        ],
+    )?;
     Ok(Some(s))
 }
 
 /// Reads every row's memory state and writes the memory families.
 pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
     let root_swap = ctx.root_swap;
+    let pass = ctx.cgroup_pass().map(|pass| &pass.memory);
     let mut stats = Vec::with_capacity(ctx.rows.len());
     for (index, row) in ctx.rows.iter().enumerate() {
         let Some(dir) = ctx
@@ -206,11 +252,25 @@ pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
             // No memory controller mounted at all: no memory families.
             return;
         };
-        let read = || match read(&dir, row.path == "/", root_swap, ctx.own.memory_reclaim) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                ctx.failed("memory", &e);
-                None
+        let read = || {
+            let counters = pass.and_then(|pass| {
+                let id =
+                    ctx.hierarchy_id(Controller::Memory, row, &dir, |id| pass.contains_key(&id))?;
+                pass.get(&id)
+            });
+            let stats = read(
+                &dir,
+                row.path == "/",
+                root_swap,
+                ctx.own.memory_reclaim,
+                counters,
+            );
+            match stats {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    ctx.failed("memory", &e);
+                    None
+                }
             }
         };
         stats.push(ctx.row_value(index, |v| &mut v.memory, read).flatten());
@@ -438,15 +498,29 @@ mod tests {
             ],
         );
         let d = h.controller_dir(Controller::Memory, "/pod/c").unwrap();
-        let s = read(&d, false, Some(999), true).unwrap().unwrap();
+        let s = read(&d, false, Some(999), true, None).unwrap().unwrap();
         assert_eq!((s.events_high, s.events_max), (Some(4), Some(2)));
         assert_eq!(
             (s.file_dirty, s.file_writeback, s.pgscan, s.pgsteal),
             (Some(11), Some(12), Some(13), Some(14))
         );
         assert_eq!((s.refault_anon, s.refault_file), (Some(15), Some(16)));
-        let lean = read(&d, false, Some(999), false).unwrap().unwrap();
+        let lean = read(&d, false, Some(999), false, None).unwrap().unwrap();
         assert_eq!(lean.events_high, None, "memory.events read only when asked");
+        let counters = MemcgCounters {
+            usage: 4096,
+            max_usage: 8192,
+            failcnt: 3,
+            kmem: None,
+        };
+        let p = read(&d, false, Some(999), false, Some(&counters))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (p.usage, p.max_usage, p.failcnt, p.swap),
+            (Some(4096), Some(8192), None, Some(128)),
+            "the pass's memory.current and memory.peak; no failcnt on v2"
+        );
         assert_eq!(s.usage, Some(6500));
         assert_eq!(s.max_usage, Some(9000));
         assert_eq!(
@@ -483,7 +557,7 @@ mod tests {
             ],
         );
         let d = h.controller_dir(Controller::Memory, "/c").unwrap();
-        let s = read(&d, false, None, true).unwrap().unwrap();
+        let s = read(&d, false, None, true, None).unwrap().unwrap();
         assert_eq!(s.max_usage, None);
         assert_eq!(s.swap, None);
         assert_eq!(s.swap_limit, None);
@@ -510,7 +584,7 @@ mod tests {
         // The root has memory.stat but no memory.current/peak/max.
         write_files(dir.path(), &[("memory.stat", V2_STAT)]);
         let d = h.controller_dir(Controller::Memory, "/").unwrap();
-        let s = read(&d, true, Some(4096), true).unwrap().unwrap();
+        let s = read(&d, true, Some(4096), true, None).unwrap().unwrap();
         assert_eq!(s.usage, Some(6000), "anon + file");
         assert_eq!(s.working_set(), Some(4000));
         assert_eq!(s.swap, Some(4096), "SwapTotal - SwapFree");
@@ -539,7 +613,7 @@ mod tests {
         let d = h
             .controller_dir(Controller::Memory, "/kubepods/pod1")
             .unwrap();
-        let s = read(&d, false, Some(1), true).unwrap().unwrap();
+        let s = read(&d, false, Some(1), true, None).unwrap().unwrap();
         assert_eq!(s.usage, Some(4000));
         assert_eq!(s.max_usage, Some(8000));
         assert_eq!(
@@ -554,6 +628,43 @@ mod tests {
         assert_eq!(s.limit, Some(0), "page-counter maximum → 0");
         assert_eq!(s.swap_limit, Some(0));
         assert_eq!(s.reservation, Some(1_048_576));
+
+        // With the cgroup pass: its page counters, not the files; the root's
+        // usage still from its file (the kernel computes it from host-wide states).
+        let counters = MemcgCounters {
+            usage: 4096,
+            max_usage: 8192,
+            failcnt: 9,
+            kmem: Some(1024),
+        };
+        let p = read(&d, false, Some(1), true, Some(&counters))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (p.usage, p.max_usage, p.failcnt, p.kernel),
+            (Some(4096), Some(8192), Some(9), Some(1024))
+        );
+        assert_eq!(
+            (p.rss, p.limit),
+            (s.rss, s.limit),
+            "the rest still from files"
+        );
+        let root = read(&d, true, Some(1), true, Some(&counters))
+            .unwrap()
+            .unwrap();
+        assert_eq!((root.usage, root.max_usage), (Some(4000), Some(8192)));
+        let no_kmem = MemcgCounters {
+            kmem: None,
+            ..counters
+        };
+        let p = read(&d, false, Some(1), true, Some(&no_kmem))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            p.kernel,
+            Some(123),
+            "no kmem counter in the kernel: the file"
+        );
 
         let mut out = SampleSet::default();
         write(&mut out, &[Row::new(5, "/kubepods/pod1")], &[Some(s)]);
@@ -596,11 +707,11 @@ mod tests {
         .unwrap();
         let d = h.controller_dir(Controller::Memory, "/a").unwrap();
         assert!(matches!(d, ControllerDir::V1(_)));
-        let s = read(&d, false, None, true).unwrap().unwrap();
+        let s = read(&d, false, None, true, None).unwrap().unwrap();
         assert_eq!(s.usage, Some(5000));
         assert_eq!(s.working_set(), Some(4400));
         let root = h.controller_dir(Controller::Memory, "/").unwrap();
-        let s = read(&root, true, Some(1), true).unwrap().unwrap();
+        let s = read(&root, true, Some(1), true, None).unwrap().unwrap();
         assert_eq!(
             s.usage,
             Some(7000),
@@ -614,6 +725,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let h = v2_hierarchies(dir.path());
         let d = h.controller_dir(Controller::Memory, "/gone").unwrap();
-        assert_eq!(read(&d, false, None, true).unwrap(), None);
+        assert_eq!(read(&d, false, None, true, None).unwrap(), None);
     }
 }

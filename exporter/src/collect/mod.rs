@@ -110,6 +110,8 @@ struct Scratch {
     shaper: shape::Shaper,
     /// Quiet rows' file-based values (`refresh`).
     row_cache: refresh::RowCache,
+    /// Rows' ids in v1 hierarchies (`sources::V1Ids`).
+    v1_ids: RefCell<sources::V1Ids>,
 }
 
 impl Collector {
@@ -162,6 +164,7 @@ impl Collector {
             scratch: Mutex::new(Scratch {
                 shaper: shape::Shaper::default(),
                 row_cache: refresh::RowCache::new(Duration::ZERO),
+                v1_ids: RefCell::default(),
             }),
             registry,
             scrape_errors,
@@ -258,7 +261,12 @@ impl Collector {
             .scratch
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Scratch { shaper, row_cache } = &mut *scratch;
+        let Scratch {
+            shaper,
+            row_cache,
+            v1_ids,
+        } = &mut *scratch;
+        v1_ids.get_mut().keep_only(&rows.rows);
         // Made per scrape, not kept: a burst of rows does not pin its peak memory.
         let mut sample_set = SampleSet::default();
         let samples = &mut sample_set;
@@ -308,6 +316,7 @@ impl Collector {
             failures: &failures,
             row_pids: OnceCell::new(),
             cache: Some(RefCell::new(row_cache)),
+            v1_ids,
         };
         // The row cache is indexed by `rows`: pod-level rows are read every scrape.
         let pod_ctx = ScrapeContext {

@@ -5,7 +5,7 @@
 //! | family | source |
 //! |---|---|
 //! | `container_processes` | thread-group leaders whose cgroup is the row's (its own tasks, like `cgroup.procs`; not recursive) |
-//! | `container_threads` / `container_threads_max` | `pids.current` / `pids.max` ("max" → 0) of the pids controller (v1 or v2), as cAdvisor |
+//! | `container_threads` / `container_threads_max` | `pids.current` / `pids.max` ("max" → 0) of the pids controller (v1 or v2), as cAdvisor; `pids.current`'s counter from the kernel's cgroup pass when it is attached |
 //! | `container_file_descriptors` / `container_sockets` | descriptors of those processes / those whose inode is a socket (what `/proc/<pid>/fd` lists and shows as `socket:[…]`) |
 //! | `container_ulimits_soft{ulimit="max_open_files"}` | soft `RLIMIT_NOFILE` of the row's lowest-numbered process (absent when unlimited) |
 //!
@@ -20,7 +20,7 @@ use super::{
 use crate::{
     bpf::CgroupTasks,
     cgroup::{
-        CgroupError, Controller, Hierarchies,
+        CgroupError, Controller, ControllerDir,
         files::{read_spec_value, read_value},
     },
 };
@@ -36,20 +36,24 @@ pub struct ProcessCounts {
     pub max_open_files: Option<u64>,
 }
 
-/// One cgroup's counts: the pids controller's files, and `tasks` (the task pass's
+/// One cgroup's counts: the pids controller's (`pids.current` from the cgroup pass
+/// when `pids_current` has it, else from its file), and `tasks` (the task pass's
 /// entry for it; `None` when none of its tasks was seen) when the cgroup is live
 /// (`live`: a row of the tree, not a removed one in its grace period) and the pass
 /// ran (`pass_ran`).
 pub fn count(
-    hierarchies: &Hierarchies,
-    path: &str,
+    pids: Option<&ControllerDir>,
+    pids_current: Option<u64>,
     live: bool,
     pass_ran: bool,
     tasks: Option<&CgroupTasks>,
 ) -> Result<ProcessCounts, CgroupError> {
     let mut counts = ProcessCounts::default();
-    if let Some(dir) = hierarchies.controller_dir(Controller::Pids, path) {
-        counts.threads = read_value(&dir.join("pids.current"))?.map(|v| v.or(0));
+    if let Some(dir) = pids {
+        counts.threads = match pids_current {
+            Some(current) => Some(current),
+            None => read_value(&dir.join("pids.current"))?.map(|v| v.or(0)),
+        };
         counts.threads_max = read_spec_value(&dir.join("pids.max"))?.map(|v| v.or(0));
     }
     if !(pass_ran && live) {
@@ -65,12 +69,19 @@ pub fn count(
 
 pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
     let pass = ctx.task_pass();
+    let pids_pass = ctx.cgroup_pass().map(|pass| &pass.pids);
     let mut rows = Vec::with_capacity(ctx.rows.len());
     for (index, row) in ctx.rows.iter().enumerate() {
         let read = || {
             let tasks = pass.and_then(|pass| pass.get(&row.id));
             let live = index < ctx.live;
-            match count(ctx.hierarchies, &row.path, live, pass.is_some(), tasks) {
+            let pids = ctx.hierarchies.controller_dir(Controller::Pids, &row.path);
+            let pids_current = pids.as_ref().zip(pids_pass).and_then(|(dir, current)| {
+                let id =
+                    ctx.hierarchy_id(Controller::Pids, row, dir, |id| current.contains_key(&id))?;
+                current.get(&id).copied()
+            });
+            match count(pids.as_ref(), pids_current, live, pass.is_some(), tasks) {
                 Ok(counts) => Some(counts),
                 Err(e) => {
                     ctx.failed("process", &e);
@@ -145,6 +156,7 @@ mod tests {
     use std::{collections::HashMap, fs, path::Path};
 
     use super::*;
+    use crate::cgroup::Hierarchies;
 
     fn layout(root: &Path, v2_controllers: &str, pids_v1: bool) -> Hierarchies {
         fs::create_dir_all(root.join("unified")).unwrap();
@@ -174,7 +186,10 @@ mod tests {
             ..CgroupTasks::default()
         };
 
-        let counts = count(&h, "/c", true, true, Some(&tasks)).unwrap();
+        let pids = h.controller_dir(Controller::Pids, "/c");
+        let counts = count(pids.as_ref(), None, true, true, Some(&tasks)).unwrap();
+        let from_pass = count(pids.as_ref(), Some(9), true, true, Some(&tasks)).unwrap();
+        assert_eq!(from_pass.threads, Some(9), "the cgroup pass's pids.current");
 
         assert_eq!(
             counts,
@@ -196,7 +211,8 @@ mod tests {
         fs::create_dir_all(dir.path().join("unified/c")).unwrap();
         fs::write(dir.path().join("unified/c/pids.current"), "0\n").unwrap();
         fs::write(dir.path().join("unified/c/pids.max"), "512\n").unwrap();
-        let counts = count(&h, "/c", true, true, None).unwrap();
+        let pids = h.controller_dir(Controller::Pids, "/c");
+        let counts = count(pids.as_ref(), None, true, true, None).unwrap();
         assert_eq!(counts.processes, Some(0));
         assert_eq!(
             (counts.file_descriptors, counts.sockets),
@@ -205,10 +221,11 @@ mod tests {
         assert_eq!(counts.threads_max, Some(512));
         assert_eq!(counts.max_open_files, None);
 
-        let without_pass = count(&h, "/c", true, false, None).unwrap();
+        let without_pass = count(pids.as_ref(), None, true, false, None).unwrap();
         assert_eq!(without_pass.processes, None, "no task pass: left out");
         // A removed row (grace period): not live.
-        let removed = count(&h, "/gone", false, true, None).unwrap();
+        let gone = h.controller_dir(Controller::Pids, "/gone");
+        let removed = count(gone.as_ref(), None, false, true, None).unwrap();
         assert_eq!(removed, ProcessCounts::default());
         let row = Row::new(1, "/gone");
         let mut out = SampleSet::default();

@@ -7,10 +7,16 @@
 //! The kernel's scrape-time task pass (`task_pass`: `iter/task` + `iter/task_file`,
 //! one typed `bpf::CgroupTasks` per cgroup) feeds the schedstat and process
 //! families; the network namespaces still read the rows' pids here (`row_pids`).
-use std::cell::{Cell, OnceCell, RefCell};
+use std::{
+    cell::{Cell, OnceCell, RefCell},
+    collections::HashMap,
+};
 
 use super::{Row, kernel::KernelSnapshot, memory, refresh};
-use crate::cgroup::{Hierarchies, PathMemory, RetiredTotals};
+use crate::{
+    bpf::CgroupPass,
+    cgroup::{Controller, ControllerDir, Hierarchies, PathMemory, RetiredTotals, files},
+};
 
 /// The series kadvisor's own families write per row (lean by default).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,6 +54,8 @@ pub struct ScrapeContext<'a> {
     pub(super) row_pids: OnceCell<Vec<Option<Vec<u32>>>>,
     /// Per-row values kept between scrapes (`refresh`); `None` reads every row.
     pub cache: Option<RefCell<&'a mut refresh::RowCache>>,
+    /// Rows' ids in v1 hierarchies, kept between scrapes (`hierarchy_id`).
+    pub v1_ids: &'a RefCell<V1Ids>,
 }
 
 impl ScrapeContext<'_> {
@@ -106,6 +114,47 @@ impl ScrapeContext<'_> {
         }
     }
 
+    /// The kernel's cgroup pass (memory and pids counters), run once per scrape;
+    /// `None` when it is not attached or failed (a failure is reported under source
+    /// `cgroup_pass`, once per scrape): the families then read the files.
+    pub fn cgroup_pass(&self) -> Option<&CgroupPass> {
+        match self.kernel.cgroup_pass() {
+            Ok(pass) => Some(pass),
+            Err(crate::bpf::BpfError::NoCgroupPass) => None,
+            Err(e) => {
+                if self.kernel.report_cgroup_pass_failure() {
+                    self.failed("cgroup_pass", e);
+                }
+                None
+            }
+        }
+    }
+
+    /// The id of `row`'s cgroup in the hierarchy of `dir`, `controller`'s directory
+    /// for it, as the cgroup pass knows it: the row's own (v2) id on v2; on v1 its
+    /// directory's inode, stated once and kept while `known` (the pass has it: a
+    /// re-created directory has a new inode). `None`: the directory is gone.
+    pub fn hierarchy_id(
+        &self,
+        controller: Controller,
+        row: &Row,
+        dir: &ControllerDir,
+        known: impl Fn(u64) -> bool,
+    ) -> Option<u64> {
+        let ControllerDir::V1(path) = dir else {
+            return Some(row.id);
+        };
+        let mut ids = self.v1_ids.borrow_mut();
+        if let Some(&id) = ids.ids.get(&(controller, row.id))
+            && known(id)
+        {
+            return Some(id);
+        }
+        let id = files::stat_file(path).ok()?.ino;
+        ids.ids.insert((controller, row.id), id);
+        Some(id)
+    }
+
     /// Row `index`'s value of one file-based family: kept from an earlier scrape when
     /// the row is quiet (`refresh`), else `read()` (`None`: failed, nothing kept).
     pub fn row_value<T: Clone>(
@@ -134,5 +183,24 @@ impl ScrapeContext<'_> {
     /// Whether any source failed so far in this scrape.
     pub fn any_failed(&self) -> bool {
         self.failures.get() > 0
+    }
+}
+
+/// Rows' cgroup ids in the v1 hierarchies, by controller and row (v2) id: on a hybrid
+/// host each v1 hierarchy is a tree of its own, whose ids the cgroup pass reports.
+#[derive(Debug, Default)]
+pub struct V1Ids {
+    ids: HashMap<(Controller, u64), u64>,
+}
+
+impl V1Ids {
+    /// Forgets rows that are gone, once the table holds far more than `rows` (a
+    /// table bounded by the rows, without a set of them at every scrape).
+    pub fn keep_only(&mut self, rows: &[Row]) {
+        if self.ids.len() <= 4 * rows.len() + 64 {
+            return;
+        }
+        let live: std::collections::HashSet<u64> = rows.iter().map(|row| row.id).collect();
+        self.ids.retain(|(_, id), _| live.contains(id));
     }
 }

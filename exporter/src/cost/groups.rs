@@ -90,7 +90,8 @@ pub const GROUPS: &[GroupSpec] = &[
     },
     group(
         "memory",
-        &[],
+        // The cgroup pass (page counters); the rest is read from files.
+        &["cgroup_pass"],
         &[
             "container_memory_usage_bytes",
             "container_memory_max_usage_bytes",
@@ -158,9 +159,10 @@ pub const GROUPS: &[GroupSpec] = &[
         )
     },
     group(
-        // The task pass (processes, open-files limit) and the descriptor pass.
+        // The task pass (processes, open-files limit), the descriptor pass and the
+        // cgroup pass (pids.current).
         "process",
-        &["tasks", "files"],
+        &["tasks", "files", "cgroup_pass"],
         &[
             "container_processes",
             "container_threads",

@@ -27,6 +27,7 @@ const TYPE_HEADER: usize = 12;
 pub const STRUCT: u32 = 4;
 pub const UNION: u32 = 5;
 pub const PTR: u32 = 2;
+pub const ENUM: u32 = 6;
 pub const TYPEDEF: u32 = 8;
 pub const FUNC: u32 = 12;
 pub const FUNC_PROTO: u32 = 13;
@@ -234,6 +235,17 @@ impl<'a> Type<'a> {
                     offset
                 },
             }
+        })
+    }
+
+    /// The value of enumerator `name` of an enum (none for other kinds).
+    pub fn enumerator(&self, name: &str) -> Option<u32> {
+        if self.kind() != ENUM {
+            return None;
+        }
+        (0..self.vlen()).find_map(|i| {
+            let at = self.at + TYPE_HEADER + i * 8;
+            (self.btf.string(self.btf.word(at)) == name).then(|| self.btf.word(at + 4))
         })
     }
 
