@@ -157,7 +157,7 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         unless_attached: None,
         min_kernel: None,
     },
-    // Scrape-time cgroup pass (kernel/src/iter.rs): the counters behind the memory
+    // Scrape-time cgroup pass (kernel/src/cgroup_pass.rs): the counters behind the memory
     // controller's single-number files (usage, peak, failcnt, kmem) and `pids.current`
     // for every cgroup in one read per hierarchy, instead of one file read each per row.
     ProgramSpec {

@@ -608,31 +608,56 @@ impl Watcher {
 
     /// A new directory: watch it first, then record it and whatever was created in it
     /// before the watch existed.
+    ///
+    /// A directory found by the walk is watched only after the walk, so one created
+    /// in it between the walk and its watch would raise no event and be in no walk
+    /// (seen: systemd making `kubepods-besteffort.slice`, the pod's slice in it and
+    /// the sandbox's scope in that, back to back; the scope waited for the next
+    /// reconciliation walk). So the walk is repeated until it finds no directory that
+    /// is not watched yet (bounded: past that, the reconciliation walk finds it).
     fn created(&mut self, discovery: &Discovery, path: &str) {
+        const WALKS: usize = 8;
         self.watch(path);
+        let sub = CgroupTree::at(self.root.join(path.trim_start_matches('/')));
+        let full_path = |c: &Cgroup| {
+            if c.path == "/" {
+                path.to_owned()
+            } else {
+                format!("{path}{}", c.path)
+            }
+        };
+        let mut found = Vec::new();
+        for _ in 0..WALKS {
+            let Ok(walked) = sub.walk() else {
+                return; // removed again already
+            };
+            found = walked;
+            let mut watched_more = false;
+            for c in found.iter().filter(|c| c.path != "/") {
+                let full = full_path(c);
+                if !self.wds.contains_key(&full) && !self.unwatched.contains(&full) {
+                    self.watch(&full);
+                    watched_more = true;
+                }
+            }
+            if !watched_more {
+                break;
+            }
+        }
         if !self.unwatched.is_empty() {
             discovery.set_unwatched(self.unwatched.len());
         }
-        let sub = CgroupTree::at(self.root.join(path.trim_start_matches('/')));
-        let Ok(found) = sub.walk() else {
-            return; // removed again already
-        };
         let Ok(meta) = std::fs::metadata(sub.root()) else {
             return;
         };
         let mut state = discovery.state();
         state.events += 1;
         for c in found {
-            let full = if c.path == "/" {
-                path.to_owned()
-            } else {
-                format!("{path}{}", c.path)
-            };
-            if c.path != "/" {
-                self.watch(&full);
-            }
             let id = if c.path == "/" { meta.ino() } else { c.id };
-            state.add(Cgroup { id, path: full });
+            state.add(Cgroup {
+                id,
+                path: full_path(&c),
+            });
         }
     }
 }
@@ -755,5 +780,36 @@ mod tests {
         let state = discovery.state();
         assert_eq!(state.walks, 1, "events, not walks, found the changes");
         assert_eq!(state.removed.len(), 1);
+    }
+
+    #[test]
+    fn nested_directories_made_back_to_back_are_all_seen_without_a_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        let discovery = Arc::new(Discovery::default());
+        discovery
+            .spawn_watcher(
+                CgroupTree::at(dir.path().to_owned()),
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+        // As systemd makes a QoS slice, a pod slice in it and a scope in that: each
+        // level created while the watcher may be walking the one above.
+        let leaves: Vec<String> = (0..200).map(|i| format!("/q{i}/pod/scope")).collect();
+        for leaf in &leaves {
+            std::fs::create_dir_all(dir.path().join(leaf.trim_start_matches('/'))).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let missing = || {
+            let state = discovery.state();
+            leaves
+                .iter()
+                .filter(|leaf| !state.live.contains_key(leaf.as_str()))
+                .count()
+        };
+        while missing() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(missing(), 0, "leaves not seen by events");
+        assert_eq!(discovery.state().walks, 1, "events, not walks, found them");
     }
 }
