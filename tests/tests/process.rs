@@ -91,6 +91,11 @@ fn counts_equal_proc_for_a_known_workload() {
     assert_eq!(pids_current, tasks as f64);
     assert_eq!(v("container_threads"), tasks as f64);
     assert_eq!(v("container_threads_max"), 50.0);
+    // As in cAdvisor: the kernel shows no pids.current at the root, so no sample.
+    assert!(
+        scrape.find("container_threads", &[("id", "/")]).is_empty(),
+        "a root row container_threads sample"
+    );
 
     let fds: usize = pids
         .iter()

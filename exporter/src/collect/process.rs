@@ -76,7 +76,9 @@ pub fn collect(ctx: &ScrapeContext<'_>, out: &mut SampleSet) {
             let tasks = pass.and_then(|pass| pass.get(&row.id));
             let live = index < ctx.live;
             let pids = ctx.hierarchies.controller_dir(Controller::Pids, &row.path);
-            let pids_current = pids.as_ref().zip(pids_pass).and_then(|(dir, current)| {
+            // The root has no `pids.current` (the kernel does not show it there).
+            let counters = pids_pass.filter(|_| row.path != "/");
+            let pids_current = pids.as_ref().zip(counters).and_then(|(dir, current)| {
                 let id =
                     ctx.hierarchy_id(Controller::Pids, row, dir, |id| current.contains_key(&id))?;
                 current.get(&id).copied()
