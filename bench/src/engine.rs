@@ -9,9 +9,7 @@
 //!   per row = the slope between 100 and 1000 cgroups, fixed cost = the intercept.
 //!   Each binary is measured in `ROUNDS` rounds, the binaries taking turns on the
 //!   same population, and its least CPU per scrape is kept: on this shared machine a
-//!   neighbour only ever adds to a process's CPU time (cache, host contention), and
-//!   whichever binary ran first on a fresh population used to pay for it (the first
-//!   reads of 1,000 new cgroups);
+//!   neighbour only ever adds to a process's CPU time (cache, host contention);
 //! - peak (VmHWM) and end (VmRSS) resident memory;
 //! - CPU while nobody scrapes.
 use std::{
