@@ -37,7 +37,7 @@ static CGROUP_PASS_OFFSETS: CgroupPassOffsets = CgroupPassOffsets {
 /// The cgroup pass's output: record `i` is the `i`-th cgroup of the walk, and
 /// the record after the last has `cgroup_id` 0. Not the `seq_file`: a cgroup iterator
 /// must finish in one `read()` (it drops `cgroup_mutex` between reads and refuses to
-/// resume, EOPNOTSUPP), and the `seq_file` buffer holds 32 KiB, 800 records. The
+/// resume, EOPNOTSUPP), and the `seq_file` buffer holds 32 KiB, ~680 records. The
 /// daemon maps the array (`BPF_F_MMAPABLE`) and reads it without a syscall. The
 /// loader sizes it to `--max_cgroups`; cgroups beyond are counted in `map_full` and
 /// their files read instead.
@@ -134,8 +134,8 @@ pub extern "C" fn cgroup_pass(ctx: *const u64) -> i32 {
         }
     };
     let (memory, pids) = (css(offsets.cgroup_memory_css), css(offsets.cgroup_pids_css));
-    // A cgroup whose id cannot be read still takes its slot: the walk's index and
-    // the array's stay one, and no row matches `u64::MAX`.
+    // A cgroup whose id cannot be read is recorded under `u64::MAX`, which no row
+    // matches.
     let mut record = CgroupPassRecord {
         cgroup_id: if cgroup_id == 0 { u64::MAX } else { cgroup_id },
         usage_pages: u64::MAX,

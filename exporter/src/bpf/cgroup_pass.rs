@@ -1,4 +1,4 @@
-//! The cgroup pass's output (kernel/src/iter.rs `cgroup_pass`): the `CGROUP_PASS`
+//! The cgroup pass's output (kernel/src/cgroup_pass.rs): the `CGROUP_PASS`
 //! array, mapped into kadvisor's memory once, read after each walk without a syscall.
 use std::{collections::HashMap, os::fd::AsRawFd as _};
 
