@@ -745,17 +745,20 @@ mod tests {
         assert!(state.take_moved_aside().is_empty());
     }
 
+    /// A discovery whose watcher follows `root`, with no reconciliation walk due.
+    fn watched(root: &std::path::Path) -> Arc<Discovery> {
+        let discovery = Arc::new(Discovery::default());
+        discovery
+            .spawn_watcher(CgroupTree::at(root.to_owned()), Duration::from_secs(3600))
+            .unwrap();
+        discovery
+    }
+
     #[test]
     fn watcher_sees_mkdir_and_rmdir_without_a_walk() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("a")).unwrap();
-        let discovery = Arc::new(Discovery::default());
-        discovery
-            .spawn_watcher(
-                CgroupTree::at(dir.path().to_owned()),
-                Duration::from_secs(3600),
-            )
-            .unwrap();
+        let discovery = watched(dir.path());
         std::fs::create_dir_all(dir.path().join("a/b/c")).unwrap();
         // Read-your-writes: a sync right after mkdir returns sees it.
         discovery.sync();
@@ -785,13 +788,7 @@ mod tests {
     #[test]
     fn nested_directories_made_back_to_back_are_all_seen_without_a_walk() {
         let dir = tempfile::tempdir().unwrap();
-        let discovery = Arc::new(Discovery::default());
-        discovery
-            .spawn_watcher(
-                CgroupTree::at(dir.path().to_owned()),
-                Duration::from_secs(3600),
-            )
-            .unwrap();
+        let discovery = watched(dir.path());
         // As systemd makes a QoS slice, a pod slice in it and a scope in that: each
         // level created while the watcher may be walking the one above.
         let leaves: Vec<String> = (0..200).map(|i| format!("/q{i}/pod/scope")).collect();

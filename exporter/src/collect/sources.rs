@@ -102,28 +102,36 @@ impl ScrapeContext<'_> {
     /// attached or failed (a failure is reported under source `task_pass`, once per
     /// scrape whichever families read it).
     pub fn task_pass(&self) -> Option<&std::collections::HashMap<u64, crate::bpf::CgroupTasks>> {
-        match self.kernel.task_pass() {
-            Ok(tasks) => Some(tasks),
-            Err(crate::bpf::BpfError::NoTaskPass) => None,
-            Err(e) => {
-                if self.kernel.report_task_pass_failure() {
-                    self.failed("task_pass", e);
-                }
-                None
-            }
-        }
+        self.kernel_pass(self.kernel.task_pass(), "task_pass", || {
+            self.kernel.report_task_pass_failure()
+        })
     }
 
     /// The kernel's cgroup pass (memory and pids counters), run once per scrape;
     /// `None` when it is not attached or failed (a failure is reported under source
     /// `cgroup_pass`, once per scrape): the families then read the files.
     pub fn cgroup_pass(&self) -> Option<&CgroupPass> {
-        match self.kernel.cgroup_pass() {
+        self.kernel_pass(self.kernel.cgroup_pass(), "cgroup_pass", || {
+            self.kernel.report_cgroup_pass_failure()
+        })
+    }
+
+    /// A scrape-time pass's result, or `None` when the pass is not attached or failed;
+    /// a failure is reported under `source` when `first_failure()` says it is the
+    /// scrape's first.
+    fn kernel_pass<'p, T>(
+        &self,
+        pass: Result<&'p T, &crate::bpf::BpfError>,
+        source: &str,
+        first_failure: impl FnOnce() -> bool,
+    ) -> Option<&'p T> {
+        use crate::bpf::BpfError::{NoCgroupPass, NoTaskPass};
+        match pass {
             Ok(pass) => Some(pass),
-            Err(crate::bpf::BpfError::NoCgroupPass) => None,
+            Err(NoTaskPass | NoCgroupPass) => None,
             Err(e) => {
-                if self.kernel.report_cgroup_pass_failure() {
-                    self.failed("cgroup_pass", e);
+                if first_failure() {
+                    self.failed(source, e);
                 }
                 None
             }
