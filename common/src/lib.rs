@@ -44,15 +44,18 @@ pub struct TaskRecord {
     pub tgid: u32,
 }
 
-/// One open file descriptor, as the `iter/task_file` program writes it: the kernel
-/// visits each process's descriptor table once (threads sharing it are skipped).
+/// One descriptor table, as the descriptor pass (`iter/task`) writes it: once per
+/// process, and once more for a thread with a table of its own (`clone` without
+/// `CLONE_FILES`), the tables `iter/task_file` would visit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FileRecord {
-    /// The process holding the descriptor.
+    /// The process holding the table.
     pub tgid: u32,
-    /// 1 when the descriptor is a socket (`S_ISSOCK(file->f_inode->i_mode)`).
-    pub socket: u32,
+    /// Open descriptors in it.
+    pub descriptors: u32,
+    /// Those that are sockets (`S_ISSOCK(file->f_inode->i_mode)`).
+    pub sockets: u32,
 }
 
 /// Indexes into the per-CPU `ERRORS` array: kernel-side failures the daemon exports
@@ -62,7 +65,8 @@ pub struct FileRecord {
 pub enum KernelError {
     /// An insert into a per-cgroup map failed because the map was full.
     MapFull = 0,
-    /// Reading a task's cgroup through BTF offsets failed.
+    /// Reading a task's cgroup through BTF offsets, or walking its descriptor table,
+    /// failed.
     TaskRead = 1,
     /// Reading a packet's IP or transport header in a `cgroup_skb` program failed.
     PacketRead = 2,
@@ -149,6 +153,18 @@ pub struct TaskOffsets {
     /// `offsetof(signal_struct, rlim) + RLIMIT_NOFILE * sizeof(struct rlimit)`
     /// (`rlim_cur` is the first member).
     pub signal_nofile_cur: u32,
+    /// `offsetof(struct task_struct, files)`.
+    pub task_files: u32,
+    /// `offsetof(struct task_struct, group_leader)`.
+    pub task_group_leader: u32,
+    /// `offsetof(struct files_struct, fdt)`.
+    pub files_fdt: u32,
+    /// `offsetof(struct fdtable, max_fds)`.
+    pub fdtable_max_fds: u32,
+    /// `offsetof(struct fdtable, fd)`.
+    pub fdtable_fd: u32,
+    /// `offsetof(struct fdtable, open_fds)`.
+    pub fdtable_open_fds: u32,
     /// `offsetof(struct file, f_inode)`.
     pub file_inode: u32,
     /// `offsetof(struct inode, i_mode)`.

@@ -39,6 +39,12 @@ static TASK_OFFSETS: TaskOffsets = TaskOffsets {
     task_pcount: 0,
     task_signal: 0,
     signal_nofile_cur: 0,
+    task_files: 0,
+    task_group_leader: 0,
+    files_fdt: 0,
+    fdtable_max_fds: 0,
+    fdtable_fd: 0,
+    fdtable_open_fds: 0,
     file_inode: 0,
     inode_mode: 0,
 };

@@ -106,13 +106,18 @@ fn family_offsets(btf: &RawBtf, path: &Path) -> Result<FamilyOffsets, BpfError> 
     let offset = |structure, member| member_offset(btf, path, structure, member);
     let mut missing = Vec::new();
     let mut task = or_leave_out(TASK_PROGRAMS, task_offsets(btf, path), &mut missing)?;
-    let (file_inode, inode_mode) = or_leave_out(
-        FILE_PROGRAMS,
-        offset("file", "f_inode").and_then(|f| Ok((f, offset("inode", "i_mode")?))),
-        &mut missing,
-    )?;
-    task.file_inode = file_inode;
-    task.inode_mode = inode_mode;
+    let files = or_leave_out(FILE_PROGRAMS, file_offsets(btf, path), &mut missing)?;
+    task = TaskOffsets {
+        task_files: files.task_files,
+        task_group_leader: files.task_group_leader,
+        files_fdt: files.files_fdt,
+        fdtable_max_fds: files.fdtable_max_fds,
+        fdtable_fd: files.fdtable_fd,
+        fdtable_open_fds: files.fdtable_open_fds,
+        file_inode: files.file_inode,
+        inode_mode: files.inode_mode,
+        ..task
+    };
     let k_sigaction_handler = or_leave_out(
         SIGNAL_PROGRAMS,
         offset("k_sigaction", "sa").and_then(|sa| Ok(sa + offset("sigaction", "sa_handler")?)),
@@ -221,8 +226,26 @@ const RLIMIT_NOFILE: u32 = 7;
 /// `sizeof(struct rlimit)`: two `unsigned long`s on 64-bit kernels.
 const RLIMIT_SIZE: u32 = 16;
 
-/// The task members read by `sched_process_exit` and the iterators (the file and
-/// inode members are resolved apart: only `file_pass` reads them).
+/// The members only the descriptor pass (`file_pass`) reads: the task's descriptor
+/// table (`task->files->fdt`, its bitmap and file array) and each file's inode mode.
+/// Returned in a `TaskOffsets` whose other members are 0.
+fn file_offsets(btf: &RawBtf, path: &Path) -> Result<TaskOffsets, BpfError> {
+    let offset = |structure, member| member_offset(btf, path, structure, member);
+    Ok(TaskOffsets {
+        task_files: offset("task_struct", "files")?,
+        task_group_leader: offset("task_struct", "group_leader")?,
+        files_fdt: offset("files_struct", "fdt")?,
+        fdtable_max_fds: offset("fdtable", "max_fds")?,
+        fdtable_fd: offset("fdtable", "fd")?,
+        fdtable_open_fds: offset("fdtable", "open_fds")?,
+        file_inode: offset("file", "f_inode")?,
+        inode_mode: offset("inode", "i_mode")?,
+        ..TaskOffsets::default()
+    })
+}
+
+/// The task members read by `sched_process_exit` and the iterators (the descriptor
+/// table's members are resolved apart: only `file_pass` reads them).
 fn task_offsets(btf: &RawBtf, path: &Path) -> Result<TaskOffsets, BpfError> {
     let offset = |structure, member| member_offset(btf, path, structure, member);
     let sched_info = offset("task_struct", "sched_info")?;
@@ -235,8 +258,7 @@ fn task_offsets(btf: &RawBtf, path: &Path) -> Result<TaskOffsets, BpfError> {
         task_pcount: sched_info + offset("sched_info", "pcount")?,
         task_signal: offset("task_struct", "signal")?,
         signal_nofile_cur: offset("signal_struct", "rlim")? + RLIMIT_NOFILE * RLIMIT_SIZE,
-        file_inode: 0,
-        inode_mode: 0,
+        ..TaskOffsets::default()
     })
 }
 

@@ -202,7 +202,8 @@ pub fn file_records(bytes: &[u8]) -> impl Iterator<Item = FileRecord> + '_ {
         .chunks_exact(std::mem::size_of::<FileRecord>())
         .map(|r| FileRecord {
             tgid: u32_at(r, 0),
-            socket: u32_at(r, 4),
+            descriptors: u32_at(r, 4),
+            sockets: u32_at(r, 8),
         })
 }
 
@@ -245,35 +246,17 @@ pub fn summarize(
         entry.file_descriptors = Some(0);
         entry.sockets = Some(0);
     }
-    // The kernel visits one process's descriptors in a row: they are counted per run
-    // of equal tgids, one lookup per process instead of one per descriptor.
-    let mut credit = |run: Option<(u32, u64, u64)>| {
-        let Some((tgid, descriptors, sockets)) = run else {
-            return;
-        };
-        let Some(&(cgroup_id, _)) = process_cgroup.get(&tgid) else {
+    // One record per descriptor table, credited to its process's cgroup.
+    for table in files {
+        let Some(&(cgroup_id, _)) = process_cgroup.get(&table.tgid) else {
             // A process that started after the task pass.
-            return;
+            continue;
         };
         if let Some(entry) = by_cgroup.get_mut(&cgroup_id) {
-            *entry.file_descriptors.get_or_insert(0) += descriptors;
-            *entry.sockets.get_or_insert(0) += sockets;
-        }
-    };
-    let mut run: Option<(u32, u64, u64)> = None;
-    for file in files {
-        match &mut run {
-            Some((tgid, descriptors, sockets)) if *tgid == file.tgid => {
-                *descriptors += 1;
-                *sockets += u64::from(file.socket);
-            }
-            _ => {
-                credit(run.take());
-                run = Some((file.tgid, 1, u64::from(file.socket)));
-            }
+            *entry.file_descriptors.get_or_insert(0) += u64::from(table.descriptors);
+            *entry.sockets.get_or_insert(0) += u64::from(table.sockets);
         }
     }
-    credit(run);
     by_cgroup
 }
 
@@ -300,28 +283,18 @@ mod tests {
             task(7, 90, 90, RLIM_INFINITY),
             task(8, 200, 200, 4096),
         ];
+        let table = |tgid, descriptors, sockets| FileRecord {
+            tgid,
+            descriptors,
+            sockets,
+        };
         let files = [
-            FileRecord {
-                tgid: 100,
-                socket: 0,
-            },
-            FileRecord {
-                tgid: 100,
-                socket: 1,
-            },
-            FileRecord {
-                tgid: 90,
-                socket: 0,
-            },
-            FileRecord {
-                tgid: 555,
-                socket: 1,
-            },
-            // Runs of one process are summed, whether or not they are adjacent.
-            FileRecord {
-                tgid: 100,
-                socket: 1,
-            },
+            table(100, 2, 1),
+            table(90, 1, 0),
+            // A process that started after the task pass is not credited.
+            table(555, 1, 1),
+            // A thread's own table counts with its process.
+            table(100, 1, 1),
         ];
         let out = summarize(tasks.into_iter(), Some(files.into_iter()));
         let a = out[&7];
@@ -350,5 +323,15 @@ mod tests {
         bytes.extend(record.tgid.to_ne_bytes());
         bytes.push(0); // a partial record is ignored
         assert_eq!(task_records(&bytes).collect::<Vec<_>>(), vec![record]);
+        let table = FileRecord {
+            tgid: 7,
+            descriptors: 4100,
+            sockets: 3,
+        };
+        let bytes: Vec<u8> = [table.tgid, table.descriptors, table.sockets]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        assert_eq!(file_records(&bytes).collect::<Vec<_>>(), vec![table]);
     }
 }

@@ -146,11 +146,12 @@ pub const PROGRAMS: &[ProgramSpec] = &[
         min_kernel: None,
     },
     // Scrape-time descriptor pass (kernel/src/iter.rs): open files and sockets per
-    // process (the `process` group).
+    // process (the `process` group), one walk of each descriptor table's bitmap
+    // (`bpf_loop`, kernel 5.17).
     ProgramSpec {
         name: "file_pass",
-        hook: "task_file",
-        kind: ProgramKind::Iter("task_file"),
+        hook: "task",
+        kind: ProgramKind::Iter("task"),
         family: "files",
         required: false,
         requires: Requirement::None,

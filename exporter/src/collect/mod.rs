@@ -14,6 +14,7 @@
 //! Around them: `retire` (removed cgroups' grace period and reclamation) and
 //! `self_metrics` (`kadvisor_*`).
 pub mod blkio;
+pub mod body;
 pub mod cpu;
 pub mod cpu_stat;
 pub mod crashes;
@@ -93,6 +94,8 @@ pub struct Collector {
     scrape_duration: prometheus::Histogram,
     /// Size of the last body, to size the next one.
     last_body: std::sync::atomic::AtomicUsize,
+    /// The body buffer, reused across scrapes.
+    bodies: body::BodyPool,
     /// Metric groups, cgroup selection, aggregation, series budget (`cost`).
     cost: CostControls,
 }
@@ -170,6 +173,7 @@ impl Collector {
             scrape_errors,
             scrape_duration,
             last_body: std::sync::atomic::AtomicUsize::new(0),
+            bodies: body::BodyPool::default(),
             cost: CostControls::default(),
         })
     }
@@ -224,6 +228,12 @@ impl Collector {
     pub fn with_retention(mut self, retention: Retention) -> Self {
         self.retention = retention;
         self
+    }
+
+    /// A scrape's body as the bytes its responses share; its buffer serves a later
+    /// scrape once they are done (`body`).
+    pub fn share_body(&self, body: String) -> hyper::body::Bytes {
+        self.bodies.share(body)
     }
 
     /// The tree this collector reads.
@@ -363,11 +373,11 @@ impl Collector {
         row_cache.write_self_metrics(samples);
         self_metrics::write_heap_self_metric(samples);
 
-        // 5. Render, sized from the previous body: no doubling copies of a
-        // multi-MiB buffer.
+        // 5. Render into the reused buffer, sized from the previous body: no
+        // doubling copies of a multi-MiB buffer.
         self.scrape_duration.observe(start.elapsed().as_secs_f64());
         let last = self.last_body.load(std::sync::atomic::Ordering::Relaxed);
-        let mut body = String::with_capacity((last + last / 16).max(64 * 1024));
+        let mut body = self.bodies.take((last + last / 16).max(64 * 1024));
         render::render(samples, &mut body);
         let mut encoded = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut encoded)?;

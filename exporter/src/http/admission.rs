@@ -37,11 +37,20 @@ use crate::{
 pub trait Source: Send + Sync + 'static {
     /// One collection's body; `view` sees its structured samples on the way.
     fn collect(&self, view: &mut dyn FnMut(&SampleSet)) -> Result<String, CollectError>;
+
+    /// A collection's body as the bytes its responses share.
+    fn share(&self, body: String) -> Bytes {
+        Bytes::from(body)
+    }
 }
 
 impl Source for Collector {
     fn collect(&self, view: &mut dyn FnMut(&SampleSet)) -> Result<String, CollectError> {
         self.scrape_with(|set| view(set)).map(|(body, ())| body)
+    }
+
+    fn share(&self, body: String) -> Bytes {
+        self.share_body(body)
     }
 }
 
@@ -290,6 +299,7 @@ impl Collections {
             &self.limits,
             (started, cpu),
             text,
+            self.source.as_ref(),
         );
         Ok(())
     }
@@ -397,7 +407,14 @@ impl Collections {
             let collection = match result {
                 Ok(text) => {
                     let cpu = thread_cpu_time().saturating_sub(cpu_before);
-                    Ok(finish(&latest, &metrics, &limits, (started, cpu), text))
+                    Ok(finish(
+                        &latest,
+                        &metrics,
+                        &limits,
+                        (started, cpu),
+                        text,
+                        source.as_ref(),
+                    ))
                 }
                 Err(e) => {
                     tracing::error!(error = %error_chain(&e), "collection failed");
@@ -442,6 +459,7 @@ fn finish(
     limits: &Limits,
     (started, cpu): (Instant, Duration),
     mut text: String,
+    source: &dyn Source,
 ) -> Arc<Collection> {
     let took = started.elapsed();
     metrics.collections.inc();
@@ -451,7 +469,7 @@ fn finish(
     }
     text.push_str(&metrics.text());
     let collection = Arc::new(Collection {
-        text: Bytes::from(text),
+        text: source.share(text),
         gzip: OnceLock::new(),
         started,
         finished: Instant::now(),

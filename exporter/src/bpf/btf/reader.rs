@@ -281,7 +281,7 @@ mod tests {
         let targets = [
             ("btf_trace_sched_process_exit", TYPEDEF),
             ("bpf_iter_task", FUNC),
-            ("bpf_iter_task_file", FUNC),
+            ("bpf_iter_cgroup", FUNC),
         ];
         let sparse = raw.attach_targets(&targets).unwrap();
         for (name, kind) in targets {
