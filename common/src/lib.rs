@@ -204,6 +204,11 @@ pub struct CgroupPassRecord {
     pub kmem_pages: u64,
     /// `pids_cgroup->counter`; `u64::MAX` without the pids controller on this cgroup.
     pub pids_current: u64,
+    /// 1 when the io controller's `blkcg->blkg_list` holds a block group (the cgroup,
+    /// or one below it, did IO on some device), 0 when it is empty: then its
+    /// `io.stat` and v1 `blkio.*_recursive` files have no device line. `u64::MAX`
+    /// without the io controller on this cgroup.
+    pub io_blkgs: u64,
 }
 
 /// Offsets the cgroup pass reads, resolved from BTF by the loader (see
@@ -234,6 +239,12 @@ pub struct CgroupPassOffsets {
     pub memcg_kmem_usage: u32,
     /// `offsetof(struct pids_cgroup, counter)`, from the `css`.
     pub pids_counter: u32,
+    /// `offsetof(struct cgroup, subsys) + io_cgrp_id * sizeof(void *)`; 0 where the
+    /// kernel has no io controller.
+    pub cgroup_io_css: u32,
+    /// `offsetof(struct blkcg, blkg_list)` (an `hlist_head`: its first pointer), from
+    /// the `css`.
+    pub blkcg_blkg_list: u32,
 }
 
 /// Destination classes of transmitted traffic. The daemon fills the `DESTINATIONS`

@@ -84,7 +84,7 @@ fn run(config: Config) -> anyhow::Result<()> {
             .filter(|f| !cost.groups().program_family_on(f))
             .collect(),
         cgroup_filter: cost.selection.is_active(),
-        pass_roots: [Controller::Memory, Controller::Pids]
+        pass_roots: [Controller::Memory, Controller::Pids, Controller::Blkio]
             .into_iter()
             .filter_map(|controller| hierarchies.controller_root(controller))
             .fold(Vec::new(), |mut roots, root| {

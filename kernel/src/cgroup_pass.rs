@@ -2,7 +2,9 @@
 //! reads each cgroup's memory and pids counters (`CgroupPassRecord`) into the
 //! `CGROUP_PASS` array, which the daemon has mapped: the numbers behind the memory
 //! controller's single-number files and `pids.current`, for every cgroup in one
-//! `read()`, instead of one file read each per row.
+//! `read()`, instead of one file read each per row; and whether the io controller has
+//! any block group for the cgroup, so that the IO files of a cgroup that never did IO
+//! (no device line to print) are not read.
 //!
 //! # Context and maps
 //! Runs in the reading process's context from `read()`, under `cgroup_mutex`, which
@@ -32,6 +34,8 @@ static CGROUP_PASS_OFFSETS: CgroupPassOffsets = CgroupPassOffsets {
     memcg_failcnt: 0,
     memcg_kmem_usage: 0,
     pids_counter: 0,
+    cgroup_io_css: 0,
+    blkcg_blkg_list: 0,
 };
 
 /// The cgroup pass's output: record `i` is the `i`-th cgroup of the walk, and
@@ -87,8 +91,9 @@ fn store(index: u64, record: CgroupPassRecord) -> bool {
 /// `struct bpf_iter__cgroup { struct bpf_iter_meta *meta; struct cgroup *cgroup; }`:
 /// called once per cgroup of the hierarchy the link was made for (pre-order, its root
 /// first), then once with `cgroup == NULL`. Reads the memory and pids controllers'
-/// counters of each cgroup that has them (both on v2; on a hybrid host each has its
-/// own v1 hierarchy, walked by its own link). Runs under `cgroup_mutex`, which the
+/// counters of each cgroup that has them, and whether the io controller has any block
+/// group for it (all three on v2; on a hybrid host each has its own v1 hierarchy,
+/// walked by its own link). Runs under `cgroup_mutex`, which the
 /// kernel takes for the walk.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/cgroup")]
@@ -133,15 +138,23 @@ pub extern "C" fn cgroup_pass(ctx: *const u64) -> i32 {
             member(cgroup, offset)
         }
     };
-    let (memory, pids) = (css(offsets.cgroup_memory_css), css(offsets.cgroup_pids_css));
+    let (memory, pids, io) = (
+        css(offsets.cgroup_memory_css),
+        css(offsets.cgroup_pids_css),
+        css(offsets.cgroup_io_css),
+    );
     // A cgroup whose id cannot be read is recorded under `u64::MAX`, which no row
     // matches.
     let mut record = CgroupPassRecord {
         cgroup_id: if cgroup_id == 0 { u64::MAX } else { cgroup_id },
         usage_pages: u64::MAX,
         pids_current: u64::MAX,
+        io_blkgs: u64::MAX,
         ..CgroupPassRecord::default()
     };
+    if !io.is_null() && offsets.blkcg_blkg_list != 0 {
+        record.io_blkgs = u64::from(css_word(io, offsets.blkcg_blkg_list) != 0);
+    }
     if !memory.is_null() {
         record.usage_pages = css_word(memory, offsets.memcg_usage);
         record.watermark_pages = css_word(memory, offsets.memcg_watermark);

@@ -1,7 +1,10 @@
 //! Block IO per cgroup: a process writes 64 MiB with O_DIRECT and 64 MiB buffered
 //! (then fsync), and kadvisor's `container_fs_*` and `container_blkio_device_usage_total`
 //! must equal the kernel's own per-cgroup IO accounting: `io.stat` (cgroup v2) or
-//! `blkio.throttle.io_service_bytes_recursive` / `io_serviced_recursive` (v1).
+//! `blkio.throttle.io_service_bytes_recursive` / `io_serviced_recursive` (v1), for the
+//! writer's cgroup and for its parent (whose files sum the writer's), while a sibling
+//! that did no IO has no device in its files and no IO series (kadvisor does not read
+//! its files when the cgroup pass sees no block group for it).
 use std::{path::Path, process::Command};
 
 use kadvisor_tests::{
@@ -16,7 +19,9 @@ const MIB: f64 = 1024.0 * 1024.0;
 #[test]
 fn direct_and_buffered_writes_match_the_kernels_cgroup_io_stats() {
     let kadvisor = Kadvisor::start(&[]);
-    let cg = TestCgroup::with_v1_controllers("blkio", &["blkio"]);
+    let parent = TestCgroup::with_v1_controllers("blkio", &["blkio"]);
+    let cg = parent.child("writer");
+    let idle = parent.child("idle");
     // On the root filesystem (a block device), not tmpfs.
     let dir = tempfile::Builder::new()
         .prefix("kadvisor-test-blkio")
@@ -78,6 +83,27 @@ fn direct_and_buffered_writes_match_the_kernels_cgroup_io_stats() {
         0.01,
     );
     assert_close("blkio device usage Write", usage, kernel_bytes, 0.01);
+    let parent_bytes = scrape.value(
+        "container_fs_writes_bytes_total",
+        &[("id", parent.id()), ("device", device.as_str())],
+    );
+    assert_close(
+        "the parent's write bytes vs its own (recursive) IO stats",
+        parent_bytes,
+        kernel_writes(&parent, disk).0,
+        0.01,
+    );
+    assert_eq!(
+        kernel_writes(&idle, disk),
+        (0.0, 0.0),
+        "the kernel lists no IO for the idle sibling"
+    );
+    assert!(
+        scrape
+            .find("container_fs_writes_bytes_total", &[("id", idle.id())])
+            .is_empty(),
+        "an idle cgroup has no IO series"
+    );
     let major = disk.0.to_string();
     assert_eq!(
         scrape

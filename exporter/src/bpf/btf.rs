@@ -138,11 +138,12 @@ fn family_offsets(btf: &RawBtf, path: &Path) -> Result<FamilyOffsets, BpfError> 
     })
 }
 
-/// The members `cgroup_pass` reads: `cgroup->subsys[memory_cgrp_id]` and
-/// `[pids_cgrp_id]`, then the `memory` (and, where the kernel still has cgroup v1's,
-/// `kmem`) page counters of that `mem_cgroup` and the `counter` of that
-/// `pids_cgroup`. A controller the kernel lacks is left at offset 0 (not read); both
-/// missing leaves the program out.
+/// The members `cgroup_pass` reads: `cgroup->subsys[memory_cgrp_id]`,
+/// `[pids_cgrp_id]` and `[io_cgrp_id]`, then the `memory` (and, where the kernel still
+/// has cgroup v1's, `kmem`) page counters of that `mem_cgroup`, the `counter` of that
+/// `pids_cgroup` and the `blkg_list` head of that `blkcg`. A controller the kernel
+/// lacks is left at offset 0 (not read); memory and pids both missing leaves the
+/// program out.
 fn cgroup_pass_offsets(btf: &RawBtf, path: &Path) -> Result<CgroupPassOffsets, BpfError> {
     let offset = |structure, member| member_offset(btf, path, structure, member);
     let subsys = offset("cgroup", "subsys")?;
@@ -170,6 +171,10 @@ fn cgroup_pass_offsets(btf: &RawBtf, path: &Path) -> Result<CgroupPassOffsets, B
     };
     let memory = css_of("memory_cgrp_id").and_then(|css| Ok((css, counter("memory")?)));
     let pids = css_of("pids_cgrp_id").and_then(|css| Ok((css, within("pids_cgroup", "counter")?)));
+    // Optional: without it, the IO files are read for every row.
+    let (cgroup_io_css, blkcg_blkg_list) = css_of("io_cgrp_id")
+        .and_then(|css| Ok((css, within("blkcg", "blkg_list")?)))
+        .unwrap_or_default();
     let (
         (cgroup_memory_css, (memcg_usage, memcg_watermark, memcg_failcnt)),
         (cgroup_pids_css, pids_counter),
@@ -188,6 +193,8 @@ fn cgroup_pass_offsets(btf: &RawBtf, path: &Path) -> Result<CgroupPassOffsets, B
         memcg_failcnt,
         memcg_kmem_usage: counter("kmem").map_or(0, |(kmem_usage, _, _)| kmem_usage),
         pids_counter,
+        cgroup_io_css,
+        blkcg_blkg_list,
     })
 }
 

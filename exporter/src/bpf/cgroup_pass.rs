@@ -82,14 +82,17 @@ impl Drop for MappedRecords {
     }
 }
 
-/// One scrape's cgroup pass: the memory and pids controllers' counters, each by
-/// cgroup id in that controller's hierarchy (on a hybrid host two hierarchies, whose
-/// ids may coincide: hence two tables).
+/// One scrape's cgroup pass: the memory, pids and io controllers' state, each by
+/// cgroup id in that controller's hierarchy (on a hybrid host three hierarchies,
+/// whose ids may coincide: hence a table each).
 #[derive(Debug, Default)]
 pub struct CgroupPass {
     pub memory: HashMap<u64, MemcgCounters>,
     /// `pids.current`.
     pub pids: HashMap<u64, u64>,
+    /// Whether the io controller has a block group for the cgroup: `false` means
+    /// its IO files have no device line.
+    pub io_blkgs: HashMap<u64, bool>,
 }
 
 impl CgroupPass {
@@ -111,6 +114,9 @@ impl CgroupPass {
             if r.pids_current != u64::MAX {
                 self.pids.insert(r.cgroup_id, r.pids_current);
             }
+            if r.io_blkgs != u64::MAX {
+                self.io_blkgs.insert(r.cgroup_id, r.io_blkgs != 0);
+            }
         }
     }
 }
@@ -128,6 +134,7 @@ mod tests {
             failcnt: 2,
             kmem_pages,
             pids_current,
+            io_blkgs: u64::MAX,
         };
         let mut pass = CgroupPass::default();
         pass.add(
@@ -153,5 +160,24 @@ mod tests {
         );
         assert_eq!(out[&8].kmem, None);
         assert_eq!(pass.pids, HashMap::from([(8, 4), (9, 6)]));
+        assert!(
+            pass.io_blkgs.is_empty(),
+            "no io controller in these records"
+        );
+    }
+
+    #[test]
+    fn block_groups_are_known_per_io_cgroup() {
+        let io = |cgroup_id, io_blkgs| CgroupPassRecord {
+            cgroup_id,
+            usage_pages: u64::MAX,
+            pids_current: u64::MAX,
+            io_blkgs,
+            ..CgroupPassRecord::default()
+        };
+        let mut pass = CgroupPass::default();
+        pass.add([io(3, 1), io(4, 0), io(5, u64::MAX)].into_iter(), 4096);
+        assert_eq!(pass.io_blkgs, HashMap::from([(3, true), (4, false)]));
+        assert!(pass.memory.is_empty() && pass.pids.is_empty());
     }
 }

@@ -149,9 +149,9 @@ pub struct LoadOptions {
     /// Enables the kernel cgroup filter (`CGROUP_EXCLUDED`); without it the hooks'
     /// filter check is dead code the verifier removes.
     pub cgroup_filter: bool,
-    /// The tops of the memory and pids controllers' hierarchies (the v2 root, or a
-    /// hybrid host's v1 `memory` and `pids` mounts), which the cgroup pass walks, each
-    /// once; none: the pass is not attached.
+    /// The tops of the memory, pids and io controllers' hierarchies (the v2 root, or
+    /// a hybrid host's v1 `memory`, `pids` and `blkio` mounts), which the cgroup pass
+    /// walks, each once; none: the pass is not attached.
     pub pass_roots: Vec<std::path::PathBuf>,
 }
 

@@ -163,12 +163,23 @@ pub fn collect_with(
     out: &mut SampleSet,
 ) {
     let mut per_row: Vec<(usize, Vec<DeviceIo>)> = Vec::new();
+    let pass = ctx.cgroup_pass().map(|pass| &pass.io_blkgs);
     for (index, row) in ctx.rows.iter().enumerate() {
-        let read = || match read_row(ctx.hierarchies.controller_dir(Controller::Blkio, &row.path)) {
-            Ok(devices) => Some(devices),
-            Err(e) => {
-                ctx.failed("blkio", &e);
-                None
+        let read = || {
+            let Some(dir) = ctx.hierarchies.controller_dir(Controller::Blkio, &row.path) else {
+                // No io controller mounted: no IO families.
+                return Some(None);
+            };
+            if row.path != "/" && no_block_groups(ctx, pass, row, &dir) {
+                // What its files would say: no device line.
+                return Some(Some(Vec::new()));
+            }
+            match read_row(Some(dir)) {
+                Ok(devices) => Some(devices),
+                Err(e) => {
+                    ctx.failed("blkio", &e);
+                    None
+                }
             }
         };
         match ctx.row_value(index, |v| &mut v.blkio, read) {
@@ -202,6 +213,23 @@ pub fn collect_with(
             Err(e) => ctx.failed("filesystem", &e),
         }
     }
+}
+
+/// Whether the cgroup pass saw no block group for `row`'s io cgroup: it (and every
+/// cgroup below it, whose block groups would have created its own) never did IO on
+/// any device, so its IO files list no device. `false` when the pass does not know.
+fn no_block_groups(
+    ctx: &ScrapeContext<'_>,
+    pass: Option<&HashMap<u64, bool>>,
+    row: &Row,
+    dir: &ControllerDir,
+) -> bool {
+    let Some(pass) = pass else {
+        return false;
+    };
+    ctx.hierarchy_id(Controller::Blkio, row, dir, |id| pass.contains_key(&id))
+        .and_then(|id| pass.get(&id))
+        .is_some_and(|&blkgs| !blkgs)
 }
 
 fn read_row(
