@@ -1,7 +1,7 @@
 //! Scrape-time task iterators: one pass over every task and one over every process's
-//! descriptor table, each writing fixed-size records (`TaskRecord`, `FileRecord`) to
-//! the iterator's output, which the daemon reads once per scrape (`read()` of a fresh
-//! `BPF_ITER_CREATE` fd) and sums per cgroup. They replace per-row reads of
+//! descriptor table (a second `iter/task` program), each writing fixed-size records
+//! (`TaskRecord`, `FileRecord`) to the iterator's output, which the daemon reads once
+//! per scrape (`read()` of a fresh `BPF_ITER_CREATE` fd) and sums per cgroup. They replace per-row reads of
 //! `cgroup.procs`, a `readlink` per descriptor under `/proc/<pid>/fd`, and
 //! `/proc/<pid>/limits`, and they read the run-queue delay the kernel already keeps
 //! per task (`sched_info`) instead of recomputing it on every context switch. The
@@ -9,13 +9,14 @@
 //!
 //! # Context and maps
 //! Iterator programs run in the reading process's context from `read()`, under RCU
-//! (the task iterator holds a task reference, the file iterator the file's), with no
-//! scheduler lock. They use no map: the records go to the `seq_file` through
-//! `bpf_seq_write`.
+//! (the task iterator holds a task reference; the descriptor table is read through
+//! helper reads, which cannot fault), with no scheduler lock. They use no map: the
+//! records go to the `seq_file` through `bpf_seq_write`.
 //!
 //! # Minimum kernel version
-//! `iter/task` and `iter/task_file`: 5.8; BTF-typed loads from the iterator context:
-//! 5.8. aya-ebpf 0.2.1 has no `#[iter]` macro, so the sections are declared by hand.
+//! `iter/task`: 5.8; BTF-typed loads from the iterator context: 5.8; `bpf_loop` (the
+//! descriptor pass, with a callback that calls `bpf_loop` again): 5.17. aya-ebpf 0.2.1
+//! has no `#[iter]` macro, so the sections are declared by hand.
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::{bpf_loop, bpf_probe_read_kernel, bpf_seq_write};

@@ -102,7 +102,7 @@ pub fn read_specs<T, const N: usize>(
     names: [&str; N],
     parse: impl Fn(Option<&str>) -> T,
 ) -> Result<[T; N], CgroupError> {
-    // Filled in order; `finish` turns it into the values.
+    // Unwatched reads fill it in order; `finish` turns it into the values.
     let mut out: [Option<T>; N] = std::array::from_fn(|_| None);
     let finish = |out: [Option<T>; N]| out.map(|value| value.unwrap_or_else(|| parse(None)));
     let Some(generation) = files::scope_generation() else {
@@ -120,30 +120,44 @@ pub fn read_specs<T, const N: usize>(
     let key = dir.as_os_str();
     // A watched directory is never in `missing` (only a failed watch puts it there):
     // the common case costs one lookup.
-    if !spec.dirs.contains_key(key) {
-        if spec.missing.contains(key) {
+    if let Some(entry) = spec.dirs.get_mut(key) {
+        return read_kept(entry, dir, names, generation, &parse);
+    }
+    if spec.missing.contains(key) {
+        return Ok(names.map(|_| parse(None)));
+    }
+    if let Err(e) = spec.watch(key, generation) {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            // A removed cgroup (its grace period): no files, nothing to keep.
+            spec.missing.insert(key.to_owned());
             return Ok(names.map(|_| parse(None)));
         }
-        if let Err(e) = spec.watch(key, generation) {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                // A removed cgroup (its grace period): no files, nothing to keep.
-                spec.missing.insert(key.to_owned());
-                return Ok(names.map(|_| parse(None)));
-            }
-            spec.unwatched += N as u64;
-            if spec.unwatched == N as u64 {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch a cgroup directory: its spec files are read at every scrape (see kadvisor_cgroup_spec_reads_unwatched_total)");
-            }
-            drop(spec);
-            for (slot, name) in out.iter_mut().zip(names) {
-                *slot = Some(parse(files::read_unheld(&dir.join(name))?.as_deref()));
-            }
-            return Ok(finish(out));
+        spec.unwatched += N as u64;
+        if spec.unwatched == N as u64 {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch a cgroup directory: its spec files are read at every scrape (see kadvisor_cgroup_spec_reads_unwatched_total)");
         }
+        drop(spec);
+        for (slot, name) in out.iter_mut().zip(names) {
+            *slot = Some(parse(files::read_unheld(&dir.join(name))?.as_deref()));
+        }
+        return Ok(finish(out));
     }
-    let Some(entry) = spec.dirs.get_mut(key) else {
-        return Ok(names.map(|_| parse(None)));
-    };
+    match spec.dirs.get_mut(key) {
+        Some(entry) => read_kept(entry, dir, names, generation, &parse),
+        None => Ok(names.map(|_| parse(None))),
+    }
+}
+
+/// `parse` of each spec file `names` of the watched directory `dir`: its kept
+/// contents, or read now (and kept).
+fn read_kept<T, const N: usize>(
+    entry: &mut WatchedDir,
+    dir: &Path,
+    names: [&str; N],
+    generation: u64,
+    parse: &impl Fn(Option<&str>) -> T,
+) -> Result<[T; N], CgroupError> {
+    let mut out: [Option<T>; N] = std::array::from_fn(|_| None);
     entry.generation = generation;
     for (slot, name) in out.iter_mut().zip(names) {
         if let Some(kept) = entry.values.get(OsStr::new(name)) {
@@ -155,7 +169,7 @@ pub fn read_specs<T, const N: usize>(
         *slot = Some(parse(value.as_deref()));
         entry.values.insert(name.into(), value);
     }
-    Ok(finish(out))
+    Ok(out.map(|value| value.unwrap_or_else(|| parse(None))))
 }
 
 /// Reads of spec files in directories that had no watch (read at every scrape).
