@@ -1,11 +1,12 @@
 //! Scrape-time task iterators: one pass over every task and one over every process's
 //! descriptor table (a second `iter/task` program), each writing fixed-size records
 //! (`TaskRecord`, `FileRecord`) to the iterator's output, which the daemon reads once
-//! per scrape (`read()` of a fresh `BPF_ITER_CREATE` fd) and sums per cgroup. They replace per-row reads of
-//! `cgroup.procs`, a `readlink` per descriptor under `/proc/<pid>/fd`, and
-//! `/proc/<pid>/limits`, and they read the run-queue delay the kernel already keeps
-//! per task (`sched_info`) instead of recomputing it on every context switch. The
-//! cgroup pass, the third scrape-time iterator, is in `cgroup_pass.rs`.
+//! per scrape (`read()` of a fresh `BPF_ITER_CREATE` fd) and sums per cgroup. They
+//! replace per-row reads of `cgroup.procs`, a `readlink` per descriptor under
+//! `/proc/<pid>/fd`, and `/proc/<pid>/limits`, and they read the run-queue delay the
+//! kernel already keeps per task (`sched_info`) instead of recomputing it on every
+//! context switch. The cgroup pass, the third scrape-time iterator, is in
+//! `cgroup_pass.rs`.
 //!
 //! # Context and maps
 //! Iterator programs run in the reading process's context from `read()`, under RCU

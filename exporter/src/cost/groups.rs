@@ -184,7 +184,9 @@ pub const GROUPS: &[GroupSpec] = &[
     ),
     group(
         "diskIO",
-        &[],
+        // The cgroup pass (which cgroups have a block group); the rest is read from
+        // files.
+        &["cgroup_pass"],
         &[
             "container_fs_reads_bytes_total",
             "container_fs_writes_bytes_total",
