@@ -339,7 +339,7 @@ impl Metadata {
                     }
                     Err(e) => {
                         self.errors.with_label_values(&[e.op()]).inc();
-                        tracing::debug!(error = %crate::error_chain(&e), "containerd lookup failed");
+                        tracing::warn!(error = %crate::error_chain(&e), "containerd lookup failed; asked again in a later round");
                     }
                 }
             }
@@ -407,7 +407,7 @@ impl Metadata {
             cri::Found::Failed(e) => {
                 drop(cache);
                 self.errors.with_label_values(&[e.op()]).inc();
-                tracing::debug!(error = %crate::error_chain(&e), "one runtime lookup failed");
+                tracing::warn!(error = %crate::error_chain(&e), "one runtime lookup failed; asked again in a later round");
             }
         }
     }
