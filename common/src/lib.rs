@@ -193,16 +193,18 @@ pub struct CgroupPassRecord {
     /// when it could not be read.
     pub cgroup_id: u64,
     /// `memcg->memory.usage`, in pages; `u64::MAX` (and the other memory fields 0)
-    /// without the memory controller on this cgroup.
+    /// without the memory controller on this cgroup, or when one of the three could
+    /// not be read (the daemon then reads the cgroup's files).
     pub usage_pages: u64,
     /// `memcg->memory.watermark`, in pages.
     pub watermark_pages: u64,
     /// `memcg->memory.failcnt`.
     pub failcnt: u64,
     /// `memcg->kmem.usage`, in pages; `u64::MAX` where the kernel has no `kmem`
-    /// counter (6.12+ without cgroup v1 support).
+    /// counter (6.12+ without cgroup v1 support) or when it could not be read.
     pub kmem_pages: u64,
-    /// `pids_cgroup->counter`; `u64::MAX` without the pids controller on this cgroup.
+    /// `pids_cgroup->counter`; `u64::MAX` without the pids controller on this cgroup
+    /// or when it could not be read.
     pub pids_current: u64,
     /// 1 when the io controller's `blkcg->blkg_list` holds a block group (the cgroup,
     /// or one below it, did IO on some device), 0 when it is empty: then its

@@ -64,11 +64,11 @@ static CGROUP_PASS_CURSOR: Array<Cursor> = Array::with_max_entries(1, 0);
 /// A 64-bit word of the controller state at `css + offset` (a `mem_cgroup` or
 /// `pids_cgroup` member), or 0 if it cannot be read.
 #[inline(always)]
-fn css_word(css: *const u8, offset: u32) -> u64 {
+fn css_word(css: *const u8, offset: u32) -> Option<u64> {
     // SAFETY: a helper read of kernel memory: a bad address returns an error, never
     // faults. `css` is typed `cgroup_subsys_state` by the verifier, so the members
     // of the controller's struct around it cannot be plain BTF-checked loads.
-    unsafe { bpf_probe_read_kernel(css.wrapping_add(offset as usize).cast::<u64>()) }.unwrap_or(0)
+    unsafe { bpf_probe_read_kernel(css.wrapping_add(offset as usize).cast::<u64>()) }.ok()
 }
 
 /// Stores `record` as record `index` of `CGROUP_PASS`; `false` when the array is full.
@@ -150,23 +150,34 @@ pub extern "C" fn cgroup_pass(ctx: *const u64) -> i32 {
         usage_pages: u64::MAX,
         pids_current: u64::MAX,
         io_blkgs: u64::MAX,
+        kmem_pages: u64::MAX,
         ..CgroupPassRecord::default()
     };
-    if !io.is_null() && offsets.blkcg_blkg_list != 0 {
-        record.io_blkgs = u64::from(css_word(io, offsets.blkcg_blkg_list) != 0);
+    // A failed read leaves its field unknown (`u64::MAX`), and the daemon reads that
+    // cgroup's files instead: a read error must not pass for "no block group" or a
+    // zero counter.
+    if !io.is_null()
+        && offsets.blkcg_blkg_list != 0
+        && let Some(first) = css_word(io, offsets.blkcg_blkg_list)
+    {
+        record.io_blkgs = u64::from(first != 0);
     }
     if !memory.is_null() {
-        record.usage_pages = css_word(memory, offsets.memcg_usage);
-        record.watermark_pages = css_word(memory, offsets.memcg_watermark);
-        record.failcnt = css_word(memory, offsets.memcg_failcnt);
-        record.kmem_pages = if offsets.memcg_kmem_usage == 0 {
-            u64::MAX
-        } else {
-            css_word(memory, offsets.memcg_kmem_usage)
-        };
+        if let (Some(usage), Some(watermark), Some(failcnt)) = (
+            css_word(memory, offsets.memcg_usage),
+            css_word(memory, offsets.memcg_watermark),
+            css_word(memory, offsets.memcg_failcnt),
+        ) {
+            record.usage_pages = usage;
+            record.watermark_pages = watermark;
+            record.failcnt = failcnt;
+        }
+        if offsets.memcg_kmem_usage != 0 {
+            record.kmem_pages = css_word(memory, offsets.memcg_kmem_usage).unwrap_or(u64::MAX);
+        }
     }
     if !pids.is_null() && offsets.pids_counter != 0 {
-        record.pids_current = css_word(pids, offsets.pids_counter);
+        record.pids_current = css_word(pids, offsets.pids_counter).unwrap_or(u64::MAX);
     }
     if !store(index, record) {
         count_error(KernelError::MapFull);

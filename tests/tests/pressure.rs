@@ -69,6 +69,7 @@ fn start_time_is_creation_and_last_seen_is_now() {
     let cg = TestCgroup::new("start");
     // The runtime's first lookup of a new cgroup, as runc's cgroup.procs write does.
     let _ = cg.read_v2("cgroup.procs");
+    let requested = now();
     let scrape = kadvisor.scrape();
     let scraped = now();
     let start = scrape.value("container_start_time_seconds", &[("id", cg.id())]);
@@ -76,9 +77,11 @@ fn start_time_is_creation_and_last_seen_is_now() {
         created.floor() - 1.0 <= start && start <= scraped,
         "start time {start} outside {created}..{scraped}"
     );
+    // The whole second of an instant inside the scrape, however long the scrape takes
+    // (over a second under qemu's TCG while the other test's busy loops run).
     let seen = scrape.value("container_last_seen", &[("id", cg.id())]);
     assert!(
-        (seen - scraped).abs() <= 2.0,
-        "last seen {seen} vs scrape at {scraped}"
+        requested.floor() <= seen && seen <= scraped,
+        "last seen {seen} outside the scrape's {requested}..{scraped}"
     );
 }
