@@ -613,17 +613,28 @@ pub fn parse_value(text: &str) -> Option<Value> {
 }
 
 /// Iterates `key value` lines (cpu.stat, memory.stat, memory.events, cpuacct.stat...),
-/// skipping lines whose value is not a number.
+/// the value not parsed yet: a collector wants a few of v1 `memory.stat`'s ~70 lines,
+/// and parses those only (`keyed_number`).
+pub fn keyed_lines(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.split_terminator('\n')
+        .filter_map(|line| line.split_once(' '))
+}
+
+/// A flat-keyed line's value as a number; `None` when it is not one.
+pub fn keyed_number(value: &str) -> Option<u64> {
+    value.trim().parse().ok()
+}
+
+/// Iterates `key value` lines, skipping lines whose value is not a number.
 pub fn flat_keyed(text: &str) -> impl Iterator<Item = (&str, u64)> {
-    text.lines().filter_map(|line| {
-        let (key, value) = line.split_once(' ')?;
-        Some((key, value.trim().parse().ok()?))
-    })
+    keyed_lines(text).filter_map(|(key, value)| Some((key, keyed_number(value)?)))
 }
 
 /// The value of `key` in a flat-keyed file's text.
 pub fn keyed_value(text: &str, key: &str) -> Option<u64> {
-    flat_keyed(text).find_map(|(k, v)| (k == key).then_some(v))
+    keyed_lines(text)
+        .find(|&(k, _)| k == key)
+        .and_then(|(_, value)| keyed_number(value))
 }
 
 /// Totals of a PSI file (`cpu.pressure`, `memory.pressure`, `io.pressure`), in µs.

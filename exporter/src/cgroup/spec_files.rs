@@ -35,7 +35,9 @@ use super::{CgroupError, PathMap, PathSet, files};
 /// What a watched directory's spec files read last; `None`: the file is absent.
 struct WatchedDir {
     wd: i32,
-    values: PathMap<Option<String>>,
+    /// By file name: a directory has at most a few spec files, and a short list is
+    /// searched faster than a name is hashed.
+    values: Vec<(Box<str>, Option<String>)>,
     /// The last scope that read from this directory.
     generation: u64,
 }
@@ -160,14 +162,14 @@ fn read_kept<T, const N: usize>(
     let mut out: [Option<T>; N] = std::array::from_fn(|_| None);
     entry.generation = generation;
     for (slot, name) in out.iter_mut().zip(names) {
-        if let Some(kept) = entry.values.get(OsStr::new(name)) {
+        if let Some((_, kept)) = entry.values.iter().find(|(kept, _)| **kept == *name) {
             *slot = Some(parse(kept.as_deref()));
             continue;
         }
         // Watched before reading: a write after this read raises an event.
         let value = files::read_unheld(&dir.join(name))?;
         *slot = Some(parse(value.as_deref()));
-        entry.values.insert(name.into(), value);
+        entry.values.push((name.into(), value));
     }
     Ok(out.map(|value| value.unwrap_or_else(|| parse(None))))
 }
@@ -242,7 +244,7 @@ impl SpecFiles {
             dir.to_owned(),
             WatchedDir {
                 wd,
-                values: PathMap::default(),
+                values: Vec::new(),
                 generation,
             },
         );
@@ -321,10 +323,12 @@ mod tests {
         let limit = cgroup.join("memory.max");
         let read = || read_spec(&limit).unwrap();
         let kept = || {
-            spec()
-                .dirs
-                .get(cgroup.as_os_str())
-                .and_then(|d| d.values.get(OsStr::new("memory.max")).cloned())
+            spec().dirs.get(cgroup.as_os_str()).and_then(|d| {
+                d.values
+                    .iter()
+                    .find(|(name, _)| &**name == "memory.max")
+                    .map(|(_, value)| value.clone())
+            })
         };
         {
             let _scope = DirScope::enter();

@@ -24,7 +24,10 @@ use crate::{
     bpf::MemcgCounters,
     cgroup::{
         CgroupError, Controller, ControllerDir,
-        files::{Value, flat_keyed, read_optional, read_spec_values, read_value},
+        files::{
+            Value, flat_keyed, keyed_lines, keyed_number, read_optional, read_spec_values,
+            read_value,
+        },
     },
 };
 
@@ -127,24 +130,25 @@ fn read_v2(
     };
     let mut s = MemoryStats::default();
     let (mut anon, mut file) = (None, None);
-    for (key, value) in flat_keyed(&stat) {
-        match key {
-            "anon" => anon = Some(value),
-            "file" => file = Some(value),
-            "file_mapped" => s.mapped_file = Some(value),
-            "kernel" => s.kernel = Some(value),
-            "active_file" => s.active_file = Some(value),
-            "inactive_file" => s.inactive_file = Some(value),
-            "pgfault" => s.pgfault = Some(value),
-            "pgmajfault" => s.pgmajfault = Some(value),
-            "file_dirty" => s.file_dirty = Some(value),
-            "file_writeback" => s.file_writeback = Some(value),
-            "pgscan" => s.pgscan = Some(value),
-            "pgsteal" => s.pgsteal = Some(value),
-            "workingset_refault_anon" => s.refault_anon = Some(value),
-            "workingset_refault_file" => s.refault_file = Some(value),
-            _ => {}
-        }
+    for (key, value) in keyed_lines(&stat) {
+        let field = match key {
+            "anon" => &mut anon,
+            "file" => &mut file,
+            "file_mapped" => &mut s.mapped_file,
+            "kernel" => &mut s.kernel,
+            "active_file" => &mut s.active_file,
+            "inactive_file" => &mut s.inactive_file,
+            "pgfault" => &mut s.pgfault,
+            "pgmajfault" => &mut s.pgmajfault,
+            "file_dirty" => &mut s.file_dirty,
+            "file_writeback" => &mut s.file_writeback,
+            "pgscan" => &mut s.pgscan,
+            "pgsteal" => &mut s.pgsteal,
+            "workingset_refault_anon" => &mut s.refault_anon,
+            "workingset_refault_file" => &mut s.refault_file,
+            _ => continue,
+        };
+        *field = keyed_number(value);
     }
     if reclaim && !is_root {
         // The root has no memory.events.
@@ -190,21 +194,22 @@ fn read_v1(
         return Ok(None);
     };
     let mut s = MemoryStats::default();
-    for (key, value) in flat_keyed(&stat) {
-        match key {
-            "total_rss" => s.rss = Some(value),
-            "total_cache" => s.cache = Some(value),
-            "total_mapped_file" => s.mapped_file = Some(value),
+    for (key, value) in keyed_lines(&stat) {
+        let field = match key {
+            "total_rss" => &mut s.rss,
+            "total_cache" => &mut s.cache,
+            "total_mapped_file" => &mut s.mapped_file,
             // Present only with swap accounting (CONFIG_MEMCG_SWAP, swapaccount=1).
-            "total_swap" => s.swap = Some(value),
-            "total_active_file" => s.active_file = Some(value),
-            "total_inactive_file" => s.inactive_file = Some(value),
-            "pgfault" => s.pgfault = Some(value),
-            "pgmajfault" => s.pgmajfault = Some(value),
-            "total_pgfault" => s.total_pgfault = Some(value),
-            "total_pgmajfault" => s.total_pgmajfault = Some(value),
-            _ => {}
-        }
+            "total_swap" => &mut s.swap,
+            "total_active_file" => &mut s.active_file,
+            "total_inactive_file" => &mut s.inactive_file,
+            "pgfault" => &mut s.pgfault,
+            "pgmajfault" => &mut s.pgmajfault,
+            "total_pgfault" => &mut s.total_pgfault,
+            "total_pgmajfault" => &mut s.total_pgmajfault,
+            _ => continue,
+        };
+        *field = keyed_number(value);
     }
     match counters {
         Some(counters) => {
