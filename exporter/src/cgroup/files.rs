@@ -616,8 +616,44 @@ pub fn parse_value(text: &str) -> Option<Value> {
 /// the value not parsed yet: a collector wants a few of v1 `memory.stat`'s ~70 lines,
 /// and parses those only (`keyed_number`).
 pub fn keyed_lines(text: &str) -> impl Iterator<Item = (&str, &str)> {
-    text.split_terminator('\n')
-        .filter_map(|line| line.split_once(' '))
+    KeyedLines { rest: text }
+}
+
+/// `keyed_lines`' iterator: one pass over each line's bytes finds both its first
+/// space and its end (two searches per short line cost more than the line).
+struct KeyedLines<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for KeyedLines<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.rest.is_empty() {
+            let bytes = self.rest.as_bytes();
+            let mut space = None;
+            let mut end = bytes.len();
+            for (at, &byte) in bytes.iter().enumerate() {
+                if byte == b'\n' {
+                    end = at;
+                    break;
+                }
+                if byte == b' ' && space.is_none() {
+                    space = Some(at);
+                }
+            }
+            // Both positions are of ASCII bytes, so char boundaries.
+            let line = self.rest.get(..end).unwrap_or_default();
+            self.rest = self.rest.get(end + 1..).unwrap_or_default();
+            if let Some(space) = space {
+                return Some((
+                    line.get(..space).unwrap_or_default(),
+                    line.get(space + 1..).unwrap_or_default(),
+                ));
+            }
+        }
+        None
+    }
 }
 
 /// A flat-keyed line's value as a number; `None` when it is not one.
@@ -700,6 +736,17 @@ mod tests {
         assert_eq!(parse_value("1048576\n"), Some(Value::Number(1_048_576)));
         assert_eq!(parse_value("garbage"), None);
         assert_eq!(Value::Max.or(0), 0);
+    }
+
+    #[test]
+    fn keyed_lines_split_at_the_first_space_and_skip_lines_without_one() {
+        let text = "anon 4096\nempty\n\nname with spaces 7\nlast 1";
+        assert_eq!(
+            keyed_lines(text).collect::<Vec<_>>(),
+            [("anon", "4096"), ("name", "with spaces 7"), ("last", "1")]
+        );
+        assert_eq!(keyed_lines("").count(), 0);
+        assert_eq!(keyed_lines("a 1\n").collect::<Vec<_>>(), [("a", "1")]);
     }
 
     #[test]

@@ -278,7 +278,7 @@ impl Collector {
         } = &mut *scratch;
         v1_ids.get_mut().keep_only(&rows.rows);
         // Made per scrape, not kept: a burst of rows does not pin its peak memory.
-        let mut sample_set = SampleSet::default();
+        let mut sample_set = SampleSet::for_rows(rows.rows.len());
         let samples = &mut sample_set;
         // Every cgroup file of this scrape is read through its held open file, or
         // opened relative to its directory (`cgroup::files`).
