@@ -62,7 +62,7 @@ struct Cursor {
 static CGROUP_PASS_CURSOR: Array<Cursor> = Array::with_max_entries(1, 0);
 
 /// A 64-bit word of the controller state at `css + offset` (a `mem_cgroup` or
-/// `pids_cgroup` member), or 0 if it cannot be read.
+/// `pids_cgroup` member), or `None` if it cannot be read.
 #[inline(always)]
 fn css_word(css: *const u8, offset: u32) -> Option<u64> {
     // SAFETY: a helper read of kernel memory: a bad address returns an error, never
